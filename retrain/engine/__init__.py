@@ -1,0 +1,15 @@
+"""retrain.engine: a numpy deep-learning engine that reproduces Keras.
+
+It knows nothing of images, folders or the pipeline: arrays in, arrays out.
+"""
+from .errors import (ConfigError, EngineError, ModelFileError, ShapeError,
+                     UnsupportedLayerError, WeightsError)
+from .initializers import set_random_seed
+from .layer import KerasTensor, Layer, Variable, clear_session
+from .layers import *  # noqa: F401,F403  (the layer classes; see layers.__all__)
+from .layers import __all__ as _layer_names
+from .model import Model, Sequential
+
+__all__ = ["ConfigError", "EngineError", "ModelFileError", "ShapeError", "UnsupportedLayerError",
+           "WeightsError", "set_random_seed", "KerasTensor", "Layer", "Variable",
+           "clear_session", "Model", "Sequential"] + list(_layer_names)

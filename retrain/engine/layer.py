@@ -1,0 +1,206 @@
+"""The Layer base: naming, build-on-first-call, weights, trainable flag and config. No math."""
+import re
+
+import numpy as np
+
+from . import initializers
+from .errors import ConfigError, ShapeError
+
+_name_counts = {}
+
+
+def to_snake_case(name):
+    """Keras's auto-name rule: Conv2D -> conv2d, ReLU -> re_lu, BatchNormalization -> batch_normalization."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def unique_name(base):
+    """conv2d, conv2d_1, conv2d_2, ... as Keras names layers (counted per session)."""
+    count = _name_counts.get(base, 0)
+    _name_counts[base] = count + 1
+    return base if count == 0 else f"{base}_{count}"
+
+
+def clear_session():
+    """Reset the auto-name counters (Keras's `clear_session`)."""
+    _name_counts.clear()
+
+
+class Variable:
+    """One named weight: its value, its gradient (accumulated with +=) and whether it trains."""
+
+    def __init__(self, name, value, trainable=True):
+        self.name = name
+        self.value = np.asarray(value, np.float32)
+        self.grad = np.zeros_like(self.value)
+        self.trainable = trainable
+
+    @property
+    def shape(self):
+        return self.value.shape
+
+    def assign(self, value):
+        value = np.asarray(value, np.float32)
+        if value.shape != self.value.shape:
+            raise ShapeError(f"Weight {self.name!r} expects shape {self.value.shape}. "
+                             f"Received: shape={value.shape}.")
+        self.value = value.copy()
+
+    def __repr__(self):
+        return f"<Variable {self.name} shape={self.shape} trainable={self.trainable}>"
+
+
+class KerasTensor:
+    """A symbolic tensor: a shape (batch axis None) and the layer call that produced it."""
+
+    def __init__(self, shape, layer=None, index=0):
+        self.shape = tuple(shape)
+        self.layer = layer
+        self.index = index
+
+    def __repr__(self):
+        producer = self.layer.name if self.layer else None
+        return f"<KerasTensor shape={self.shape} from={producer}>"
+
+
+class Layer:
+    """Base of every layer. Subclasses define, in this order: `__init__` (validate arguments),
+    `build(input_shape)` (create weights with `add_weight`), `forward(x, training)` (store what
+    backward needs in `self._cache`), `backward(dy)` (return dx, and *add* into each weight's
+    `.grad`), `compute_output_shape(input_shape)` and `get_config()`.
+
+    Layers with several inputs (Add) receive and return lists in forward/backward.
+    """
+
+    def __init__(self, name=None, trainable=True, dtype="float32", input_shape=None,
+                 batch_input_shape=None, batch_shape=None, **kwargs):
+        if kwargs:
+            raise ConfigError(f"{type(self).__name__} got unexpected argument(s): "
+                              f"{', '.join(sorted(kwargs))}.")
+        self.name = name or unique_name(to_snake_case(type(self).__name__))
+        self._trainable = bool(trainable)
+        self.dtype = "float32"
+        shape = batch_shape or batch_input_shape
+        self._batch_input_shape = tuple(shape) if shape else (
+            (None,) + tuple(input_shape) if input_shape is not None else None)
+        self.built = False
+        self._trainable_weights = []
+        self._non_trainable_weights = []
+        self._cache = None
+        self.inbound = []        # KerasTensors this layer was called on (graph models)
+        self.outputs = []        # KerasTensors it produced
+        self.input_shape = None
+        self.output_shape = None
+
+    # -- weights -------------------------------------------------------------------------
+    def add_weight(self, name, shape, initializer="zeros", trainable=True):
+        """Create a weight. Only `build` calls this; the order of calls is the file order."""
+        value = initializers.get(initializer)(tuple(int(s) for s in shape))
+        variable = Variable(name, value, trainable)
+        (self._trainable_weights if trainable else self._non_trainable_weights).append(variable)
+        return variable
+
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        self._trainable = bool(value)
+
+    @property
+    def trainable_weights(self):
+        return list(self._trainable_weights) if self._trainable else []
+
+    @property
+    def non_trainable_weights(self):
+        if self._trainable:
+            return list(self._non_trainable_weights)
+        return self._trainable_weights + self._non_trainable_weights
+
+    @property
+    def weights(self):
+        """All weights in Keras's order: trainable ones first, each group in creation order."""
+        return self._trainable_weights + self._non_trainable_weights
+
+    def get_weights(self):
+        return [w.value.copy() for w in self.weights]
+
+    def set_weights(self, values):
+        weights = self.weights
+        if len(values) != len(weights):
+            raise ShapeError(f"Layer {self.name!r} has {len(weights)} weights "
+                             f"({', '.join(w.name for w in weights)}). Received: {len(values)} arrays.")
+        for w, v in zip(weights, values):
+            if np.shape(v) != w.shape:
+                raise ShapeError(f"Layer {self.name!r} weight {w.name!r} has shape {w.shape}. "
+                                 f"Received: shape={np.shape(v)}.")
+            w.assign(v)
+
+    def count_params(self):
+        return int(sum(w.value.size for w in self.weights))
+
+    def zero_grads(self):
+        for w in self.weights:
+            w.grad[...] = 0.0
+
+    # -- building and calling ------------------------------------------------------------
+    def build(self, input_shape):
+        """Create weights for `input_shape` (batch axis included, possibly None)."""
+
+    def maybe_build(self, input_shape):
+        if not self.built:
+            self.build(input_shape)
+            self.built = True
+
+    def __call__(self, inputs, training=False):
+        """Symbolic call on KerasTensor(s) wires the graph; a call on arrays runs forward."""
+        items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        if all(isinstance(t, KerasTensor) for t in items):
+            return self._call_symbolic(inputs)
+        if isinstance(inputs, (list, tuple)):
+            arrays = [np.asarray(t, np.float32) for t in inputs]
+            self.maybe_build([a.shape for a in arrays])
+            return self.forward(arrays, training=training)
+        x = np.asarray(inputs, np.float32)
+        self.maybe_build(x.shape)
+        return self.forward(x, training=training)
+
+    def _call_symbolic(self, inputs):
+        if self.inbound:
+            raise ConfigError(f"Layer {self.name!r} is already used in a graph; sharing a layer "
+                              "between two calls is not supported. Create a second layer.")
+        multi = isinstance(inputs, (list, tuple))
+        shape = [t.shape for t in inputs] if multi else inputs.shape
+        self.maybe_build(shape)
+        self.inbound = list(inputs) if multi else [inputs]
+        self.input_shape = shape
+        self.output_shape = tuple(self.compute_output_shape(shape))
+        out = KerasTensor(self.output_shape, self)
+        self.outputs = [out]
+        return out
+
+    def forward(self, x, training=False):
+        raise NotImplementedError
+
+    def backward(self, dy):
+        raise NotImplementedError
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    # -- config --------------------------------------------------------------------------
+    def get_config(self):
+        config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
+        if self._batch_input_shape is not None:
+            config["batch_input_shape"] = list(self._batch_input_shape)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name}>"

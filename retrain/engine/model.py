@@ -1,0 +1,229 @@
+"""Models: a graph of layers run forward in topological order and backward in reverse.
+
+`Model(inputs, outputs)` is Keras's functional model; `Sequential` is a thin Model that wires
+its layers one after the other. Gradients accumulate with `+=` per tensor, which is what makes
+a residual `Add` (one tensor feeding two layers) correct.
+"""
+import numpy as np
+
+from .errors import ConfigError, ShapeError
+from .layer import KerasTensor, Layer, unique_name
+from .layers.core import Input, InputLayer
+from .training import Trainer
+
+
+def _topological_order(outputs):
+    """Layers that produce `outputs`, each after every layer it reads from (DFS post-order)."""
+    order, seen = [], set()
+
+    def visit(layer):
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        for t in layer.inbound:
+            visit(t.layer)
+        order.append(layer)
+
+    for t in outputs:
+        visit(t.layer)
+    return order
+
+
+class Model(Trainer):
+    """A functional model: `Model(inputs, outputs)`, inputs being `Input(...)` tensors."""
+
+    def __init__(self, inputs, outputs, name=None, trainable=True):
+        self.name = name or unique_name("functional")
+        self._init_training()
+        self._wire(inputs, outputs)
+        if not trainable:
+            self.trainable = False
+
+    def _wire(self, inputs, outputs):
+        self._multi_input = isinstance(inputs, (list, tuple))
+        self._multi_output = isinstance(outputs, (list, tuple))
+        self.inputs = list(inputs) if self._multi_input else [inputs]
+        self.outputs = list(outputs) if self._multi_output else [outputs]
+        for t in self.inputs + self.outputs:
+            if not isinstance(t, KerasTensor):
+                raise ConfigError(f"Model {self.name!r}: inputs and outputs must be symbolic "
+                                  f"tensors from Input(...) and layer calls. Received: {t!r}.")
+        self._graph = _topological_order(self.outputs)
+        missing = [l.name for l in self._graph if isinstance(l, InputLayer)
+                   and l.outputs[0] not in self.inputs]
+        if missing:
+            raise ConfigError(f"Model {self.name!r}: outputs depend on input(s) {missing} that "
+                              "are not in `inputs`.")
+
+    # -- layers and weights --------------------------------------------------------------
+    @property
+    def layers(self):
+        return list(self._graph)
+
+    def get_layer(self, name):
+        for layer in self._graph:
+            if layer.name == name:
+                return layer
+        raise ConfigError(f"Model {self.name!r} has no layer named {name!r}.")
+
+    @property
+    def trainable(self):
+        return any(l.trainable for l in self._graph if l.weights) or not any(
+            l.weights for l in self._graph)
+
+    @trainable.setter
+    def trainable(self, value):
+        for layer in self._graph:
+            layer.trainable = value
+
+    @property
+    def weights(self):
+        return [w for l in self.layers for w in l.weights]
+
+    @property
+    def trainable_weights(self):
+        return [w for l in self.layers for w in l.trainable_weights]
+
+    @property
+    def non_trainable_weights(self):
+        return [w for l in self.layers for w in l.non_trainable_weights]
+
+    def get_weights(self):
+        return [w.value.copy() for w in self.weights]
+
+    def set_weights(self, values):
+        weights = self.weights
+        if len(values) != len(weights):
+            raise ShapeError(f"Model {self.name!r} has {len(weights)} weights. "
+                             f"Received: {len(values)} arrays.")
+        for w, v in zip(weights, values):
+            w.assign(v)
+
+    def count_params(self):
+        return sum(l.count_params() for l in self.layers)
+
+    def zero_grads(self):
+        for layer in self._graph:
+            layer.zero_grads()
+
+    # -- forward and backward ------------------------------------------------------------
+    def forward(self, x, training=False):
+        xs = list(x) if self._multi_input else [x]
+        if len(xs) != len(self.inputs):
+            raise ShapeError(f"Model {self.name!r} expects {len(self.inputs)} input(s). "
+                             f"Received: {len(xs)}.")
+        values = {id(t): np.asarray(v, np.float32) for t, v in zip(self.inputs, xs)}
+        for layer in self._graph:
+            if isinstance(layer, InputLayer):
+                values[id(layer.outputs[0])] = layer.forward(values[id(layer.outputs[0])])
+                continue
+            args = [values[id(t)] for t in layer.inbound]
+            values[id(layer.outputs[0])] = layer.forward(
+                args if isinstance(layer.input_shape, list) else args[0], training=training)
+        outs = [values[id(t)] for t in self.outputs]
+        return outs if self._multi_output else outs[0]
+
+    def _needs_backward(self, input_grad):
+        """Which layers backward must visit: those with trainable weights at or above them.
+        Backward stops below the lowest trainable layer unless the input gradient is asked for."""
+        needed = {}
+        for layer in self._graph:
+            needed[id(layer)] = input_grad or bool(layer.trainable_weights) or any(
+                needed[id(t.layer)] for t in layer.inbound)
+        return needed
+
+    def backward(self, dy, input_grad=False):
+        """Propagate dLoss/dOutput back, adding into each trainable weight's `.grad`.
+
+        Returns dLoss/dInput (a list for several inputs) when `input_grad`, else None."""
+        dys = list(dy) if self._multi_output else [dy]
+        grads = {}
+        for t, g in zip(self.outputs, dys):
+            grads[id(t)] = np.asarray(g, np.float32)
+        needed = self._needs_backward(input_grad)
+        for layer in reversed(self._graph):
+            g = grads.get(id(layer.outputs[0]))
+            if g is None or isinstance(layer, InputLayer) or not needed[id(layer)]:
+                continue
+            dx = layer.backward(g)
+            dxs = dx if isinstance(layer.input_shape, list) else [dx]
+            for t, d in zip(layer.inbound, dxs):
+                if needed[id(t.layer)] and d is not None:
+                    grads[id(t)] = grads[id(t)] + d if id(t) in grads else d
+        if not input_grad:
+            return None
+        dins = [grads.get(id(t), np.zeros((1,) + t.shape[1:], np.float32)) for t in self.inputs]
+        return dins if self._multi_input else dins[0]
+
+    def __call__(self, x, training=False):
+        return self.forward(x, training=training)
+
+    # -- reporting and files (implemented in summary.py and saving.py) -------------------
+    def summary(self, print_fn=print):
+        from .summary import summary_table
+        print_fn(summary_table(self))
+
+    def save(self, path, metadata=None):
+        from .saving import save_model
+        save_model(self, path, metadata=metadata)
+
+    def load_weights(self, path):
+        from .saving import load_weights
+        load_weights(self, path)
+
+    def save_weights(self, path):
+        from .saving import save_weights
+        save_weights(self, path)
+
+
+class Sequential(Model):
+    """Layers applied one after the other. The first may be `Input(shape)`, an `InputLayer`,
+    or a layer given `input_shape=`; otherwise the graph is wired at the first forward call."""
+
+    def __init__(self, layers=None, name=None, trainable=True):
+        self.name = name or unique_name("sequential")
+        self._init_training()
+        self._input = None
+        self._layers = []
+        self._graph = []
+        for layer in layers or []:
+            self.add(layer)
+        if not trainable:
+            self.trainable = False
+
+    def add(self, layer):
+        if isinstance(layer, KerasTensor):
+            layer = layer.layer
+        if isinstance(layer, InputLayer):
+            if self._layers or self._input is not None:
+                raise ConfigError(f"Sequential {self.name!r}: an Input must come first.")
+            self._input = layer.outputs[0]
+            return
+        if not isinstance(layer, Layer):
+            raise ConfigError(f"Sequential.add expects a layer. Received: {layer!r}.")
+        if not self._layers and self._input is None and layer._batch_input_shape is not None:
+            self._input = Input(layer._batch_input_shape[1:])
+        self._layers.append(layer)
+        if self._input is not None:
+            self._wire_layers()
+
+    def _wire_layers(self):
+        x = self._input
+        for layer in self._layers:
+            x = layer.outputs[0] if layer.inbound else layer(x)
+        self._wire(self._input, x)
+
+    def build(self, input_shape):
+        """Wire the graph for inputs of `input_shape` (batch axis included)."""
+        if self._input is None:
+            self._input = Input(tuple(input_shape)[1:])
+            self._wire_layers()
+
+    @property
+    def layers(self):
+        return list(self._layers)
+
+    def forward(self, x, training=False):
+        if self._input is None:
+            self.build(np.shape(x))
+        return super().forward(x, training=training)
