@@ -1,0 +1,28 @@
+"""Every error retrain raises on purpose. Each subclass also inherits the matching builtin,
+so callers can catch `RetrainError` or plain `ValueError`/`OSError`. The CLI turns them
+into one line with a hint; the library never prints."""
+from .engine.errors import (ConfigError, EngineError, ModelFileError, ShapeError,
+                            UnsupportedLayerError, WeightsError)
+
+RetrainError = EngineError
+
+
+class DataError(RetrainError, ValueError):
+    """The dataset folder cannot be used as given (too few classes, an empty class...)."""
+
+
+class ImageError(RetrainError, ValueError):
+    """One image file cannot be decoded safely (corrupt, truncated, a decompression bomb...)."""
+
+
+class UnsafeFileError(RetrainError, ValueError):
+    """A file asks to run code or import something a weight file never needs."""
+
+
+class PretrainedMissingError(RetrainError, FileNotFoundError):
+    """Pretrained weights are not on disk yet."""
+
+
+__all__ = ["RetrainError", "ConfigError", "ModelFileError", "ShapeError",
+           "UnsupportedLayerError", "WeightsError", "DataError", "ImageError",
+           "UnsafeFileError", "PretrainedMissingError"]
