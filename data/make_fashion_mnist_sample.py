@@ -17,7 +17,6 @@ import hashlib
 import shutil
 import struct
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -89,8 +88,10 @@ def write_sample(source, out, per_class):
     labels = read_idx(paths["t10k-labels-idx1-ubyte.gz"], 0x00000801)
     chosen = select(labels, per_class)
     # Build beside the target, then swap, so an interrupted run leaves the old sample intact.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".sample-", dir=out.parent))
+    staging = out.with_name(f".{out.name}.tmp")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)   # mkdir, not mkdtemp: the umask's permissions, not 0700
     try:
         for label, indices in chosen.items():
             folder = staging / CLASSES[label]

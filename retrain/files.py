@@ -1,0 +1,109 @@
+"""File plumbing shared by the stages: atomic writes, content hashes, relative paths.
+
+Every file a run produces is written through `atomic_write`, so a crash or Ctrl-C leaves
+either the previous complete file or the new complete file, never half of one.
+"""
+import contextlib
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path, PurePosixPath
+
+from .errors import ConfigError, DataError
+
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
+           "read_json", "relative_posix", "resolve_relative", "sha256_file"]
+
+_CHUNK = 1 << 20
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="w", encoding="utf-8"):
+    """Open a temp file beside `path` for writing; on success, rename it over `path`.
+
+    The temp file lives in the same folder because a rename is only atomic within one
+    file system. It is flushed and fsynced before the rename, so after a power cut the
+    new name never points at unwritten data. On any error it is removed and `path` is
+    left untouched. Permissions follow the umask, as for a plain `open(path, "w")`.
+
+    Args:
+        mode: "w" (text) or "wb" (bytes).
+    """
+    if mode not in ("w", "wb"):
+        raise ConfigError(f"atomic_write supports mode 'w' or 'wb'. Received: mode={mode!r}")
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with open(fd, mode, encoding=None if mode == "wb" else encoding, newline=None) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+
+
+def atomic_write_bytes(path, data):
+    with atomic_write(path, "wb") as handle:
+        handle.write(data)
+
+
+def atomic_write_text(path, text, encoding="utf-8"):
+    with atomic_write(path, "w", encoding=encoding) as handle:
+        handle.write(text)
+
+
+def atomic_write_json(path, obj, indent=2):
+    """JSON in UTF-8, non-ASCII kept readable ('café', not 'caf\\u00e9'), newline-terminated."""
+    atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+
+
+def read_json(path):
+    """Parse a UTF-8 JSON file; a malformed one raises DataError naming the file."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is not valid JSON: {exc}",
+                        hint="delete the file to let retrain write a fresh one") from exc
+
+
+def sha256_file(path):
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks so memory stays flat."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def relative_posix(path, root):
+    """`path` relative to `root` with '/' separators (the same string on every OS).
+
+    Neither path is resolved, so a file reached through a symlinked folder keeps the
+    name it has under `root`. Raises DataError if `path` is not under `root`.
+    """
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError as exc:
+        raise DataError(f"{path} is not inside {root}") from exc
+
+
+def resolve_relative(root, relative):
+    """`root / relative` for a '/'-separated path read from a file (split.json...).
+
+    Refuses absolute paths and '..' parts, so a hand-edited or hostile file can never
+    point outside `root`.
+    """
+    parts = PurePosixPath(relative).parts
+    # On Windows a '\\' inside one part would act as a separator and could hide a '..'.
+    foreign_separator = os.sep != "/" and any(os.sep in part for part in parts)
+    if not parts or PurePosixPath(relative).is_absolute() or ".." in parts or foreign_separator:
+        raise DataError(f"refusing the path {relative!r}: it must be relative to {root} "
+                        "and must not contain '..'")
+    return Path(root).joinpath(*parts)
+

@@ -1,0 +1,144 @@
+"""Decode one image file safely into an RGB uint8 array, or say in a few words why not.
+
+Datasets collected from the wild hold truncated downloads, HTML pages saved as .jpg,
+CMYK scans, 16-bit PNGs, palette images with transparency, phone photos stored sideways
+with an EXIF orientation tag, and the occasional decompression bomb. Each becomes either
+an (H, W, 3) uint8 RGB array as a person would see it, or an ImageError with a reason
+short enough for one line of skipped.tsv.
+"""
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "decode_image", "is_image_file"]
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+
+# Pillow's own default limit (a 1 GiB RGBA frame / 3): 89.5 megapixels, e.g. 10,000 x 8,900.
+# Bigger files are refused before any pixel is decoded; a small file claiming a huge size
+# (a decompression bomb) would otherwise make us allocate gigabytes.
+MAX_PIXELS = 89_478_485
+
+# Pillow only *warns* about images between its limit and twice its limit. Opening under
+# a filter that turns that warning into an exception refuses them without printing.
+# warnings.catch_warnings() swaps the process-wide filter list, so concurrent decoders
+# could restore each other's lists: the lock makes them take turns, and only for
+# Image.open, which parses the header; decoding the pixels runs in parallel.
+_OPEN_LOCK = threading.Lock()
+
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa"})
+_HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+
+
+def is_image_file(path):
+    """True if the file name has an image extension (any case): .jpg .png .webp ...
+
+    The extension only decides which files are *candidates*; `decode_image` sniffs the
+    real format from the bytes, so a PNG named .jpg still decodes and a text file named
+    .jpg is refused with a reason.
+    """
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def decode_image(path, max_pixels=MAX_PIXELS):
+    """Decode the file at `path` to an (H, W, 3) uint8 RGB array.
+
+    The EXIF orientation is applied; animated files give their first frame; transparent
+    pixels are composited on white; 16-bit and float images are scaled to 0..255.
+    `max_pixels` can only lower the limit: Pillow's own (Image.MAX_IMAGE_PIXELS) still applies.
+
+    Raises:
+        ImageError: the file cannot be read, is empty, is not an image (or claims a
+            0-pixel size), is corrupt or truncated, or has more than `max_pixels` pixels.
+    """
+    try:
+        if Path(path).stat().st_size == 0:
+            raise ImageError("the file is empty (0 bytes)")
+        with _open_refusing_bombs(path) as image:
+            _check_size(image, max_pixels)
+            image.load()
+            oriented = ImageOps.exif_transpose(image)
+    except ImageError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        # Pillow's format plugins raise assorted builtins on malformed data (OSError for
+        # truncation, but also ValueError, EOFError, SyntaxError, struct.error, IndexError,
+        # ZeroDivisionError...). One bad file among thousands must become a reason, not
+        # end the run; only the reading of an untrusted file sits inside this try.
+        raise ImageError(_reason(exc)) from exc
+    return _to_rgb(oriented)
+
+
+def _open_refusing_bombs(path):
+    with _OPEN_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(path)
+
+
+def _check_size(image, max_pixels):
+    # Pillow itself refuses a 0-pixel-wide header as unidentifiable, before this point.
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(f"refused as a possible decompression bomb: {width}x{height} = "
+                         f"{width * height:,} pixels, over the limit of {max_pixels:,}")
+
+
+def _reason(exc):
+    """A one-line reason for a failure to open or decode a file."""
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return f"refused as a possible decompression bomb: {exc}"
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image Pillow can read (unknown format or corrupt header)"
+    if isinstance(exc, OSError) and exc.errno is not None:   # the OS failed, not the data
+        return f"cannot read the file: {exc.strerror}"
+    lines = str(exc).strip().splitlines()
+    detail = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return f"corrupt or truncated image data ({detail})"
+
+
+def _to_rgb(image):
+    """A loaded PIL image of any mode -> (H, W, 3) uint8 RGB, as it looks on screen."""
+    mode = image.mode
+    if mode in _HIGH_DEPTH_MODES:
+        grey = _scale_to_uint8(np.asarray(image), mode)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    try:
+        if mode in _ALPHA_MODES or "transparency" in image.info:
+            return _composite_on_white(np.asarray(image.convert("RGBA")))
+        return np.array(image.convert("RGB"))
+    except ValueError as exc:   # a mode Pillow cannot convert, e.g. premultiplied 'La'
+        raise ImageError(f"unsupported colour mode {mode!r} ({exc})") from exc
+
+
+def _scale_to_uint8(values, mode):
+    """16-bit, 32-bit integer and float grey -> uint8, keeping the full tonal range.
+
+    Pillow's own convert('RGB') clips these to 255 instead of scaling, which turns most
+    16-bit photos white. 16-bit values map 0..65535 -> 0..255 (divide by 257, so 65535 is
+    exactly 255). 32-bit 'I' images in practice carry 16-bit samples (older Pillow opened
+    16-bit PNGs as 'I'), so they are clipped to 0..65535 and scaled the same way. Float
+    images in 0..1 are scaled by 255; any other float range is clipped to 0..255.
+    """
+    if mode == "F":
+        values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        if values.size and values.min() >= 0.0 and values.max() <= 1.0:
+            values = values * 255.0
+        return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    values = np.clip(values.astype(np.int64), 0, 65535)
+    return ((values * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def _composite_on_white(rgba):
+    """Alpha-composite (H, W, 4) uint8 over a white background -> (H, W, 3) uint8.
+
+    White, not black: transparent product shots and logos are drawn for a light page,
+    and black would invent dark edges the photographer never saw.
+    """
+    rgb = rgba[:, :, :3].astype(np.uint32)
+    alpha = rgba[:, :, 3:].astype(np.uint32)
+    return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)

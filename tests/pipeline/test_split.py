@@ -1,0 +1,194 @@
+"""The hash split: determinism, stability under added images, the per-class guarantee,
+explicit split folders and the split.json round trip."""
+import json
+import unicodedata
+
+import pytest
+
+from retrain.errors import ConfigError, DataError
+from retrain.ingest import ingest, validate
+from retrain.split import SPLITS, hash_percentage, read_split, split, write_split
+
+
+def by_path(dataset, result):
+    """relative path -> split name."""
+    return {dataset.records[i][0]: name for name in SPLITS for i in result.indices(name)}
+
+
+def test_hash_percentage_groups_nohash_and_normalises_unicode():
+    values = [hash_percentage(f"cat/img{n}.jpg") for n in range(200)]
+    assert all(0 <= v < 100 for v in values) and len(set(values)) == 200
+    assert hash_percentage("dog/rex_nohash_1.jpg") == hash_percentage("dog/rex_nohash_2.png")
+    assert hash_percentage("dog/rex_nohash_1.jpg") == hash_percentage("dog/rex")
+    assert hash_percentage("dog/rex_nohash_1.jpg") != hash_percentage("cat/rex_nohash_1.jpg")
+    assert hash_percentage("a_nohash_b/x.jpg") != hash_percentage("a_nohash_b/y.jpg")
+    nfd = unicodedata.normalize("NFD", "cats/café.jpg")
+    assert nfd != "cats/café.jpg" and hash_percentage(nfd) == hash_percentage("cats/café.jpg")
+
+
+def test_every_record_lands_in_exactly_one_split_in_about_the_asked_shares(image_tree):
+    dataset = ingest(image_tree({"a": 400, "b": 300, "c": 300}))
+    result = split(dataset, val_percent=10, test_percent=20)
+    assert sorted(result.train + result.val + result.test) == list(range(1000))
+    assert all(result.indices(name) == sorted(result.indices(name)) for name in SPLITS)
+    # Hashes are deterministic, so these counts are fixed; the bounds are 4 sigma wide.
+    assert 60 <= len(result.val) <= 140 and 150 <= len(result.test) <= 250
+    assert result.warnings == []
+
+
+def test_split_is_deterministic_and_independent_of_the_folder_location(tmp_path, image_tree):
+    one = ingest(image_tree({"a": 30, "b": 20}, root=tmp_path / "one"))
+    two = ingest(image_tree({"a": 30, "b": 20}, root=tmp_path / "elsewhere" / "two"))
+    assert by_path(one, split(one)) == by_path(two, split(two)) == by_path(one, split(one))
+
+
+def test_adding_images_never_moves_existing_ones(tmp_path, image_tree):
+    root = image_tree({"a": 60, "b": 80, "c": 50})
+    before = ingest(root)
+    old = by_path(before, split(before))
+    image_tree({"a": 100, "b": 95, "c": 90, "new": 30}, root=root, name="added{:03d}.png")
+    after = ingest(root)
+    new = by_path(after, split(after))
+    assert len(new) == len(old) + 315
+    assert {path: new[path] for path in old} == old
+    # Removing images does not move the others either.
+    for path in list(old)[::3]:
+        (root / path).unlink()
+    reduced = ingest(root)
+    assert {p: s for p, s in by_path(reduced, split(reduced)).items() if p in old} == \
+        {p: s for p, s in old.items() if (root / p).exists()}
+
+
+def test_each_class_with_three_images_gets_one_of_each(image_tree):
+    counts = {f"class{n:02d}": 3 + n % 4 for n in range(40)}
+    dataset = ingest(image_tree(counts))
+    result = split(dataset, val_percent=10, test_percent=10)
+    for name in SPLITS:
+        labels = {dataset.records[i][1] for i in result.indices(name)}
+        assert labels == set(range(40)), name
+    assert result.warnings == []
+
+
+def test_the_guarantee_takes_the_image_hashed_nearest_the_empty_split(image_tree):
+    dataset = ingest(image_tree({"a": 5, "b": 5}))
+    result = split(dataset, val_percent=1, test_percent=1)
+    for label in (0, 1):
+        members = {name: [i for i in result.indices(name) if dataset.records[i][1] == label]
+                   for name in SPLITS}
+        assert [len(members[name]) for name in SPLITS] == [3, 1, 1]
+        # Natural hashes all fall in train (p >= 2 here), so val takes the lowest p
+        # and test the next lowest: the two nearest the val/test range.
+        pool = sorted(members["train"] + members["val"] + members["test"],
+                      key=lambda i: hash_percentage(dataset.records[i][0]))
+        assert min(hash_percentage(dataset.records[i][0]) for i in pool) >= 2
+        assert members["val"] == [pool[0]] and members["test"] == [pool[1]]
+
+
+def test_small_classes_are_named_in_warnings(hostile_dataset, image_tree):
+    dataset = validate(ingest(hostile_dataset.root))
+    warnings = split(dataset).warnings
+    assert "class '日本' has no val images: it has 1 usable image(s); one in each of train, " \
+           "val, test needs at least 3" in warnings
+    assert any(w.startswith("class '日本' has no test images") for w in warnings)
+    assert not any("'cats'" in w or "'dogs'" in w for w in warnings)
+    two = ingest(image_tree({"a": 2, "b": 5}))
+    assert [w.split(":")[0] for w in split(two).warnings] in (
+        ["class 'a' has no val images"], ["class 'a' has no test images"])
+    assert split(two, val_percent=0).warnings == []
+
+
+def test_zero_percentages_leave_those_splits_empty(image_tree):
+    dataset = ingest(image_tree({"a": 20, "b": 20}))
+    result = split(dataset, val_percent=0, test_percent=25)
+    assert result.val == [] and len(result.test) >= 2
+    assert split(dataset, val_percent=0, test_percent=0).train == list(range(40))
+
+
+def test_explicit_train_and_test_folders_are_used_as_given_and_val_is_carved(tmp_path,
+                                                                             image_tree):
+    root = tmp_path / "data"
+    image_tree({"cat": 40, "dog": 3}, root=root / "train")
+    image_tree({"cat": 5, "dog": 2}, root=root / "test")
+    dataset = ingest(root)
+    result = split(dataset, val_percent=20, test_percent=30)
+    placed = by_path(dataset, result)
+    assert {p for p, s in placed.items() if s == "test"} == {p for p in placed
+                                                             if p.startswith("test/")}
+    assert all(p.startswith("train/") for p, s in placed.items() if s in ("train", "val"))
+    val_labels = [dataset.records[i][1] for i in result.val]
+    assert set(val_labels) == {0, 1}                 # dog: 3 train images -> one carved to val
+    assert 3 <= val_labels.count(0) <= 16            # ~20% of 40; test_percent is unused
+    assert result.warnings == []
+
+
+def test_explicit_train_val_test_folders_are_used_exactly(tmp_path, image_tree):
+    root = tmp_path / "data"
+    image_tree({"cat": 4, "dog": 4}, root=root / "train")
+    image_tree({"cat": 1, "dog": 1}, root=root / "val")
+    image_tree({"cat": 2}, root=root / "test")
+    dataset = ingest(root)
+    placed = by_path(dataset, split(dataset, val_percent=50, test_percent=40))
+    assert all(s == p.split("/")[0] for p, s in placed.items())
+    assert split(dataset).warnings == [
+        "class 'dog' has no test images: test/dog/ is missing or has no images"]
+
+
+def test_split_json_round_trip(tmp_path, hostile_dataset):
+    dataset = validate(ingest(hostile_dataset.root))
+    result = split(dataset, val_percent=15, test_percent=25)
+    path = tmp_path / "run" / "split.json"
+    path.parent.mkdir()
+    write_split(path, result, dataset)
+    text = path.read_text(encoding="utf-8")
+    assert "日本/写真.png" in text and "cats/café.png" in text     # readable, not \\u escapes
+    stored = json.loads(text)
+    assert stored["classes"] == dataset.classes and stored["layout"] == "classes"
+    assert stored["test"] == [dataset.records[i][0] for i in result.test]
+    loaded = read_split(path, dataset)
+    assert (loaded.train, loaded.val, loaded.test) == (result.train, result.val, result.test)
+    assert (loaded.val_percent, loaded.test_percent) == (15, 25) and loaded.warnings == []
+    assert [p.name for p in path.parent.iterdir()] == ["split.json"]   # no temp files left
+
+
+def test_read_split_with_added_or_missing_files(tmp_path, image_tree):
+    root = image_tree({"a": 6, "b": 6})
+    dataset = ingest(root)
+    write_split(tmp_path / "split.json", split(dataset), dataset)
+    image_tree({"a": 1}, root=root, name="new{:03d}.png")
+    grown = ingest(root)
+    loaded = read_split(tmp_path / "split.json", grown)
+    assert len(loaded.train + loaded.val + loaded.test) == 12
+    assert loaded.warnings == [f"1 image(s) in {root} are not in {tmp_path / 'split.json'} "
+                               "and are left out of this run"]
+    (root / "b" / "img005.png").unlink()
+    with pytest.raises(DataError, match=r"lists 1 file\(s\) no longer usable .*'b/img005.png'"):
+        read_split(tmp_path / "split.json", ingest(root))
+
+
+@pytest.mark.parametrize("content", ["{not json", "[]", '{"format": 99}',
+                                     '{"format": 1, "train": [], "val": []}'])
+def test_read_split_refuses_malformed_files(tmp_path, image_tree, content):
+    dataset = ingest(image_tree({"a": 2, "b": 2}))
+    (tmp_path / "split.json").write_text(content)
+    with pytest.raises(DataError, match=r"split.json (is not valid JSON|is not a split.json)"):
+        read_split(tmp_path / "split.json", dataset)
+
+
+@pytest.mark.parametrize("val, test, message", [
+    (-1, 10, r"val_percent must be a number from 0 to 100. Received: val_percent=-1"),
+    (10, 100, r"test_percent must be a number from 0 to 100. Received: test_percent=100"),
+    ("10", 10, r"Received: val_percent='10'"),
+    (True, 10, r"Received: val_percent=True"),
+    (60, 40, r"must be under 100 to leave images to train on. Received: val_percent=60, "
+             r"test_percent=40"),
+])
+def test_percentages_are_validated(image_tree, val, test, message):
+    dataset = ingest(image_tree({"a": 2, "b": 2}))
+    with pytest.raises(ConfigError, match=message):
+        split(dataset, val_percent=val, test_percent=test)
+
+
+def test_indices_refuses_an_unknown_split_name(image_tree):
+    result = split(ingest(image_tree({"a": 2, "b": 2})))
+    with pytest.raises(ConfigError, match=r"Received: name='validation'"):
+        result.indices("validation")
