@@ -1,0 +1,103 @@
+"""BatchNormalization over the last (channels) axis, with Keras 3's training rule."""
+import numpy as np
+
+from ..errors import ConfigError, ShapeError
+from ..layer import Layer
+from .core import check_channels, check_initializer
+
+
+class BatchNormalization(Layer):
+    """y = gamma * (x - mean) / sqrt(var + epsilon) + beta per channel; any rank >= 2.
+
+    Inference uses moving_mean / moving_variance. Training mode is `training and
+    self.trainable` (Keras 3: a frozen BN normalizes with its moving statistics even inside
+    fit). There it uses the batch's mean and biased variance, and updates
+    moving = moving * momentum + batch * (1 - momentum) with that same biased variance, as
+    Keras 3's `ops.moments` does (tf_keras's fused kernel used the unbiased one).
+    """
+
+    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
+                 beta_initializer="zeros", gamma_initializer="ones",
+                 moving_mean_initializer="zeros", moving_variance_initializer="ones",
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.axis = axis
+        if not isinstance(axis, (int, np.integer)) and not (
+                isinstance(axis, (list, tuple)) and len(axis) == 1):
+            raise ConfigError(f"BatchNormalization: `axis` must be one axis, the channels "
+                              f"(last) one. Received: axis={axis!r}.")
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        if not 0.0 <= self.momentum <= 1.0 or self.epsilon <= 0.0:
+            raise ConfigError(f"BatchNormalization: need 0 <= momentum <= 1 and epsilon > 0. "
+                              f"Received: momentum={momentum!r}, epsilon={epsilon!r}.")
+        self.center = bool(center)
+        self.scale = bool(scale)
+        given = {"beta_initializer": beta_initializer, "gamma_initializer": gamma_initializer,
+                 "moving_mean_initializer": moving_mean_initializer,
+                 "moving_variance_initializer": moving_variance_initializer}
+        self.initializers = {name: check_initializer("BatchNormalization", name, value)
+                             for name, value in given.items()}
+        self.gamma = self.beta = None
+
+    def build(self, input_shape):
+        rank = len(input_shape)
+        axis = self.axis[0] if isinstance(self.axis, (list, tuple)) else self.axis
+        if rank < 2 or input_shape[-1] is None:
+            raise ShapeError(f"Layer {self.name!r} expects an input of rank >= 2 with a known "
+                             f"last axis. Received: input_shape={tuple(input_shape)}.")
+        if axis not in (-1, rank - 1):
+            raise ConfigError(f"Layer {self.name!r}: only the last (channels) axis can be "
+                              f"normalized. Received: axis={self.axis!r} for rank {rank}.")
+        shape = (input_shape[-1],)
+        init = self.initializers
+        if self.scale:
+            self.gamma = self.add_weight("gamma", shape, init["gamma_initializer"])
+        if self.center:
+            self.beta = self.add_weight("beta", shape, init["beta_initializer"])
+        self.moving_mean = self.add_weight("moving_mean", shape,
+                                           init["moving_mean_initializer"], trainable=False)
+        self.moving_variance = self.add_weight("moving_variance", shape,
+                                               init["moving_variance_initializer"],
+                                               trainable=False)
+
+    def forward(self, x, training=False):
+        check_channels(self, x, self.moving_mean.shape[0])
+        batch_stats = bool(training and self.trainable)
+        if batch_stats:
+            axes = tuple(range(x.ndim - 1))
+            mean, variance = x.mean(axis=axes), x.var(axis=axes)
+            for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
+                updated = moving.value * self.momentum + batch * (1.0 - self.momentum)
+                moving.value = updated.astype(moving.value.dtype, copy=False)
+        else:
+            mean, variance = self.moving_mean.value, self.moving_variance.value
+        inv_std = 1 / np.sqrt(variance + self.epsilon)
+        factor = inv_std if self.gamma is None else inv_std * self.gamma.value
+        shift = -mean * factor if self.beta is None else self.beta.value - mean * factor
+        self._cache = (x, mean, inv_std, batch_stats)
+        return x * factor + shift     # the formula of tf.nn.batch_normalization
+
+    def backward(self, dy):
+        x, mean, inv_std, batch_stats = self._cache
+        axes = tuple(range(x.ndim - 1))
+        x_hat = (x - mean) * inv_std
+        if self.trainable:
+            if self.gamma is not None:
+                self.gamma.grad += (dy * x_hat).sum(axis=axes)
+            if self.beta is not None:
+                self.beta.grad += dy.sum(axis=axes)
+        d_x_hat = dy if self.gamma is None else dy * self.gamma.value
+        if not batch_stats:
+            return d_x_hat * inv_std
+        # mean and variance depend on x too: project out their two directions
+        return inv_std * (d_x_hat - d_x_hat.mean(axis=axes)
+                          - x_hat * (d_x_hat * x_hat).mean(axis=axes))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis, "momentum": self.momentum,
+                "epsilon": self.epsilon, "center": self.center, "scale": self.scale,
+                **self.initializers}
