@@ -13,20 +13,28 @@ from .training import Trainer
 
 
 def _topological_order(outputs):
-    """Layers that produce `outputs`, each after every layer it reads from (DFS post-order)."""
-    order, seen = [], set()
+    """The graph's layers in Keras's order (`map_graph` in keras/src/ops/function.py): by depth,
+    the longest path to an output, deepest first; ties broken by first visit in a depth-first
+    walk from the outputs. It is a valid execution order, and the order Keras's positional
+    readers rely on (legacy `layer_names`, Keras 3 `.weights.h5` keys), which a plain
+    post-order would break for parallel branches."""
+    visit_index, post_order = {}, []
 
     def visit(layer):
-        if id(layer) in seen:
+        if id(layer) in visit_index:
             return
-        seen.add(id(layer))
+        visit_index[id(layer)] = len(visit_index)
         for t in layer.inbound:
             visit(t.layer)
-        order.append(layer)
+        post_order.append(layer)
 
     for t in outputs:
         visit(t.layer)
-    return order
+    depth = {id(layer): 0 for layer in post_order}
+    for layer in reversed(post_order):  # consumers before producers
+        for t in layer.inbound:
+            depth[id(t.layer)] = max(depth[id(t.layer)], depth[id(layer)] + 1)
+    return sorted(post_order, key=lambda layer: (-depth[id(layer)], visit_index[id(layer)]))
 
 
 class Model(Trainer):
