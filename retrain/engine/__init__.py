@@ -8,8 +8,17 @@ from .initializers import set_random_seed
 from .layer import KerasTensor, Layer, Variable, clear_session
 from .layers import *  # noqa: F401,F403  (the layer classes; see layers.__all__)
 from .layers import __all__ as _layer_names
+from . import losses, optimizers
+from .callbacks import Callback, EarlyStopping, History
+from .losses import (CategoricalCrossentropy, SparseCategoricalCrossentropy,
+                     categorical_crossentropy, sparse_categorical_crossentropy)
 from .model import Model, Sequential
+from .optimizers import SGD, Adam, AdamW, Optimizer
+from .saving import load_model, model_from_config, model_to_config
 
 __all__ = ["ConfigError", "EngineError", "ModelFileError", "ShapeError", "UnsupportedLayerError",
            "WeightsError", "set_random_seed", "KerasTensor", "Layer", "Variable",
-           "clear_session", "Model", "Sequential"] + list(_layer_names)
+           "clear_session", "Model", "Sequential", "losses", "optimizers", "Callback",
+           "EarlyStopping", "History", "CategoricalCrossentropy", "SparseCategoricalCrossentropy",
+           "categorical_crossentropy", "sparse_categorical_crossentropy", "SGD", "Adam", "AdamW",
+           "Optimizer", "load_model", "model_from_config", "model_to_config"] + list(_layer_names)
