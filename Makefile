@@ -7,7 +7,7 @@ DATA ?= data/fashion-mnist-sample
 RUN ?= runs/$(notdir $(patsubst %/,%,$(DATA)))
 WEIGHTS := pretrained/efficientnet_lite0.h5
 
-.PHONY: install test retrain pretrained bench bench-torch clean
+.PHONY: install test retrain pretrained bench bench-scale bench-torch clean
 
 install: $(STAMP)
 
@@ -31,6 +31,27 @@ $(WEIGHTS): | $(STAMP)
 retrain: $(STAMP) $(WEIGHTS)
 	$(PY) -m retrain fit $(DATA) --out $(RUN)
 
+# Speed and memory on this machine -> bench.json and a table (bench/bench.py says what and how).
+bench: $(STAMP) $(WEIGHTS)
+	$(PY) bench/bench.py
+
+# `retrain fit` on 1,000 and 10,000 generated images: memory flat, time linear (long).
+bench-scale: $(STAMP) $(WEIGHTS)
+	$(PY) bench/bench.py --sections scale
+
+# Optional: the same network in CPU PyTorch, in its own venv; never needed by tests or users.
+# The +cpu pin keeps pip from resolving a CUDA build.
+TORCH_VENV := .venv-torch
+TORCH_STAMP := $(TORCH_VENV)/.installed
+
+$(TORCH_STAMP):
+	test -x $(TORCH_VENV)/bin/python || $(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/python -m pip install -q 'torch==2.13.0+cpu' numpy h5py
+	touch $(TORCH_STAMP)
+
+bench-torch: $(STAMP) $(WEIGHTS) $(TORCH_STAMP)
+	$(TORCH_VENV)/bin/python bench/bench_torch.py --python $(PY)
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache runs bench.json
+	rm -rf $(VENV) $(TORCH_VENV) build *.egg-info .pytest_cache runs bench.json
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,87 @@
+"""Classify image files with an exported model: stream files in batches -> top-k records.
+
+Everything the model needs (labels, preprocessing recipe, whether it outputs logits)
+comes from the model file's metadata. No terminal formatting here: the CLI does that."""
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, DataError
+from .evaluate import top_predictions
+from .images import is_image_file
+from .preprocess import iter_batches, validate_recipe
+
+__all__ = ["iter_image_files", "model_labels", "predict_probabilities", "classify"]
+
+def iter_image_files(paths):
+    """Files given directly (whatever their name), and for each folder its image files
+    (by extension, as ingest picks them) found recursively, sorted, hidden entries skipped.
+    Every path is checked before any is read: one that does not exist raises DataError."""
+    paths = [Path(p) for p in paths]
+    for path in paths:
+        if not path.exists():
+            raise DataError(f"No such file or folder: {str(path)!r}.",
+                            hint="Check the path; folders are searched recursively.")
+    return (found for path in paths for found in _expand(path))
+
+
+def _expand(path):
+    if not path.is_dir():
+        yield path
+        return
+    for found in sorted(path.rglob("*")):
+        hidden = any(part.startswith(".") for part in found.relative_to(path).parts)
+        if found.is_file() and not hidden and is_image_file(found):
+            yield found
+
+
+def model_labels(model):
+    """The class names from the model file, checked against the model's output width."""
+    metadata = getattr(model, "metadata", None) or {}
+    labels = metadata.get("labels")
+    units = model.outputs[0].shape[-1]
+    if not labels:
+        raise ConfigError("The model file has no class labels in its metadata.",
+                          hint="Use a model exported by `retrain fit` (RUN/model.h5).")
+    if len(labels) != units:
+        raise ConfigError(f"The model has {units} outputs but its metadata lists "
+                          f"{len(labels)} labels.", hint="Export the model again.")
+    if "preprocessing" not in metadata:
+        raise ConfigError("The model file has no preprocessing recipe in its metadata.",
+                          hint="Use a model exported by `retrain fit` (RUN/model.h5).")
+    validate_recipe(metadata["preprocessing"])
+    return list(labels)
+
+
+def _softmax(logits):
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def predict_probabilities(model, paths, batch_size=32, workers=2):
+    """Yield (done, probabilities) per batch: `done` = [(path, reason or None)] in order, and
+    the (n_usable, C) class probabilities of the usable files, in the same order."""
+    model_labels(model)
+    recipe = model.metadata["preprocessing"]
+    logits = model.metadata.get("outputs", "probabilities") == "logits"
+    for done, inputs in iter_batches(paths, recipe, batch_size, workers):
+        if not len(inputs):
+            yield done, np.empty((0, model.outputs[0].shape[-1]), np.float64)
+            continue
+        out = np.asarray(model.predict(inputs, batch_size=len(inputs)), np.float64)
+        yield done, _softmax(out) if logits else out
+
+
+def classify(model, paths, top_k=3, batch_size=32, workers=2):
+    """Yield {"path", "top": [{"label", "probability"}, ...]} or {"path", "error"} for every
+    image file in `paths` (files, or folders searched recursively), in order."""
+    labels = model_labels(model)
+    files = iter_image_files(paths)
+    for done, probabilities in predict_probabilities(model, files, batch_size, workers):
+        tops = iter(top_predictions(probabilities, labels, top_k))
+        for path, reason in done:
+            if reason is None:
+                yield {"path": str(path), "top": next(tops)}
+            else:
+                yield {"path": str(path), "error": reason}

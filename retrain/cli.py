@@ -1,0 +1,324 @@
+"""`retrain`: the command line. The one place that prints and exits.
+
+Each subcommand parses its arguments, calls one library function, and formats the result.
+Every error retrain raises on purpose (RetrainError), and OSError from a user's paths,
+becomes one line `error: ...` plus `hint: ...` on stderr and exit status 2; Ctrl-C exits
+with 130; anything else is a bug: one line and exit status 1 (RETRAIN_DEBUG=1 shows the
+traceback)."""
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from . import __version__
+from .backbones import BACKBONES
+from .classify import classify
+from .engine import load_model
+from .errors import RetrainError
+from .export import describe
+from .features import default_cache_dir
+from .fit import HeadOptions
+from .pipeline import STAGES, RunOptions, evaluate_model, run
+
+__all__ = ["build_parser", "main"]
+
+_Formatter = argparse.ArgumentDefaultsHelpFormatter
+
+
+def _out(text=""):
+    print(text, file=sys.stdout, flush=True)
+
+
+def _err(text):
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- fit -----------------------------------------------------------------------------------
+def cmd_fit(args):
+    head = HeadOptions(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                       patience=args.patience, hidden_units=args.hidden_units,
+                       dropout=args.dropout, seed=args.seed)
+    options = RunOptions(backbone=args.backbone, val_percent=args.val_percent,
+                         test_percent=args.test_percent, cache_dir=args.cache,
+                         workers=args.workers, progress=not args.quiet, head=head)
+
+    def on_stage(name):
+        if not args.quiet:
+            _err(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {name}")
+
+    started = time.monotonic()
+    result = run(args.data, args.out, options, on_stage=on_stage)
+    for warning in result.warnings:
+        _err(f"warning: {warning}")
+    m = result.metrics
+    _out(f"trained on {m['train']['count']} images of {len(m['classes'])} classes "
+         f"in {time.monotonic() - started:.1f} s")
+    for split in ("val", "test"):
+        if m[split]["count"]:
+            _out(f"  {split} accuracy {m[split]['accuracy']:.4f} ({m[split]['count']} images), "
+                 f"top-{m[split]['top_k']} {m[split]['top_k_accuracy']:.4f}")
+    _out(f"  features: {m['cache']['hits']} from the cache, {m['cache']['misses']} computed")
+    if m["skipped"]:
+        _out(f"  skipped {m['skipped']} files: see {result.run_dir / 'skipped.tsv'}")
+    _out(f"  model:  {result.model_path}\n  report: {result.report_path}")
+    return 0
+
+
+# -- evaluate ------------------------------------------------------------------------------
+def cmd_evaluate(args):
+    model = load_model(args.model)
+    metrics = evaluate_model(model, args.data, args.split, batch_size=args.batch_size,
+                             workers=args.workers)
+    if args.json:
+        _out(json.dumps(metrics, ensure_ascii=False))
+        return 0
+    _out(f"split: {args.split} ({metrics['count']} images)")
+    if not metrics["count"]:
+        return 0
+    _out(f"accuracy        {metrics['accuracy']:.4f}\n"
+         f"top-{metrics['top_k']} accuracy  {metrics['top_k_accuracy']:.4f}\n"
+         f"loss            {metrics['loss']:.4f}\n"
+         f"macro F1        {metrics['macro_f1']:.4f}\n")
+    width = max(len("class"), *(len(n) for n in metrics["per_class"]))
+    _out(f"{'class':<{width}}  precision  recall      f1  support")
+    for name, c in metrics["per_class"].items():
+        _out(f"{name:<{width}}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:6.4f}"
+             f"  {c['support']:7d}")
+    _out("\nconfusion matrix (rows: true class, columns: predicted, in the order above)")
+    for row in metrics["confusion_matrix"]:
+        _out(" ".join(f"{v:5d}" for v in row))
+    return 0
+
+
+# -- classify ------------------------------------------------------------------------------
+def cmd_classify(args):
+    model = load_model(args.model)
+    records = classify(model, args.paths, top_k=args.top_k, batch_size=args.batch_size,
+                       workers=args.workers)
+    writer = {"table": _write_table, "csv": _write_csv, "json": _write_json}[args.format]
+    failed = writer(records, args.top_k)
+    if failed:
+        _err(f"{failed} file(s) could not be classified (see the error column)")
+    return 0
+
+
+def _write_table(records, top_k):
+    failed = 0
+    for record in records:
+        if "error" in record:
+            failed += 1
+            _out(f"{record['path']}  error: {record['error']}")
+        else:
+            _out(f"{record['path']}  " + ", ".join(
+                f"{t['label']} {t['probability']:.3f}" for t in record["top"]))
+    return failed
+
+
+def _write_csv(records, top_k):
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    header = ["path"]
+    for rank in range(1, top_k + 1):
+        header += [f"label_{rank}", f"probability_{rank}"]
+    writer.writerow(header + ["error"])
+    failed = 0
+    for record in records:
+        top = record.get("top", [])
+        row = [record["path"]]
+        for rank in range(top_k):
+            row += ([top[rank]["label"], f"{top[rank]['probability']:.6f}"]
+                    if rank < len(top) else ["", ""])
+        failed += "error" in record
+        writer.writerow(row + [record.get("error", "")])
+        sys.stdout.flush()
+    return failed
+
+
+def _write_json(records, top_k):
+    failed = 0
+    for record in records:
+        failed += "error" in record
+        _out(json.dumps(record, ensure_ascii=False))
+    return failed
+
+
+# -- info ----------------------------------------------------------------------------------
+def cmd_info(args):
+    model = load_model(args.model)
+    info = describe(model)
+    if args.json:
+        _out(json.dumps(info, ensure_ascii=False))
+        return 0
+    params = info["params"]
+    _out(f"model:        {args.model} ({info['name']})")
+    _out(f"backbone:     {info['backbone'] or '?'}")
+    _out(f"layers:       {info['layers']} ("
+         + ", ".join(f"{n} {t}" for t, n in sorted(info["layer_types"].items())) + ")")
+    _out(f"parameters:   {params['total']:,} total, {params['trainable']:,} trainable, "
+         f"{params['non_trainable']:,} non-trainable")
+    _out(f"input:        {tuple(info['input_shape'])}  output: {tuple(info['output_shape'])}"
+         f" ({info['outputs'] or 'unknown'})")
+    recipe = info["preprocessing"]
+    if recipe:
+        _out(f"preprocessing: centre crop {recipe['crop_fraction']} of the short side, "
+             f"{recipe['resize_filter']} resize to {recipe['input_size'][0]}x"
+             f"{recipe['input_size'][1]}, (x - {recipe['mean']}) / {recipe['std']}, "
+             f"{recipe['channel_order']}")
+    labels = info["labels"] or []
+    _out(f"classes ({len(labels)}): {', '.join(labels) if labels else 'none recorded'}")
+    for key, value in (info["provenance"] or {}).items():
+        text = json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else value
+        _out(f"  {key}: {text}")
+    for split, m in (info["metrics"] or {}).items():
+        if m.get("count"):
+            _out(f"{split} accuracy at export: {m['accuracy']:.4f} ({m['count']} images)")
+    if args.layers:
+        _out()
+        model.summary(print_fn=_out)
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _add_runtime_options(parser):
+    parser.add_argument("--batch-size", type=_positive_int, default=32,
+                        help="images per forward pass")
+    parser.add_argument("--workers", type=_positive_int, default=2,
+                        help="threads decoding and resizing images")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="retrain", formatter_class=_Formatter,
+        description="Train an image classifier on folders of images (one folder per class) "
+                    "by transfer learning, then evaluate it and classify new images.")
+    parser.add_argument("--version", action="version", version=f"retrain {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_fit_parser(commands)
+    _add_evaluate_parser(commands)
+    _add_classify_parser(commands)
+    _add_info_parser(commands)
+    return parser
+
+
+def _add_fit_parser(commands):
+    p = commands.add_parser("fit", formatter_class=_Formatter,
+                            help="train a classifier on DATA; write the model to RUN",
+                            description="Train a new classification head on a frozen ImageNet "
+                            "backbone. DATA holds one sub-folder of images per class (or "
+                            "train/, val/, test/ folders of class folders).")
+    p.add_argument("data", metavar="DATA", help="folder of class folders of images")
+    p.add_argument("--out", metavar="RUN", required=True, default=argparse.SUPPRESS,
+                   help="folder for model.h5, report.html, metrics.json and the rest")
+    p.add_argument("--backbone", default="efficientnet_lite0", choices=sorted(BACKBONES),
+                   help="pretrained ImageNet feature extractor")
+    p.add_argument("--epochs", type=_positive_int, default=50,
+                   help="most passes over the training features")
+    p.add_argument("--batch-size", type=_positive_int, default=32,
+                   help="features per training step")
+    p.add_argument("--lr", type=float, default=0.001, help="Adam learning rate")
+    p.add_argument("--patience", type=int, default=5,
+                   help="epochs without a better val loss before stopping (the best epoch's "
+                        "weights are kept)")
+    p.add_argument("--hidden-units", type=int, default=0,
+                   help="units of a hidden ReLU layer before the softmax (0: none)")
+    p.add_argument("--dropout", type=float, default=0.2,
+                   help="dropout after the hidden layer (used with --hidden-units)")
+    p.add_argument("--val-percent", type=float, default=10,
+                   help="share of each class for validation (early stopping)")
+    p.add_argument("--test-percent", type=float, default=10,
+                   help="share of each class held out for the final test")
+    p.add_argument("--seed", type=int, default=0, help="seed for initialisation and shuffling")
+    p.add_argument("--cache", metavar="DIR", type=Path, default=default_cache_dir(),
+                   help="feature cache shared by all runs and datasets ($XDG_CACHE_HOME/"
+                        "retrain if set); safe to delete")
+    p.add_argument("--workers", type=_positive_int, default=2,
+                   help="threads decoding and resizing images")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or stage lines")
+    p.set_defaults(func=cmd_fit)
+
+
+def _add_evaluate_parser(commands):
+    p = commands.add_parser(
+        "evaluate", formatter_class=_Formatter, help="score a model on a split of DATA",
+        description="Score MODEL on DATA. The split is recomputed from the file names with "
+                    "the percentages stored in the model, exactly as `retrain fit` made it.")
+    p.add_argument("model", metavar="MODEL", help="model file from `retrain fit`")
+    p.add_argument("data", metavar="DATA", help="folder of class folders of images")
+    p.add_argument("--split", choices=("test", "val", "train", "all"), default="test",
+                   help="which images to score")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object shaped like a split in metrics.json")
+    _add_runtime_options(p)
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _add_classify_parser(commands):
+    p = commands.add_parser(
+        "classify", formatter_class=_Formatter, help="classify image files or folders",
+        description="Print the most probable classes of each image; folders are searched "
+                    "recursively. Files that cannot be decoded are reported, not fatal.")
+    p.add_argument("model", metavar="MODEL", help="model file from `retrain fit`")
+    p.add_argument("paths", metavar="PATH", nargs="+", help="image files or folders")
+    p.add_argument("--top-k", type=_positive_int, default=3,
+                   help="how many classes to show per image")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="table: one line per image; csv: with a header row; json: one JSON "
+                        "object per line")
+    _add_runtime_options(p)
+    p.set_defaults(func=cmd_classify)
+
+
+def _add_info_parser(commands):
+    p = commands.add_parser(
+        "info", formatter_class=_Formatter, help="describe a model file",
+        description="Layers, parameter counts, input size, preprocessing, classes and "
+                    "provenance of a model file.")
+    p.add_argument("model", metavar="MODEL", help="model file (.h5)")
+    p.add_argument("--layers", action="store_true", help="also print every layer")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_info)
+
+
+def _one_line(text):
+    return " ".join(str(text).split())
+
+
+def main(argv=None):
+    """Run the command line; return the exit status (0 ok, 1 bug, 2 error, 130 Ctrl-C)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        _err("\ninterrupted; files already written are complete (all writes are atomic)")
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`retrain classify ... | head`): stop quietly.
+        sys.stdout = open(os.devnull, "w")
+        return 1
+    except RetrainError as error:
+        _err(f"error: {_one_line(error)}")
+        if error.hint:
+            _err(f"hint: {_one_line(error.hint)}")
+        return 2
+    except OSError as error:
+        where = f": {error.filename}" if error.filename else ""
+        _err(f"error: {_one_line(error.strerror or error)}{where}")
+        _err("hint: check the path and its permissions")
+        return 2
+    except Exception as error:  # noqa: BLE001  (the one place a bug meets the user)
+        if os.environ.get("RETRAIN_DEBUG"):
+            traceback.print_exc()
+        _err(f"error: unexpected {type(error).__name__}: {_one_line(error)}")
+        _err("hint: this is a bug in retrain; run again with RETRAIN_DEBUG=1 for the traceback "
+             "and report it")
+        return 1

@@ -1,0 +1,81 @@
+"""Classification metrics from predicted probabilities. Pure computation: no I/O, no printing.
+
+The result is the plain dict stored per split in metrics.json and printed by
+`retrain evaluate --json`, so both have one shape."""
+import numpy as np
+
+__all__ = ["evaluate_predictions", "top_predictions"]
+
+
+def top_predictions(probabilities, labels, k):
+    """Row-wise top-k as [[{"label", "probability"}, ...], ...], most probable first."""
+    probabilities = np.asarray(probabilities)
+    k = min(k, probabilities.shape[1])
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return [[{"label": labels[j], "probability": float(row[j])} for j in idx]
+            for row, idx in zip(probabilities, order)]
+
+
+def _per_class(confusion, labels):
+    true_positive = np.diag(confusion).astype(np.float64)
+    predicted = confusion.sum(axis=0)
+    support = confusion.sum(axis=1)
+    # A class never predicted (or absent) has precision (recall) 0, as scikit-learn reports.
+    precision = np.divide(true_positive, predicted, out=np.zeros_like(true_positive),
+                          where=predicted > 0)
+    recall = np.divide(true_positive, support, out=np.zeros_like(true_positive),
+                       where=support > 0)
+    denominator = precision + recall
+    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(true_positive),
+                   where=denominator > 0)
+    return {name: {"precision": float(p), "recall": float(r), "f1": float(f),
+                   "support": int(s)}
+            for name, p, r, f, s in zip(labels, precision, recall, f1, support)}
+
+
+def evaluate_predictions(probabilities, targets, labels, paths=None, top_k=3):
+    """Metrics for one split.
+
+    Args:
+        probabilities: (N, C) class probabilities, column j = labels[j].
+        targets: (N,) true class indices.
+        labels: the C class names.
+        paths: the N file names, listed with each mistake when given.
+        top_k: k for the top-k accuracy (capped at C).
+    Returns a JSON-ready dict: count, accuracy, top_k, top_k_accuracy, loss (mean
+    cross-entropy), macro_f1, per_class {label: precision/recall/f1/support},
+    confusion_matrix (rows = true class, columns = predicted) and misclassified
+    (worst first: most confident wrong answers)."""
+    probabilities = np.asarray(probabilities, np.float64)
+    targets = np.asarray(targets, np.int64)
+    count, classes = len(targets), len(labels)
+    k = min(top_k, classes)
+    if count == 0:
+        return {"count": 0, "accuracy": None, "top_k": k, "top_k_accuracy": None,
+                "loss": None, "macro_f1": None,
+                "per_class": _per_class(np.zeros((classes, classes), np.int64), labels),
+                "confusion_matrix": np.zeros((classes, classes), np.int64).tolist(),
+                "misclassified": []}
+    predicted = np.argmax(probabilities, axis=1)
+    confusion = np.zeros((classes, classes), np.int64)
+    np.add.at(confusion, (targets, predicted), 1)
+    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    per_class = _per_class(confusion, labels)
+    true_probability = probabilities[np.arange(count), targets]
+    wrong = np.flatnonzero(predicted != targets)
+    wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")]
+    tops = top_predictions(probabilities[wrong], labels, k)
+    misclassified = [{"path": None if paths is None else str(paths[i]),
+                      "label": labels[targets[i]], "predicted": labels[predicted[i]],
+                      "probability": float(probabilities[i, predicted[i]]),
+                      "label_probability": float(true_probability[i]), "top": t}
+                     for i, t in zip(wrong, tops)]
+    return {"count": int(count),
+            "accuracy": float(np.mean(predicted == targets)),
+            "top_k": int(k),
+            "top_k_accuracy": float(np.mean(np.any(top == targets[:, None], axis=1))),
+            "loss": float(-np.mean(np.log(np.clip(true_probability, 1e-12, 1.0)))),
+            "macro_f1": float(np.mean([c["f1"] for c in per_class.values()])),
+            "per_class": per_class,
+            "confusion_matrix": confusion.tolist(),
+            "misclassified": misclassified}

@@ -1,0 +1,63 @@
+"""Backbone + trained head -> one model file (RUN/model.h5) and RUN/labels.txt.
+
+The model file is self-describing: its metadata carries the labels, the preprocessing
+recipe, the provenance (backbone, weights hash, data, seed), the split settings and the
+metrics, so `retrain classify/evaluate/info` need nothing but the file."""
+from .engine import Model
+from .errors import ConfigError
+from .files import atomic_write_text
+
+__all__ = ["combine", "export_model", "describe"]
+
+
+def combine(backbone, head):
+    """One functional model: the backbone's layers, then fresh copies of the head's layers
+    (same config and weights) wired onto the backbone's output. Copies, because a layer
+    can sit in one graph only."""
+    taken = {layer.name for layer in backbone.layers}
+    x = backbone.outputs[0]
+    for layer in head.layers:
+        if layer.name in taken:
+            raise ConfigError(f"Head layer name {layer.name!r} is also a backbone layer name.",
+                              hint="Rename the head layer; names must be unique in a model.")
+        copy = type(layer)(**layer.get_config())
+        x = copy(x)
+        copy.set_weights(layer.get_weights())
+    return Model(backbone.inputs, x, name="retrain_classifier")
+
+
+def export_model(run_dir, backbone, head, labels, metadata):
+    """Write RUN/model.h5 (combined model + `metadata` + labels) and RUN/labels.txt."""
+    model = combine(backbone, head)
+    model.metadata = dict(metadata, labels=list(labels), outputs="probabilities")
+    model_path = run_dir / "model.h5"
+    model.save(model_path, metadata=model.metadata)
+    atomic_write_text(run_dir / "labels.txt", "".join(f"{label}\n" for label in labels))
+    return model_path
+
+
+def describe(model):
+    """What `retrain info` shows: layers, parameters, input, recipe, labels, provenance."""
+    trainable = sum(int(w.value.size) for w in model.trainable_weights)
+    total = model.count_params()
+    metadata = getattr(model, "metadata", None) or {}
+    return {"name": model.name,
+            "layers": len(model.layers),
+            "layer_types": _count_types(model.layers),
+            "params": {"total": total, "trainable": trainable, "non_trainable": total - trainable},
+            "input_shape": list(model.inputs[0].shape[1:]),
+            "output_shape": list(model.outputs[0].shape[1:]),
+            "outputs": metadata.get("outputs"),
+            "preprocessing": metadata.get("preprocessing"),
+            "labels": metadata.get("labels"),
+            "backbone": metadata.get("backbone"),
+            "provenance": metadata.get("provenance"),
+            "split": metadata.get("split"),
+            "metrics": metadata.get("metrics")}
+
+
+def _count_types(layers):
+    counts = {}
+    for layer in layers:
+        counts[type(layer).__name__] = counts.get(type(layer).__name__, 0) + 1
+    return counts

@@ -1,0 +1,223 @@
+"""Backbone features for many images, through a crash-safe cache shared by all runs.
+
+Cache layout: `<cache dir>/<namespace>/shard-<id>.h5`. The namespace is a hash of the
+backbone (its layer types and weight values), the preprocessing recipe and this module's
+format version, so a different backbone or recipe can never read another's features.
+Inside it, an entry's key is the sha256 of the image file's bytes: renaming, moving or
+copying a file into another dataset still hits.
+
+Why shards and not one growing HDF5 file: HDF5 does not journal its metadata, so a process
+killed while it appends can leave the whole file unreadable. Here a shard is written once,
+to a temp file in the same folder, flushed to disk (fsync), and only then renamed to
+`shard-*.h5`; a rename is atomic, so the next run sees either the complete shard or nothing.
+A killed run leaves at most a `.tmp-*` file, which readers never open (stale ones are
+removed after a day). A shard that still fails its checks on reading (disk damage) is
+discarded, never trusted. Shards are never rewritten, so concurrent runs are safe too.
+"""
+import hashlib
+import os
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from .files import sha256_file
+from .preprocess import iter_batches, recipe_hash
+
+_FORMAT_VERSION = 1
+_STALE_TEMP_SECONDS = 24 * 3600
+
+__all__ = ["FeatureCache", "FeatureSet", "cache_namespace", "default_cache_dir",
+           "extract_features", "model_fingerprint"]
+
+
+def default_cache_dir():
+    """$XDG_CACHE_HOME/retrain, else ~/.cache/retrain: shared by every run and dataset."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "retrain"
+
+
+def model_fingerprint(model):
+    """sha256 of what fixes a model's outputs: layer types, weight shapes and values.
+
+    Layer names are left out on purpose: auto names (conv2d_1...) change with what else
+    was built in the process, and must not turn a cache hit into a miss."""
+    digest = hashlib.sha256()
+    for layer in model.layers:
+        digest.update(type(layer).__name__.encode())
+        for weight in layer.weights:
+            value = np.ascontiguousarray(weight.value, np.float32)
+            digest.update(repr(value.shape).encode())
+            digest.update(value.tobytes())
+    digest.update(repr(tuple(model.outputs[0].shape[1:])).encode())
+    return digest.hexdigest()
+
+
+def cache_namespace(backbone, recipe):
+    """The cache folder name for features of `backbone` on images prepared by `recipe`."""
+    text = f"v{_FORMAT_VERSION}:{model_fingerprint(backbone)}:{recipe_hash(recipe)}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class FeatureCache:
+    """Immutable shard files mapping image-content keys (hex sha256) to feature vectors."""
+
+    def __init__(self, root, namespace):
+        self.directory = Path(root) / namespace
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.discarded = []          # shards that failed their checks and were removed
+        self._where = {}             # key -> (shard path, row)
+        self._remove_stale_temps()
+        for shard in sorted(self.directory.glob("shard-*.h5")):
+            self._index_shard(shard)
+
+    def __contains__(self, key):
+        return key in self._where
+
+    def __len__(self):
+        return len(self._where)
+
+    def _remove_stale_temps(self):
+        now = time.time()
+        for temp in self.directory.glob(".tmp-*"):
+            try:
+                if now - temp.stat().st_mtime > _STALE_TEMP_SECONDS:
+                    temp.unlink()
+            except FileNotFoundError:   # another run cleaned it first
+                pass
+
+    def _index_shard(self, shard):
+        try:
+            with h5py.File(shard, "r") as f:
+                keys = f["keys"][...]
+                count = int(f.attrs["count"])
+                shape = f["features"].shape
+            if len(keys) != count or shape[0] != count or len(shape) != 2:
+                raise ValueError(f"{count} entries announced, {len(keys)} keys, features {shape}")
+        except (OSError, KeyError, ValueError) as exc:
+            self.discarded.append((str(shard), str(exc)))
+            shard.unlink(missing_ok=True)
+            return
+        for row, key in enumerate(keys):
+            self._where[key.decode("ascii")] = (shard, row)
+
+    def add(self, keys, features):
+        """Write one shard holding `features[i]` under `keys[i]`, atomically (see module doc)."""
+        features = np.asarray(features, np.float32)
+        name = uuid.uuid4().hex
+        temp = self.directory / f".tmp-{os.getpid()}-{name}.h5"
+        final = self.directory / f"shard-{name}.h5"
+        try:
+            with h5py.File(temp, "w") as f:
+                f.create_dataset("keys", data=np.array(keys, dtype="S64"))
+                f.create_dataset("features", data=features)
+                f.attrs["count"] = len(keys)
+            with open(temp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(temp, final)
+        finally:
+            temp.unlink(missing_ok=True)
+        _fsync_directory(self.directory)
+        for row, key in enumerate(keys):
+            self._where[key] = (final, row)
+
+    def get(self, keys):
+        """Features for `keys` (all must be present) as float32 (len(keys), D)."""
+        by_shard = {}
+        for i, key in enumerate(keys):
+            shard, row = self._where[key]
+            by_shard.setdefault(shard, []).append((i, row))
+        out = None
+        for shard, pairs in by_shard.items():
+            with h5py.File(shard, "r") as f:
+                block = f["features"][...]
+            if out is None:
+                out = np.empty((len(keys), block.shape[1]), np.float32)
+            idx, rows = zip(*pairs)
+            out[list(idx)] = block[list(rows)]
+        return out if out is not None else np.empty((0, 0), np.float32)
+
+
+def _fsync_directory(directory):
+    """Make the rename itself durable (POSIX); not possible on Windows, where it is skipped."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class FeatureSet:
+    """Features of the usable images: row i belongs to input index `kept[i]`."""
+    features: np.ndarray
+    kept: list
+    skipped: list = field(default_factory=list)   # (path, reason)
+    hits: int = 0
+    misses: int = 0                                # forward passes made
+    discarded: list = field(default_factory=list)  # damaged cache shards: (path, reason)
+
+
+def _hash_or_reason(path):
+    try:
+        return sha256_file(path), None
+    except OSError as exc:
+        return None, f"cannot read the file: {exc.strerror or exc}"
+
+
+def extract_features(paths, backbone, recipe, cache, batch_size=32, workers=2,
+                     chunk_size=512, flush_seconds=60.0, progress=True):
+    """Features of `backbone` for every image in `paths`, computing only cache misses.
+
+    Misses are written to `cache` every `chunk_size` images or `flush_seconds`, whichever
+    comes first, so a killed run loses at most that much work. Files that cannot be read
+    or decoded are returned in `skipped` with the reason, not raised. Identical files are
+    computed once."""
+    paths = [str(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        hashed = list(pool.map(_hash_or_reason, paths))
+    keys = [key for key, _ in hashed]
+    skipped = [(path, reason) for path, (_, reason) in zip(paths, hashed) if reason]
+    todo = {}
+    for key, path in zip(keys, paths):
+        if key is not None and key not in cache and key not in todo:
+            todo[key] = path
+    failed = _extract_misses(todo, backbone, recipe, cache, batch_size, workers,
+                             chunk_size, flush_seconds, progress)
+    skipped += [(path, failed[key]) for path, key in zip(paths, keys) if key in failed]
+    kept = [i for i, key in enumerate(keys) if key is not None and key not in failed]
+    misses = len(todo) - len(failed)
+    return FeatureSet(features=cache.get([keys[i] for i in kept]), kept=kept,
+                      skipped=sorted(skipped), hits=len(kept) - misses, misses=misses,
+                      discarded=list(cache.discarded))
+
+
+def _extract_misses(todo, backbone, recipe, cache, batch_size, workers, chunk_size,
+                    flush_seconds, progress):
+    """Run the backbone on `todo` {key: path}, flushing to the cache in chunks.
+    Returns {key: reason} for the images that could not be decoded."""
+    key_of = {path: key for key, path in todo.items()}
+    failed, done_keys, done = {}, [], []
+    last_flush = time.monotonic()
+    with tqdm(total=len(todo), desc="features", unit="img", disable=not progress) as bar:
+        for batch, inputs in iter_batches(list(todo.values()), recipe, batch_size, workers):
+            failed.update((key_of[path], reason) for path, reason in batch if reason)
+            if len(inputs):
+                done.append(np.asarray(backbone.predict(inputs, batch_size=len(inputs)),
+                                       np.float32))
+                done_keys += [key_of[path] for path, reason in batch if reason is None]
+            bar.update(len(batch))
+            due = time.monotonic() - last_flush > flush_seconds
+            if done_keys and (len(done_keys) >= chunk_size or due):
+                cache.add(done_keys, np.concatenate(done))
+                done_keys, done, last_flush = [], [], time.monotonic()
+    if done_keys:
+        cache.add(done_keys, np.concatenate(done))
+    return failed

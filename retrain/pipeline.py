@@ -1,0 +1,219 @@
+"""The retraining pipeline: `run(data, out, options)` reads like its stage list.
+
+ingest -> features (cached; decoding validates) -> skip the bad files -> split -> fit ->
+evaluate -> report -> export. Decoding happens only for cache misses: an image whose
+content is cached decoded fine before, so a second run decodes and forwards nothing.
+The split comes after the bad files are set aside, so that they never count towards a
+class's share of val/test images; `evaluate_model` repeats exactly these steps.
+
+Stages take and return plain data; progress goes to tqdm bars and the `on_stage`
+callback, never to print."""
+import datetime
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, backbones
+from .classify import model_labels, predict_probabilities
+from .errors import ConfigError, DataError
+from .evaluate import evaluate_predictions
+from .export import export_model
+from .features import FeatureCache, cache_namespace, default_cache_dir, extract_features
+from .files import atomic_write_json, atomic_write_text
+from .fit import HeadOptions, train_head
+from .ingest import exclude, ingest, validate
+from .report import write_report
+from .split import SPLITS, split, write_split
+
+__all__ = ["RunOptions", "RunResult", "run", "evaluate_model"]
+
+STAGES = ("ingest", "features", "skip", "split", "fit", "evaluate", "report", "export")
+
+
+@dataclass
+class RunOptions:
+    """Everything `run` can be told; the defaults are those of `retrain fit`."""
+    backbone: str = "efficientnet_lite0"
+    val_percent: float = 10
+    test_percent: float = 10
+    cache_dir: Path = None           # None: default_cache_dir(), shared by all runs
+    extract_batch_size: int = 32
+    workers: int = 2
+    progress: bool = True
+    head: HeadOptions = field(default_factory=HeadOptions)
+
+    def validate(self):
+        """Refuse bad settings before any image is read (split.py checks them again)."""
+        for name in ("val_percent", "test_percent"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not 0 <= value < 100:
+                raise ConfigError(f"{name} must be a number from 0 to 100. "
+                                  f"Received: {name}={value!r}.")
+        if self.val_percent + self.test_percent >= 100:
+            raise ConfigError("val_percent + test_percent must be under 100 to leave images "
+                              f"to train on. Received: {self.val_percent} + {self.test_percent}.")
+        self.head.validate()
+        return self
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    model_path: Path
+    report_path: Path
+    metrics: dict
+    history: dict
+    skipped: list                    # (relative path, reason)
+    warnings: list
+
+
+def run(data, out, options=None, on_stage=None):
+    """Train a classifier on the image folders in `data`; write everything to folder `out`.
+
+    `on_stage(name)` is called as each of STAGES begins. Writes RUN/split.json,
+    skipped.tsv, history.json, metrics.json, report.html, model.h5 and labels.txt, each
+    atomically."""
+    options = (options or RunOptions()).validate()
+    announce = on_stage or (lambda name: None)
+    run_dir = Path(out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    announce("ingest")
+    dataset = ingest(data)
+    announce("features")
+    backbone, found = _features(dataset, options)
+    announce("skip")
+    dataset, features = _set_aside_failures(dataset, found, run_dir)
+    announce("split")
+    parts = _split(dataset, options, run_dir)
+    announce("fit")
+    head, history = _fit(dataset, features, parts, options, run_dir)
+    announce("evaluate")
+    metrics = _evaluate(dataset, features, parts, head, backbone, found, run_dir)
+    announce("report")
+    report_path = write_report(run_dir / "report.html", metrics, history, dataset.root,
+                               title=f"retrain: {Path(data).name}")
+    announce("export")
+    model_path = export_model(run_dir, backbone, head, dataset.classes,
+                              _model_metadata(data, backbone, options, metrics))
+    discarded = [f"discarded the damaged cache file {path} ({reason}); its features were "
+                 "computed again" for path, reason in found.discarded]
+    return RunResult(run_dir, model_path, report_path, metrics, history, dataset.skipped,
+                     dataset.warnings + parts.warnings + discarded)
+
+
+def _features(dataset, options):
+    backbone = backbones.load_backbone(options.backbone)
+    recipe = backbone.metadata["preprocessing"]
+    cache = FeatureCache(options.cache_dir or default_cache_dir(),
+                         cache_namespace(backbone, recipe))
+    paths = [dataset.path(i) for i in range(len(dataset.records))]
+    found = extract_features(paths, backbone, recipe, cache,
+                             batch_size=options.extract_batch_size, workers=options.workers,
+                             progress=options.progress)
+    return backbone, found
+
+
+def _set_aside_failures(dataset, found, run_dir):
+    """Drop the files that could not be read or decoded; write RUN/skipped.tsv (all skipped
+    files: those ingest refused and these). Returns the smaller dataset and its features."""
+    before = [relative for relative, _ in dataset.records]
+    relative_of = {str(dataset.path(i)): relative for i, relative in enumerate(before)}
+    dataset = exclude(dataset, {relative_of[path]: reason for path, reason in found.skipped})
+    row_of = {before[i]: row for row, i in enumerate(found.kept)}
+    features = found.features[[row_of[relative] for relative, _ in dataset.records]]
+    lines = ["path\treason\n"] + [f"{_tsv(path)}\t{_tsv(reason)}\n"
+                                  for path, reason in dataset.skipped]
+    atomic_write_text(run_dir / "skipped.tsv", "".join(lines))
+    return dataset, features
+
+
+def _tsv(text):
+    return str(text).replace("\t", " ").replace("\n", " ").replace("\r", " ")
+
+
+def _split(dataset, options, run_dir):
+    parts = split(dataset, options.val_percent, options.test_percent)
+    write_split(run_dir / "split.json", parts, dataset)
+    return parts
+
+
+def _fit(dataset, features, parts, options, run_dir):
+    targets = np.array([label for _, label in dataset.records], np.int64)
+    train, val = parts.indices("train"), parts.indices("val")
+    head, history = train_head((features[train], targets[train]),
+                               (features[val], targets[val]),
+                               len(dataset.classes), options.head, progress=options.progress)
+    atomic_write_json(run_dir / "history.json", history)
+    return head, history
+
+
+def _evaluate(dataset, features, parts, head, backbone, found, run_dir):
+    targets = np.array([label for _, label in dataset.records], np.int64)
+    metrics = {"classes": list(dataset.classes), "backbone": backbone.metadata["backbone"],
+               "cache": {"hits": found.hits, "misses": found.misses},
+               "skipped": len(dataset.skipped)}
+    for name in SPLITS:
+        index = parts.indices(name)
+        probabilities = (head.predict(features[index]) if index
+                         else np.empty((0, len(dataset.classes))))
+        metrics[name] = evaluate_predictions(probabilities, targets[index], dataset.classes,
+                                             paths=[dataset.records[i][0] for i in index])
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _model_metadata(data, backbone, options, metrics):
+    summary_keys = ("count", "accuracy", "top_k", "top_k_accuracy", "loss", "macro_f1")
+    return {"backbone": backbone.metadata["backbone"],
+            "preprocessing": backbone.metadata["preprocessing"],
+            "provenance": {"backbone": backbone.metadata["backbone"],
+                           "backbone_provenance": backbone.metadata.get("provenance", {}),
+                           "weights_sha256": backbone.metadata.get("provenance", {})
+                           .get("weights_sha256"),
+                           "data": str(Path(data).resolve()),
+                           "created": datetime.datetime.now(datetime.timezone.utc)
+                           .isoformat(timespec="seconds"),
+                           "retrain_version": __version__,
+                           "python": platform.python_version(),
+                           "head": asdict(options.head)},
+            "split": {"val_percent": options.val_percent, "test_percent": options.test_percent},
+            "metrics": {name: {k: metrics[name][k] for k in summary_keys} for name in SPLITS}}
+
+
+def evaluate_model(model, data, split_name="test", batch_size=32, workers=2):
+    """Metrics of an exported model on one split of `data` ("train", "val", "test" or "all"),
+    the split recomputed from the file names with the model's own val/test percentages,
+    after setting aside undecodable files exactly as `run` did. Returns the dict shaped as
+    a split's entry in metrics.json."""
+    labels = model_labels(model)
+    settings = model.metadata.get("split") or {}
+    if split_name != "all" and not {"val_percent", "test_percent"} <= set(settings):
+        raise DataError("The model file does not record how its data was split.",
+                        hint="Use --split all, or a model exported by `retrain fit`.")
+    dataset = validate(ingest(data), workers=workers)
+    if split_name == "all":
+        index = list(range(len(dataset.records)))
+    else:
+        parts = split(dataset, settings["val_percent"], settings["test_percent"])
+        index = parts.indices(split_name)
+    unknown = sorted(set(dataset.classes) - set(labels))
+    if unknown:
+        raise DataError(f"The data has class folder(s) the model does not know: {unknown}.",
+                        hint=f"The model's classes are {labels}.")
+    targets = np.array([labels.index(dataset.classes[dataset.records[i][1]]) for i in index],
+                       np.int64)
+    paths = [dataset.path(i) for i in index]
+    blocks = []
+    for done, probabilities in predict_probabilities(model, paths, batch_size, workers):
+        failed = [(path, reason) for path, reason in done if reason]
+        if failed:
+            raise DataError(f"{failed[0][0]} can no longer be decoded ({failed[0][1]}); "
+                            "was it changed during the evaluation?", hint="Run it again.")
+        blocks.append(probabilities)
+    probabilities = np.concatenate(blocks) if blocks else np.empty((0, len(labels)))
+    return evaluate_predictions(probabilities, targets, labels,
+                                paths=[dataset.records[i][0] for i in index])

@@ -1,0 +1,143 @@
+"""The model file's preprocessing recipe applied to decoded images -> float32 NHWC batch.
+
+No recipe is hard-coded here: it travels in every model file's metadata ("preprocessing"),
+so training, evaluation and classification cannot drift apart. A recipe looks like
+    {"input_size": [224, 224], "crop": "center", "crop_fraction": 0.875,
+     "resize_filter": "bicubic", "mean": [127.0]*3, "std": [128.0]*3, "channel_order": "RGB"}
+"""
+import hashlib
+import json
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from PIL import Image
+
+from .errors import ConfigError, ImageError
+from .images import decode_image
+
+_FILTERS = {"nearest": Image.Resampling.NEAREST, "box": Image.Resampling.BOX,
+            "bilinear": Image.Resampling.BILINEAR, "hamming": Image.Resampling.HAMMING,
+            "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
+_KEYS = ("input_size", "crop", "crop_fraction", "resize_filter", "mean", "std", "channel_order")
+
+__all__ = ["validate_recipe", "recipe_hash", "crop_and_resize", "normalize", "preprocess_batch",
+           "iter_batches"]
+
+
+def validate_recipe(recipe):
+    """Check a recipe read from a model file; returns it unchanged or raises ConfigError."""
+    if not isinstance(recipe, dict):
+        raise ConfigError(f"The preprocessing recipe must be a dict. Received: {recipe!r}.",
+                          hint="The model file's metadata is damaged; export the model again.")
+    missing = [k for k in _KEYS if k not in recipe]
+    if missing:
+        raise ConfigError(f"The preprocessing recipe lacks {missing}. Received: {recipe!r}.",
+                          hint="Export the model again with `retrain fit`.")
+    size = recipe["input_size"]
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(isinstance(s, int) and s > 0 for s in size)):
+        raise ConfigError(f"input_size must be two positive integers [height, width]. "
+                          f"Received: input_size={size!r}.")
+    if recipe["crop"] != "center":
+        raise ConfigError(f"Only a centre crop is supported. Received: crop={recipe['crop']!r}.",
+                          hint='Use "crop": "center" (with crop_fraction 1.0 for no cropping).')
+    if not 0.0 < float(recipe["crop_fraction"]) <= 1.0:
+        raise ConfigError("crop_fraction must be in (0, 1]. "
+                          f"Received: crop_fraction={recipe['crop_fraction']!r}.")
+    if recipe["resize_filter"] not in _FILTERS:
+        raise ConfigError(f"Unknown resize_filter. Received: resize_filter="
+                          f"{recipe['resize_filter']!r}. Use one of {sorted(_FILTERS)}.")
+    for key in ("mean", "std"):
+        if len(recipe[key]) != 3:
+            raise ConfigError(f"{key} needs one value per channel. "
+                              f"Received: {key}={recipe[key]!r}.")
+    if any(float(s) == 0.0 for s in recipe["std"]):
+        raise ConfigError(f"std must not contain 0. Received: std={recipe['std']!r}.")
+    if recipe["channel_order"] not in ("RGB", "BGR"):
+        raise ConfigError("channel_order must be 'RGB' or 'BGR'. "
+                          f"Received: channel_order={recipe['channel_order']!r}.")
+    return recipe
+
+
+def recipe_hash(recipe):
+    """sha256 of the recipe's canonical JSON: part of every feature-cache key."""
+    canonical = {k: recipe[k] for k in _KEYS}
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def crop_and_resize(image, recipe):
+    """uint8 (H, W, 3) RGB -> uint8 (h, w, 3): centre crop then a PIL resize to input_size.
+
+    The crop side is int(crop_fraction * min(H, W)) and an odd margin puts the extra pixel
+    at the top/left ((H - c) + 1) // 2, as TF's EfficientNet eval crop does."""
+    height, width = image.shape[:2]
+    side = max(1, int(float(recipe["crop_fraction"]) * min(height, width)))
+    top, left = ((height - side) + 1) // 2, ((width - side) + 1) // 2
+    crop = image[top:top + side, left:left + side]
+    out_h, out_w = recipe["input_size"]
+    resized = Image.fromarray(np.ascontiguousarray(crop)).resize(
+        (out_w, out_h), _FILTERS[recipe["resize_filter"]])
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def normalize(batch_uint8, recipe):
+    """uint8 (N, h, w, 3) RGB -> float32 (x - mean) / std; mean and std are given in the
+    model input's channel order (after the swap to BGR, where the recipe asks for it)."""
+    x = np.asarray(batch_uint8, np.float32)
+    if recipe["channel_order"] == "BGR":
+        x = x[..., ::-1]
+    mean = np.asarray(recipe["mean"], np.float32)
+    std = np.asarray(recipe["std"], np.float32)
+    return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+
+
+def preprocess_batch(images, recipe):
+    """A list of uint8 (H, W, 3) RGB images of any sizes -> float32 (N, h, w, 3) model input."""
+    out_h, out_w = recipe["input_size"]
+    batch = np.empty((len(images), out_h, out_w, 3), np.uint8)
+    for i, image in enumerate(images):
+        batch[i] = crop_and_resize(image, recipe)
+    return normalize(batch, recipe)
+
+
+def _load_for_model(path, recipe):
+    """One file -> (uint8 model-size image, None), or (None, the reason it cannot be used)."""
+    try:
+        return crop_and_resize(decode_image(path), recipe), None
+    except ImageError as exc:
+        return None, str(exc)
+    except OSError as exc:
+        return None, f"cannot read the file: {exc.strerror or exc}"
+
+
+def iter_batches(paths, recipe, batch_size=32, workers=2):
+    """Stream files as model input: yield (done, inputs) per batch, in the order of `paths`.
+
+    `done` lists (path, reason) for up to `batch_size` files, reason None for the usable
+    ones; `inputs` is the float32 (n_usable, h, w, 3) batch of those, in the same order.
+    Worker threads decode and resize up to two batches ahead while the caller runs the
+    model: PIL and numpy release the GIL in their heavy loops, so the two overlap. At most
+    two batches of model-size uint8 images are in memory at a time."""
+    out_h, out_w = recipe["input_size"]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending = deque()
+        for path in paths:
+            pending.append((path, pool.submit(_load_for_model, path, recipe)))
+            if len(pending) >= 2 * batch_size:
+                yield _next_batch(pending, batch_size, recipe, (out_h, out_w))
+        while pending:
+            yield _next_batch(pending, batch_size, recipe, (out_h, out_w))
+
+
+def _next_batch(pending, batch_size, recipe, size):
+    done, images = [], []
+    while pending and len(done) < batch_size:
+        path, future = pending.popleft()
+        image, reason = future.result()
+        done.append((path, reason))
+        if image is not None:
+            images.append(image)
+    batch = np.stack(images) if images else np.empty((0,) + size + (3,), np.uint8)
+    return done, normalize(batch, recipe)

@@ -1,0 +1,203 @@
+"""RUN/report.html: one self-contained page (inline CSS, images as data: URIs) showing the
+numbers, the learning curves, the confusion matrix and the worst mistakes.
+
+It computes no metrics: everything comes from metrics.json's dict and the training history."""
+import base64
+import html
+import io
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .errors import DataError, ImageError
+from .files import atomic_write_text, resolve_relative
+from .images import decode_image
+
+__all__ = ["render_report", "write_report"]
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.5em 0}td,th{padding:.25em .7em;border:1px solid #ddd;
+text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+.mistakes{display:flex;flex-wrap:wrap;gap:1em}.mistakes figure{margin:0;width:150px;
+font-size:.8em;word-break:break-all}.muted{color:#777}.curves{display:flex;gap:2em;flex-wrap:wrap}
+"""
+_SPLITS = ("train", "val", "test")
+
+
+def _png_uri(image):
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _fmt(value, digits=4):
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _summary_table(metrics):
+    rows = []
+    for split in _SPLITS:
+        m = metrics.get(split)
+        if not m:
+            continue
+        rows.append(f"<tr><td>{split}</td><td>{m['count']}</td><td>{_fmt(m['accuracy'])}</td>"
+                    f"<td>{_fmt(m['top_k_accuracy'])}</td><td>{_fmt(m['loss'])}</td>"
+                    f"<td>{_fmt(m['macro_f1'])}</td></tr>")
+    k = next((metrics[s]["top_k"] for s in _SPLITS if metrics.get(s)), 1)
+    return ("<table><tr><th>split</th><th>images</th><th>accuracy</th>"
+            f"<th>top-{k} accuracy</th><th>loss</th><th>macro F1</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _per_class_table(split_metrics):
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{_fmt(c['precision'], 3)}</td>"
+        f"<td>{_fmt(c['recall'], 3)}</td><td>{_fmt(c['f1'], 3)}</td><td>{c['support']}</td></tr>"
+        for name, c in split_metrics["per_class"].items())
+    return ("<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>"
+            "<th>support</th></tr>" + rows + "</table>")
+
+
+def _curve_svg(title, series, width=460, height=260):
+    """A line chart of {name: [value per epoch]} as inline SVG (epochs on x, from 1)."""
+    series = {n: [float(v) for v in vals] for n, vals in series.items() if vals}
+    if not series:
+        return ""
+    values = [v for vals in series.values() for v in vals if np.isfinite(v)]
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    if high - low < 1e-12:
+        low, high = low - 0.5, high + 0.5
+    epochs = max(len(v) for v in series.values())
+    left, right, top, bottom = 50, 10, 24, 30
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def xy(i, v):
+        x = left + (plot_w * i / max(epochs - 1, 1))
+        y = top + plot_h * (1 - (v - low) / (high - low))
+        return f"{x:.1f},{y:.1f}"
+
+    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'role="img" aria-label="{html.escape(title)}">',
+             f'<text x="{left}" y="15" font-size="13">{html.escape(title)}</text>',
+             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" '
+             'stroke="#ccc"/>',
+             f'<text x="{left - 4}" y="{top + 10}" font-size="10" text-anchor="end">'
+             f'{high:.3g}</text>',
+             f'<text x="{left - 4}" y="{top + plot_h}" font-size="10" text-anchor="end">'
+             f'{low:.3g}</text>',
+             f'<text x="{left + plot_w / 2}" y="{height - 8}" font-size="10" '
+             f'text-anchor="middle">epoch (1–{epochs})</text>']
+    for n, (name, vals) in enumerate(series.items()):
+        colour = colours[n % len(colours)]
+        points = " ".join(xy(i, v) for i, v in enumerate(vals) if np.isfinite(v))
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" '
+                     f'points="{points}"/>')
+        parts.append(f'<text x="{left + plot_w - 4}" y="{top + 14 + 13 * n}" font-size="11" '
+                     f'text-anchor="end" fill="{colour}">{html.escape(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _confusion_image(confusion, labels):
+    """The confusion matrix as a PIL image: rows true, columns predicted, shaded by row share.
+    Cells shrink with many classes (the picture stays about 1000 px); below 24 px they are
+    too small for the counts, which metrics.json holds anyway."""
+    confusion = np.asarray(confusion, np.int64)
+    n = len(labels)
+    cell = max(8, min(36, 1000 // max(n, 1)))
+    font = ImageFont.load_default()
+    names = [name if len(name) <= 14 else name[:13] + "…" for name in labels]
+    margin = 12 + max((int(font.getlength(s)) for s in names), default=0)
+    size = (margin + n * cell + 10, margin + n * cell + 10)
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    rows = confusion.sum(axis=1, keepdims=True)
+    share = np.divide(confusion, rows, out=np.zeros(confusion.shape), where=rows > 0)
+    for i in range(n):
+        draw.text((margin - 6, margin + i * cell + cell / 2), names[i], fill="black",
+                  font=font, anchor="rm")
+        for j in range(n):
+            level = int(255 - 200 * share[i, j])
+            colour = (level, level, 255) if i == j else (255, level, level)
+            x, y = margin + j * cell, margin + i * cell
+            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=colour, outline="#bbb")
+            if cell >= 24:
+                draw.text((x + cell / 2, y + cell / 2), str(confusion[i, j]), font=font,
+                          fill="black" if share[i, j] < 0.6 else "white", anchor="mm")
+    for j in range(n):
+        label = Image.new("RGB", (int(font.getlength(names[j])) + 4, 14), "white")
+        ImageDraw.Draw(label).text((0, 0), names[j], fill="black", font=font)
+        rotated = label.rotate(90, expand=True)
+        image.paste(rotated, (margin + j * cell + (cell - rotated.width) // 2,
+                              margin - 6 - rotated.height))
+    return image
+
+
+def _thumbnail_uri(root, relative, side=140):
+    try:
+        image = Image.fromarray(decode_image(resolve_relative(root, relative)))
+    except (ImageError, DataError, OSError):
+        return None
+    image.thumbnail((side, side))
+    return _png_uri(image)
+
+
+def _mistakes(split_metrics, image_root, limit):
+    figures = []
+    for m in split_metrics["misclassified"][:limit]:
+        uri = _thumbnail_uri(image_root, m["path"]) if m["path"] else None
+        img = (f'<img src="{uri}" alt="{html.escape(m["path"])}">' if uri
+               else '<p class="muted">(image unavailable)</p>')
+        figures.append(f"<figure>{img}<figcaption><b>{html.escape(m['predicted'])}</b> "
+                       f"{m['probability']:.2f}<br>true: {html.escape(m['label'])}<br>"
+                       f'<span class="muted">{html.escape(str(m["path"]))}</span>'
+                       "</figcaption></figure>")
+    if not figures:
+        return "<p>No mistakes.</p>"
+    return '<div class="mistakes">' + "".join(figures) + "</div>"
+
+
+def _best_epoch_note(history):
+    epochs = len(history.get("loss") or [])
+    if "val_loss" not in history:
+        return f"<p>{epochs} epochs; no validation images, so no early stopping.</p>"
+    return (f"<p>Best validation loss at epoch {history['best_epoch']} of {epochs}; the "
+            "exported model has that epoch's weights.</p>")
+
+
+def render_report(metrics, history, image_root, title="retrain report", mistakes=12):
+    """The report as one HTML string (see module doc). The misclassified files' paths are
+    relative to `image_root` (the DATA folder)."""
+    split = "test" if metrics.get("test", {}).get("count") else "val"
+    shown = metrics.get(split)
+    body = [f"<h1>{html.escape(title)}</h1>",
+            f"<p>{len(metrics['classes'])} classes: "
+            f"{html.escape(', '.join(metrics['classes']))}. Backbone "
+            f"<code>{html.escape(str(metrics.get('backbone', '?')))}</code>; "
+            f"features from the cache: {metrics['cache']['hits']} hits, "
+            f"{metrics['cache']['misses']} computed; {metrics['skipped']} files skipped.</p>",
+            "<h2>Results</h2>", _summary_table(metrics),
+            "<h2>Learning curves</h2>", _best_epoch_note(history), '<div class="curves">',
+            _curve_svg("loss", {"train": history.get("loss"), "val": history.get("val_loss")}),
+            _curve_svg("accuracy", {"train": history.get("accuracy"),
+                                    "val": history.get("val_accuracy")}),
+            "</div>"]
+    if shown and shown["count"]:
+        confusion = _png_uri(_confusion_image(shown["confusion_matrix"], metrics["classes"]))
+        body += [f"<h2>Per class ({split})</h2>", _per_class_table(shown),
+                 f"<h2>Confusion matrix ({split}; rows true, columns predicted)</h2>",
+                 f'<img src="{confusion}" alt="confusion matrix">',
+                 f"<h2>Worst mistakes ({split}, most confident first)</h2>",
+                 _mistakes(shown, image_root, mistakes)]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+            + "\n".join(body) + "</body></html>\n")
+
+
+def write_report(path, metrics, history, image_root, title="retrain report"):
+    """Render and write the report atomically; returns the path."""
+    atomic_write_text(path, render_report(metrics, history, image_root, title=title))
+    return path

@@ -1,0 +1,201 @@
+"""retrain's command line: help, the four subcommands' outputs, and the error contract
+(one `error:` line plus a hint, no traceback, exit 2; Ctrl-C 130; a bug 1)."""
+import argparse
+import csv
+import io
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from retrain import cli
+from retrain.cli import build_parser, main
+
+SUBCOMMANDS = ("fit", "evaluate", "classify", "info")
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_error(err, *fragments):
+    """`err` is the error line and its hint (after any `[i/8] stage` progress lines)."""
+    lines = [line for line in err.strip().split("\n") if not re.match(r"\[\d/8\] \w+$", line)]
+    assert len(lines) == 2, err
+    assert lines[0].startswith("error: ") and lines[1].startswith("hint: ")
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_help_explains_every_option_with_its_default(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    def squeeze(text):      # argparse re-wraps help text, even inside "--hidden-units"
+        return "".join(text.split())
+
+    text = squeeze(capsys.readouterr().out)
+    subparsers = next(a for a in build_parser()._actions
+                      if isinstance(a, argparse._SubParsersAction))
+    for action in subparsers.choices[command]._actions:
+        if action.dest == "help":
+            continue
+        assert action.help and squeeze(action.help) in text, action.dest
+        if action.option_strings and action.default is not argparse.SUPPRESS:
+            assert squeeze(f"{action.help} (default: {action.default})") in text
+
+
+def test_python_dash_m_retrain_runs_the_cli():
+    done = subprocess.run([sys.executable, "-m", "retrain", "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0
+    assert all(command in done.stdout for command in SUBCOMMANDS)
+
+
+def test_fit_prints_stages_on_stderr_and_results_on_stdout(small_data, tmp_path, stand_in,
+                                                          capsys):
+    code, out, err = run_cli(capsys, "fit", small_data, "--out", tmp_path / "run", "--cache",
+                             tmp_path / "cache", "--epochs", "3")
+    assert code == 0
+    assert "[1/8] ingest" in err and "[8/8] export" in err
+    assert "test accuracy" in out and "0 from the cache, 30 computed" in out
+    assert "skipped 1 files" in out and str(tmp_path / "run" / "model.h5") in out
+    code, out, err = run_cli(capsys, "fit", small_data, "--out", tmp_path / "run2", "--cache",
+                             tmp_path / "cache", "--epochs", "3", "-q")
+    assert code == 0 and err == "" and "30 from the cache, 0 computed" in out
+
+
+def test_evaluate_json_matches_the_split_in_metrics_json(trained, small_data, capsys):
+    metrics = json.loads((trained / "metrics.json").read_text())
+    for split in ("test", "val"):
+        code, out, err = run_cli(capsys, "evaluate", trained / "model.h5", small_data,
+                                 "--split", split, "--json")
+        assert code == 0 and err == ""
+        assert len(out.strip().split("\n")) == 1
+        scored = json.loads(out)
+        assert scored.keys() == metrics[split].keys()
+        for key in ("count", "accuracy", "top_k", "top_k_accuracy", "confusion_matrix"):
+            assert scored[key] == metrics[split][key]
+        assert scored["loss"] == pytest.approx(metrics[split]["loss"], abs=1e-5)
+    code, out, _ = run_cli(capsys, "evaluate", trained / "model.h5", small_data)
+    assert code == 0 and out.startswith(f"split: test ({metrics['test']['count']} images)")
+    assert "precision" in out and "confusion matrix" in out
+
+
+def test_classify_json_lines(trained, small_data, capsys):
+    code, out, err = run_cli(capsys, "classify", trained / "model.h5", small_data / "red",
+                             small_data / "blue" / "blue0.png", "--format", "json",
+                             "--top-k", "2")
+    assert code == 0
+    records = [json.loads(line) for line in out.strip().split("\n")]
+    assert len(records) == 12                                   # 10 + broken + blue0
+    assert records[0]["path"].endswith("red/broken.png") and "error" in records[0]
+    assert "1 file(s) could not be classified" in err
+    for record in records[1:]:
+        assert [t["label"] for t in record["top"]][0] in ("red", "green", "blue")
+        assert len(record["top"]) == 2
+        assert record["top"][0]["probability"] >= record["top"][1]["probability"]
+    assert records[-1]["path"].endswith("blue0.png")
+
+
+def test_classify_csv_has_a_header_and_one_row_per_image(trained, small_data, capsys):
+    code, out, _ = run_cli(capsys, "classify", trained / "model.h5", small_data / "green",
+                           small_data / "red" / "broken.png", "--format", "csv")
+    assert code == 0
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows[0] == ["path", "label_1", "probability_1", "label_2", "probability_2",
+                       "label_3", "probability_3", "error"]
+    assert len(rows) == 12 and all(len(r) == 8 for r in rows)
+    assert rows[-1][0].endswith("broken.png") and rows[-1][1] == "" and rows[-1][7]
+    assert all(0.0 <= float(r[2]) <= 1.0 and r[7] == "" for r in rows[1:-1])
+
+
+def test_classify_table(trained, small_data, capsys):
+    code, out, _ = run_cli(capsys, "classify", trained / "model.h5",
+                           small_data / "green" / "green3.png")
+    assert code == 0
+    path, rest = out.strip().split("  ", 1)
+    assert path.endswith("green3.png") and len(rest.split(", ")) == 3
+
+
+def test_info_summarises_the_model(trained, capsys):
+    code, out, _ = run_cli(capsys, "info", trained / "model.h5")
+    assert code == 0
+    assert "classes (3): blue, green, red" in out
+    assert "trainable" in out and "non-trainable" in out and "input:        (8, 8, 3)" in out
+    assert "bilinear resize to 8x8" in out and "weights_sha256: stand-in-seed-0" in out
+    code, out, _ = run_cli(capsys, "info", trained / "model.h5", "--json")
+    info = json.loads(out)
+    assert info["labels"] == ["blue", "green", "red"]
+    assert info["params"]["trainable"] == 16 * 3 + 3
+    assert info["params"]["total"] == info["params"]["trainable"] + 192 * 16 + 16
+    code, out, _ = run_cli(capsys, "info", trained / "model.h5", "--layers")
+    assert "Total params" in out and "predictions (Dense)" in out
+
+
+def test_missing_data_folder_is_one_line(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "fit", tmp_path / "nope", "--out", tmp_path / "run",
+                             "--cache", tmp_path / "cache")
+    assert code == 2 and out == ""
+    assert_one_error(err, "nope", "does not exist")
+
+
+def test_not_a_model_file_is_one_line(tmp_path, small_data, capsys):
+    fake = tmp_path / "model.h5"
+    fake.write_text("hello")
+    for argv in (["classify", fake, small_data], ["evaluate", fake, small_data],
+                 ["info", fake], ["info", tmp_path / "absent.h5"]):
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2
+        assert_one_error(err, str(argv[1]))
+
+
+def test_missing_image_path_is_one_line(trained, tmp_path, capsys):
+    code, out, err = run_cli(capsys, "classify", trained / "model.h5", tmp_path / "nothing.jpg")
+    assert code == 2 and out == ""
+    assert_one_error(err, "No such file or folder", "nothing.jpg")
+
+
+def test_os_errors_on_user_paths_are_one_line(small_data, tmp_path, stand_in, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    code, _, err = run_cli(capsys, "fit", small_data, "--out", blocker, "--cache",
+                           tmp_path / "cache", "-q")
+    assert code == 2
+    assert_one_error(err, "a_file")
+
+
+def test_ctrl_c_exits_130_without_traceback(small_data, tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run", interrupted)
+    code, _, err = run_cli(capsys, "fit", small_data, "--out", tmp_path / "run")
+    assert code == 130 and "interrupted" in err and "Traceback" not in err
+
+
+def test_a_bug_exits_1_with_one_line_and_a_debug_switch(small_data, tmp_path, monkeypatch,
+                                                        capsys):
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(cli, "run", broken)
+    code, _, err = run_cli(capsys, "fit", small_data, "--out", tmp_path / "run")
+    assert code == 1
+    assert_one_error(err, "unexpected ZeroDivisionError: division by zero")
+    monkeypatch.setenv("RETRAIN_DEBUG", "1")
+    code, _, err = run_cli(capsys, "fit", small_data, "--out", tmp_path / "run")
+    assert code == 1 and "Traceback" in err
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["classify", "--top-k", "0", "model.h5", "x.jpg"])
+    assert exit_info.value.code == 2
+    assert "must be a positive integer" in capsys.readouterr().err

@@ -1,0 +1,215 @@
+"""pipeline.run end to end: hostile data, the shared cache, the exported model, the report."""
+import base64
+import csv
+import io
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from retrain.backbones.weights import pretrained_dir
+from retrain.classify import classify
+from retrain.engine import load_model
+from retrain.errors import DataError
+from retrain.features import FeatureCache, cache_namespace
+from retrain.files import sha256_file
+from retrain.fit import HeadOptions
+from retrain.pipeline import STAGES, RunOptions, evaluate_model, run
+from stand_in import use_stand_in
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+WEIGHTS = pretrained_dir() / "efficientnet_lite0.h5"
+
+
+def options(cache, **head):
+    return RunOptions(cache_dir=cache, progress=False, head=HeadOptions(**head))
+
+
+def read_tsv(path):
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.reader(handle, delimiter="\t"))
+
+
+def test_hostile_dataset_trains_to_the_end_listing_every_bad_file(hostile_dataset, tmp_path,
+                                                                   monkeypatch):
+    use_stand_in(monkeypatch)
+    stages = []
+    result = run(hostile_dataset.root, tmp_path / "run", options(tmp_path / "cache", epochs=5),
+                 on_stage=stages.append)
+    assert stages == list(STAGES)
+    run_dir = tmp_path / "run"
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "history.json", "labels.txt", "metrics.json", "model.h5", "report.html", "skipped.tsv",
+        "split.json"]
+    rows = read_tsv(run_dir / "skipped.tsv")
+    assert rows[0] == ["path", "reason"]
+    reasons = dict(rows[1:])
+    assert sorted(reasons) == sorted(hostile_dataset.bad)
+    for path, pattern in hostile_dataset.bad.items():
+        assert re.search(pattern, reasons[path]), (path, reasons[path])
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["classes"] == hostile_dataset.classes == result.metrics["classes"]
+    assert metrics["skipped"] == len(hostile_dataset.bad)
+    good = len(hostile_dataset.good)
+    assert metrics["cache"] == {"hits": 0, "misses": good}
+    assert sum(metrics[s]["count"] for s in ("train", "val", "test")) == good
+    assert 0 <= metrics["test"]["accuracy"] <= 1 and 0 <= metrics["val"]["accuracy"] <= 1
+    split = json.loads((run_dir / "split.json").read_text(encoding="utf-8"))
+    assert sorted(split["train"] + split["val"] + split["test"]) == sorted(hostile_dataset.good)
+    assert (run_dir / "labels.txt").read_text(encoding="utf-8").split("\n")[:-1] == \
+        hostile_dataset.classes
+    history = json.loads((run_dir / "history.json").read_text())
+    assert len(history["loss"]) == len(history["val_loss"]) <= 5
+    assert any("日本" in w and "no test images" in w for w in result.warnings)
+    model = load_model(run_dir / "model.h5")
+    assert model.metadata["labels"] == hostile_dataset.classes
+    assert model.metadata["split"] == {"val_percent": 10, "test_percent": 10}
+    assert model.metadata["metrics"]["test"]["accuracy"] == metrics["test"]["accuracy"]
+    assert model.metadata["provenance"]["weights_sha256"] == "stand-in-seed-0"
+
+
+def test_second_fit_reports_zero_cache_misses(image_tree, tmp_path, monkeypatch):
+    data = image_tree({"a": 8, "b": 8})
+    forwards = use_stand_in(monkeypatch)
+    first = run(data, tmp_path / "one", options(tmp_path / "cache", epochs=4))
+    assert forwards["images"] == 16
+    second = run(data, tmp_path / "two", options(tmp_path / "cache", epochs=4))
+    assert forwards["images"] == 16
+    assert first.metrics["cache"] == {"hits": 0, "misses": 16}
+    assert second.metrics["cache"] == {"hits": 16, "misses": 0}
+    assert second.history == first.history                      # seeded: the same run again
+    assert second.metrics["test"] == first.metrics["test"]
+
+
+def test_exported_model_agrees_with_the_fit_metrics(image_tree, tmp_path, monkeypatch):
+    data = image_tree({"a": 12, "b": 12, "c": 12})
+    use_stand_in(monkeypatch)
+    result = run(data, tmp_path / "run", options(tmp_path / "cache", epochs=15))
+    model = load_model(result.model_path)
+    for split in ("test", "val", "train"):
+        fit_view, model_view = result.metrics[split], evaluate_model(model, data, split)
+        assert model_view["count"] == fit_view["count"] > 0
+        assert model_view["confusion_matrix"] == fit_view["confusion_matrix"]
+        assert model_view["accuracy"] == fit_view["accuracy"]
+        assert model_view["loss"] == pytest.approx(fit_view["loss"], abs=1e-5)
+        assert [m["path"] for m in model_view["misclassified"]] == \
+            [m["path"] for m in fit_view["misclassified"]]
+    everything = evaluate_model(model, data, "all")
+    assert everything["count"] == 36
+    test_files = json.loads((result.run_dir / "split.json").read_text())["test"]
+    mistakes = {m["path"]: m for m in result.metrics["test"]["misclassified"]}
+    records = list(classify(model, [data / f for f in test_files], top_k=2))
+    assert [r["path"] for r in records] == [str(data / f) for f in test_files]
+    for relative, record in zip(test_files, records):
+        best = record["top"][0]
+        if relative in mistakes:
+            assert best["label"] == mistakes[relative]["predicted"]
+            assert best["probability"] == pytest.approx(mistakes[relative]["probability"],
+                                                        abs=1e-5)
+        else:
+            assert best["label"] == relative.split("/")[0]
+
+
+def test_evaluate_refuses_classes_the_model_does_not_know(image_tree, tmp_path, monkeypatch):
+    data = image_tree({"a": 4, "b": 4})
+    use_stand_in(monkeypatch)
+    result = run(data, tmp_path / "run", options(tmp_path / "cache", epochs=1))
+    other = image_tree({"a": 3, "zebra": 3}, root=tmp_path / "other")
+    with pytest.raises(DataError, match=r"class folder\(s\) the model does not know: \['zebra'\]"):
+        evaluate_model(load_model(result.model_path), other, "all")
+
+
+class _Checker(HTMLParser):
+    """Collects <img> sources and checks that every opened element is closed in order."""
+    VOID = {"meta", "img", "br", "hr", "link", "input", "polyline", "rect"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.images, self.errors, self.text = [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs))
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs))
+
+    def handle_endtag(self, tag):
+        if tag in self.VOID:
+            return
+        if not self.stack or self.stack.pop() != tag:
+            self.errors.append(f"unexpected </{tag}>")
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_report_is_self_contained_valid_html_with_decodable_images(hostile_dataset, tmp_path,
+                                                                   monkeypatch):
+    use_stand_in(monkeypatch)
+    result = run(hostile_dataset.root, tmp_path / "run", options(tmp_path / "cache", epochs=3))
+    page = result.report_path.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    checker = _Checker()
+    checker.feed(page)
+    checker.close()
+    assert checker.errors == [] and checker.stack == []
+    assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", page)
+    mistakes = len(result.metrics["test"]["misclassified"])
+    assert len(checker.images) == 1 + min(mistakes, 12) >= 2
+    for image in checker.images:
+        prefix, payload = image["src"].split(",", 1)
+        assert prefix == "data:image/png;base64"
+        with Image.open(io.BytesIO(base64.b64decode(payload, validate=True))) as decoded:
+            decoded.load()
+            assert decoded.format == "PNG" and decoded.width > 0
+    text = " ".join(checker.text)
+    assert f"{result.metrics['test']['accuracy']:.4f}" in text
+    assert page.count("<svg") == 2 and "日本" in text
+
+
+@pytest.mark.skipif(not WEIGHTS.is_file(),
+                    reason=f"{WEIGHTS} is absent: run `make pretrained` (`make test` does)")
+def test_real_efficientnet_end_to_end_on_two_reference_photos(tmp_path):
+    """fit with the real backbone on two of the reference photos (both in train): the cached
+    features equal reference.npz's, and the exported model classifies as the head did."""
+    reference = np.load(FIXTURES / "effnet" / "reference.npz")
+    rows = {str(name): row for row, name in enumerate(reference["names"])}
+    data = tmp_path / "data"
+    for label, name in (("animal", "chelsea"), ("drink", "coffee")):
+        (data / label).mkdir(parents=True)
+        shutil.copy(FIXTURES / "photos" / f"{name}.png", data / label / f"{name}.png")
+    settings = options(tmp_path / "cache", epochs=3)
+    settings.val_percent = settings.test_percent = 0
+    result = run(data, tmp_path / "run", settings)
+    assert result.metrics["cache"] == {"hits": 0, "misses": 2}
+    assert result.metrics["train"]["count"] == 2
+    model = load_model(result.model_path)
+    cache = FeatureCache(tmp_path / "cache",
+                         cache_namespace(_backbone_part(model), model.metadata["preprocessing"]))
+    paths = [data / "animal" / "chelsea.png", data / "drink" / "coffee.png"]
+    features = cache.get([sha256_file(p) for p in paths])
+    np.testing.assert_allclose(features, reference["features"][[rows["chelsea"], rows["coffee"]]],
+                               rtol=0, atol=1e-4)
+    record = next(classify(model, paths[:1], top_k=2))
+    kernel, bias = model.get_layer("predictions").get_weights()
+    logits = features[0] @ kernel + bias
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    by_label = {t["label"]: t["probability"] for t in record["top"]}
+    np.testing.assert_allclose([by_label["animal"], by_label["drink"]], expected,
+                               rtol=0, atol=1e-5)
+
+
+def _backbone_part(model):
+    """The exported model without its head: the same layers up to the pooled features."""
+    from retrain.engine import Model
+    pooled = model.get_layer("predictions").inbound[0]
+    return Model(model.inputs, pooled)
