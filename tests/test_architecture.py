@@ -1,0 +1,101 @@
+"""The folders show the architecture, and these tests keep it that way: the engine knows
+nothing of images or the pipeline, stages use only the engine's public API, the CLI is the
+one place that prints, and modules and functions stay within their line budgets."""
+import ast
+import io
+import tokenize
+from pathlib import Path
+
+import pytest
+
+import retrain.engine
+
+PACKAGE = Path(__file__).resolve().parents[1] / "retrain"
+ENGINE = PACKAGE / "engine"
+MODULES = sorted(PACKAGE.rglob("*.py"))
+PRINTING_ALLOWED = {"cli.py", "__main__.py"}
+
+
+def _rel(path):
+    return path.relative_to(PACKAGE.parent).as_posix()
+
+
+def _imports(path):
+    """(absolute module name, imported names) for every import in the file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = _rel(path)[:-3].replace("/", ".").rsplit(".", 1)[0]
+    if path.name == "__init__.py":
+        package = _rel(path.parent).replace("/", ".")
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")
+            if node.level:
+                base = base[:len(base) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module
+            found.append((module, [alias.name for alias in node.names]))
+    return found
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if ENGINE in p.parents], ids=_rel)
+def test_engine_imports_nothing_else_from_retrain(path):
+    for module, _ in _imports(path):
+        assert not module.startswith("retrain") or module.startswith("retrain.engine"), (
+            f"{_rel(path)} imports {module}: the engine must not know the rest of retrain")
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if ENGINE not in p.parents], ids=_rel)
+def test_stages_use_only_the_engine_public_api(path):
+    public = set(retrain.engine.__all__)
+    for module, names in _imports(path):
+        if module == "retrain.engine":
+            assert set(names) - {"*", "__all__"} <= public, (
+                f"{_rel(path)} imports {set(names) - public} which retrain.engine does not export")
+        elif module.startswith("retrain.engine."):
+            assert module == "retrain.engine.errors" and path.name == "errors.py", (
+                f"{_rel(path)} reaches into {module}; import from retrain.engine instead")
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if p.name not in PRINTING_ALLOWED],
+                         ids=_rel)
+def test_library_modules_do_not_print(path):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    calls = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call)
+             and isinstance(n.func, ast.Name) and n.func.id == "print"]
+    assert not calls, f"{_rel(path)} calls print() on line(s) {calls}; only the CLI prints"
+
+
+def _code_lines(path):
+    """Lines holding code: no blank lines, comments or docstrings (a sz.py-style count)."""
+    source = path.read_text(encoding="utf-8")
+    docstrings = set()
+    for node in ast.walk(ast.parse(source)):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            docstrings.update(range(body[0].lineno, body[0].end_lineno + 1))
+    lines = set()
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT,
+                            tokenize.DEDENT, tokenize.ENDMARKER):
+            lines.update(range(tok.start[0], tok.end[0] + 1))
+    return len(lines - docstrings)
+
+
+def test_engine_line_budget():
+    total = sum(_code_lines(p) for p in MODULES if ENGINE in p.parents)
+    assert total <= 3000, f"the engine has {total} lines of code; its budget is 3,000"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=_rel)
+def test_module_and_function_budgets(path):
+    source = path.read_text(encoding="utf-8")
+    assert len(source.splitlines()) <= 400, f"{_rel(path)} is over 400 lines: split it"
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            length = node.end_lineno - node.lineno + 1
+            assert length <= 60, f"{_rel(path)}:{node.lineno} {node.name} is {length} lines"
