@@ -27,6 +27,7 @@ from .pipeline import STAGES, RunOptions, evaluate_model, run
 __all__ = ["build_parser", "main"]
 
 _Formatter = argparse.ArgumentDefaultsHelpFormatter
+_LABELS_SHOWN = 20
 
 
 def _out(text=""):
@@ -168,7 +169,9 @@ def cmd_info(args):
              f"{recipe['input_size'][1]}, (x - {recipe['mean']}) / {recipe['std']}, "
              f"{recipe['channel_order']}")
     labels = info["labels"] or []
-    _out(f"classes ({len(labels)}): {', '.join(labels) if labels else 'none recorded'}")
+    shown = ", ".join(labels[:_LABELS_SHOWN]) if labels else "none recorded"
+    more = f", ... (all {len(labels)} with --json)" if len(labels) > _LABELS_SHOWN else ""
+    _out(f"classes ({len(labels)}): {shown}{more}")
     for key, value in (info["provenance"] or {}).items():
         text = json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else value
         _out(f"  {key}: {text}")
