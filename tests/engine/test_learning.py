@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from retrain.engine import (Adam, Conv2D, Dense, Dropout, Flatten, Input, MaxPooling2D,
-                            Sequential, set_random_seed)
+from seed_models import seed_cnn
+from retrain.engine import Adam, set_random_seed
 
 DATA = Path(__file__).parents[2] / "data" / "fashion-mnist-sample"
 EPOCHS = 6   # about 3 s each on 2 idle cores
@@ -24,21 +24,6 @@ def _load_images():
     return np.stack(images)[..., None], np.array(labels), classes
 
 
-def _seed_cnn():
-    return Sequential([
-        Input((28, 28, 1)),
-        Conv2D(32, 5, padding="same", activation="relu"),
-        MaxPooling2D(2),
-        Conv2D(64, 2, padding="same", activation="relu"),
-        MaxPooling2D(2),
-        Dropout(0.25),
-        Flatten(),
-        Dense(1000, activation="relu"),
-        Dropout(0.5),
-        Dense(10, activation="softmax"),
-    ])
-
-
 def test_seed_cnn_learns_fashion_mnist_sample():
     images, labels, classes = _load_images()
     assert images.shape == (1000, 28, 28, 1) and len(classes) == 10
@@ -47,7 +32,7 @@ def test_seed_cnn_learns_fashion_mnist_sample():
     order = np.random.default_rng(0).permutation(len(labels))
     images, labels = images[order], labels[order]
     set_random_seed(0)
-    model = _seed_cnn()
+    model = seed_cnn()
     model.compile(Adam(1e-3), "sparse_categorical_crossentropy", ["accuracy"])
     history = model.fit(images, labels, epochs=EPOCHS, batch_size=32, validation_split=0.2,
                         seed=0, verbose=0).history

@@ -5,27 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrain.engine import (Add, BatchNormalization, Conv2D, Dense, Dropout, Flatten, Input,
-                            MaxPooling2D, Model, Sequential, clear_session)
+from seed_models import seed_cnn
+from retrain.engine import (Add, BatchNormalization, Dense, Input, Model, Sequential,
+                            clear_session)
 from retrain.engine.summary import readable_size, summary_table
 
 SEED_CNN = Path(__file__).parents[1] / "fixtures" / "keras" / "seed_cnn" / "seed_cnn.json"
-
-
-def _seed_cnn():
-    clear_session()
-    return Sequential([
-        Input((28, 28, 1)),
-        Conv2D(32, 5, padding="same", activation="relu"),
-        MaxPooling2D(2),
-        Conv2D(64, 2, padding="same", activation="relu"),
-        MaxPooling2D(2),
-        Dropout(0.25),
-        Flatten(),
-        Dense(1000, activation="relu"),
-        Dropout(0.5),
-        Dense(10, activation="softmax"),
-    ])
 
 
 def _row(table, name):
@@ -35,7 +20,7 @@ def _row(table, name):
 
 
 def test_seed_cnn_rows_match_the_keras_model():
-    table = summary_table(_seed_cnn())
+    table = summary_table(seed_cnn())
     assert table.splitlines()[0].startswith('Model: "sequential')
     assert _row(table, "conv2d") == ["conv2d (Conv2D)", "(None, 28, 28, 32)", "832"]
     assert _row(table, "conv2d_1") == ["conv2d_1 (Conv2D)", "(None, 14, 14, 64)", "8,256"]
@@ -52,7 +37,7 @@ def test_seed_cnn_rows_match_the_keras_model():
 
 
 def test_a_frozen_layer_moves_to_non_trainable():
-    model = _seed_cnn()
+    model = seed_cnn()
     model.get_layer("dense").trainable = False
     assert summary_table(model).splitlines()[-3:] == [" Total params: 3,156,098 (12.04 MB)",
                                                       " Trainable params: 19,098 (74.60 KB)",
@@ -76,7 +61,7 @@ def test_an_unbuilt_model_shows_unknown_shapes():
 
 
 def test_model_summary_prints_through_print_fn():
-    model = _seed_cnn()
+    model = seed_cnn()
     lines = []
     model.summary(print_fn=lines.append)
     assert lines == [summary_table(model)]
@@ -105,5 +90,5 @@ def test_readable_size_uses_powers_of_1024(num_bytes, text):
 
 
 def test_count_params_agrees_with_the_table():
-    model = _seed_cnn()
+    model = seed_cnn()
     assert model.count_params() == 3156098 == sum(np.prod(w.shape) for w in model.weights)
