@@ -10,6 +10,7 @@ from .layers import *  # noqa: F401,F403  (the layer classes; see layers.__all__
 from .layers import __all__ as _layer_names
 from . import losses, optimizers
 from .callbacks import Callback, EarlyStopping, History
+from .inference import DEFAULT_BATCH_SIZE
 from .losses import (CategoricalCrossentropy, SparseCategoricalCrossentropy,
                      categorical_crossentropy, sparse_categorical_crossentropy)
 from .model import Model, Sequential
@@ -21,4 +22,5 @@ __all__ = ["ConfigError", "EngineError", "ModelFileError", "ShapeError", "Unsupp
            "clear_session", "Model", "Sequential", "losses", "optimizers", "Callback",
            "EarlyStopping", "History", "CategoricalCrossentropy", "SparseCategoricalCrossentropy",
            "categorical_crossentropy", "sparse_categorical_crossentropy", "SGD", "Adam", "AdamW",
-           "Optimizer", "load_model", "model_from_config", "model_to_config"] + list(_layer_names)
+           "Optimizer", "load_model", "model_from_config", "model_to_config",
+           "DEFAULT_BATCH_SIZE"] + list(_layer_names)

@@ -1,10 +1,14 @@
 """Pure numpy kernels: forward/backward pairs for convolution, depthwise convolution and
-pooling, TF 'same' padding arithmetic, and batch-norm folding. No classes, no state.
+pooling, TF 'same' padding arithmetic, batch-norm folding, and the inference kernels that
+the inference plan binds to its preallocated arrays (the *_call functions). No classes, no
+state.
 
 Layouts are Keras's: images NHWC, conv kernels HWIO (kh, kw, in, out), depthwise kernels
 (kh, kw, in, multiplier). `pads` is ((top, bottom), (left, right)). Every kernel keeps the
 dtype it is given: float32 in use, float64 in the gradient checks.
 """
+from functools import partial
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -142,17 +146,14 @@ def depthwise_conv2d_forward(x, kernel, strides=(1, 1), dilation=(1, 1), pads=NO
     """y[n,i,j,c*M+m] = sum_{a,b} xp[n, i*sh + a*dh, j*sw + b*dw, c] * kernel[a,b,c,m].
 
     x (N, H, W, C), kernel (kh, kw, C, M) -> (N, Ho, Wo, C*M): output channel c*M + m, so
-    the M outputs of one input channel are adjacent. kh*kw shifted multiply-adds.
+    the M outputs of one input channel are adjacent.
     """
     kh, kw, c, m = kernel.shape
-    xp = pad2d_forward(_repeat_channels(x, m), pads)
-    flat = kernel.reshape(kh, kw, c * m)
+    xp = pad2d_forward(x, pads)
     out_hw = _out_hw(xp.shape, (kh, kw), strides, dilation)
-    y = np.zeros((x.shape[0],) + out_hw + (c * m,), np.result_type(x, kernel))
-    product = np.empty_like(y)
-    for i, j in _taps((kh, kw)):
-        np.multiply(_tap(xp, i, j, strides, dilation, out_hw), flat[i, j], out=product)
-        y += product
+    y = np.empty((x.shape[0],) + out_hw + (c * m,), np.result_type(x, kernel))
+    tiled = depthwise_tiled_kernel(kernel, out_hw[1]) if strides[1] == 1 and m == 1 else None
+    depthwise_call(xp, kernel, strides, dilation, y, tiled)()
     return y
 
 
@@ -249,3 +250,124 @@ def fold_batchnorm(kernel, bias, gamma, beta, moving_mean, moving_variance, epsi
         new_bias = new_bias + beta
     shape = kernel.shape[-2:] if depthwise else kernel.shape[-1:]
     return kernel * factor.reshape(shape), new_bias
+
+
+# -- inference: kernels bound once to their arrays ------------------------------------------
+# A plan runs the same operations on the same preallocated arrays for every image, so these
+# return a function of no arguments with every view and check made once (numpy's per-call
+# overhead, ~5-15 us for as_strided or np.clip, adds up over 70 steps an image). `out` may
+# have any strides (the interior of a zero-padded buffer) and may be a band of rows.
+def sequence(calls):
+    """One function calling each of `calls` in order."""
+    def run():
+        for call in calls:
+            call()
+    return run
+
+
+def _merges(a):
+    """Whether the W and C axes of an (N, H, W, C) array are contiguous, so that a reshape to
+    (N, H, W*C) is a view."""
+    return a.strides[2] == a.shape[3] * a.strides[3]
+
+
+def _assign(activation, src, out):
+    out[...] = activation(src)
+
+
+def epilogue_call(z, out, scale=None, bias=None, clip=None, activation=None, residual=None):
+    """out = activation(clip(z * scale + bias)) + residual, each stage skipped when None.
+
+    `clip` is (low, high), high possibly None: ReLU / ReLU6 in one pass. `scale` and `bias`
+    hold one value per channel or, for an (N, H, W, C) out, a row's worth (W*C values): then
+    each pass runs along whole rows instead of W short runs of C (numpy's per-run overhead
+    dominates at small C). The first stage reads `z`, every later one works in place in
+    `out`, so a contiguous `z` can feed a strided `out` (a padded interior) in one pass.
+    """
+    vector = bias if bias is not None else scale
+    if vector is not None and out.ndim == 4 and vector.size != out.shape[3]:
+        arrays = [z, out] + ([] if residual is None else [residual])
+        if activation is None and all(_merges(a) for a in arrays):
+            z, out, *rest = (a.reshape(a.shape[:2] + (-1,)) for a in arrays)
+            residual = rest[0] if rest else None
+        else:
+            scale, bias = (None if v is None else v.reshape(out.shape[2:]) for v in (scale, bias))
+    calls, src = [], z
+    for ufunc, operand in ((np.multiply, scale), (np.add, bias)):
+        if operand is not None:
+            calls.append(partial(ufunc, src, operand, out=out))
+            src = out
+    if clip is not None:
+        calls.append(partial(np.maximum, src, clip[0], out=out) if clip[1] is None
+                     else partial(np.clip, src, clip[0], clip[1], out=out))
+        src = out
+    if activation is not None:
+        calls.append(partial(_assign, activation, src, out))
+        src = out
+    if residual is not None:
+        calls.append(partial(np.add, src, residual, out=out))
+        src = out
+    if src is not out:
+        calls.append(partial(np.copyto, out, src))
+    return sequence(calls)
+
+
+def matmul_call(x, kernel, out, scratch=None, **stages):
+    """out = epilogue(x @ kernel, **stages) over the last axis: a 1x1 convolution or a Dense
+    layer. x (..., C), kernel (C, F), out (..., F). The matmul writes `out` directly when it
+    is contiguous, else `scratch` (contiguous, out's shape), which the epilogue's first pass
+    moves into `out`."""
+    target = out if out.flags.c_contiguous else scratch
+    rows = target.reshape(-1, kernel.shape[1])
+    if x.flags.c_contiguous:
+        matmul = partial(np.matmul, x.reshape(-1, x.shape[-1]), kernel, out=rows)
+    else:
+        def matmul():
+            np.matmul(np.ascontiguousarray(x).reshape(-1, x.shape[-1]), kernel, out=rows)
+    return sequence([matmul, epilogue_call(target, out, **stages)])
+
+
+def conv2d_call(xp, kernel, strides, dilation, out, cols, scratch=None, **stages):
+    """A convolution of the already padded xp (N, Hp, Wp, C) into out (N, Ho, Wo, F): the
+    windows copied into `cols` (contiguous, (N, Ho, Wo, kh*kw*C)), then matmul_call."""
+    kh, kw, c, f = kernel.shape
+    windows = _windows(xp, (kh, kw), strides, dilation, out.shape[1:3])
+    return sequence([partial(np.copyto, cols.reshape(windows.shape), windows),
+                      matmul_call(cols, kernel.reshape(-1, f), out, scratch, **stages)])
+
+
+def depthwise_tiled_kernel(kernel, width):
+    """A (kh, kw, C, 1) depthwise kernel repeated along a row of `width` pixels:
+    (kh, kw, width*C). With it a tap of a stride-1 row is one long contiguous multiply-add
+    instead of `width` short ones of C values (numpy's loop overhead dominates small C)."""
+    kh, kw, c, _ = kernel.shape
+    return np.ascontiguousarray(np.broadcast_to(kernel.reshape(kh, kw, 1, c), (kh, kw, width, c))
+                                ).reshape(kh, kw, width * c)
+
+
+def depthwise_call(xp, kernel, strides, dilation, out, tiled=None, **stages):
+    """Depthwise convolution of the already padded xp into out (N, Ho, Wo, C*M), then
+    epilogue(out, out, **stages).
+
+    One einsum sums all taps in a single pass (out += window * kernel, no temporaries). With
+    `tiled` (depthwise_tiled_kernel for Wo; for stride 1 along W and M = 1; used only when
+    the W and C axes of xp and out are contiguous) it runs over whole (Wo*C)-long rows.
+    """
+    kh, kw, c, m = kernel.shape
+    n, ho, wo = out.shape[:3]
+    if tiled is not None and xp.strides[2] == c * xp.strides[3] and _merges(out):
+        sn, sh, sw, sc = xp.strides
+        rows = as_strided(xp, (n, ho, kh, kw, wo * c),
+                          (sn, sh * strides[0], sh * dilation[0], sw * dilation[1], sc),
+                          writeable=False)
+        einsum = partial(np.einsum, "nhijx,ijx->nhx", rows, tiled,
+                         out=out.reshape(n, ho, wo * c))
+    elif m == 1:        # the 3-index form: an inner loop over C, not over M = 1
+        einsum = partial(np.einsum, "nhwijc,ijc->nhwc",
+                         _windows(xp, (kh, kw), strides, dilation, (ho, wo)), kernel[..., 0],
+                         out=out)
+    else:
+        einsum = partial(np.einsum, "nhwijc,ijcm->nhwcm",
+                         _windows(xp, (kh, kw), strides, dilation, (ho, wo)), kernel,
+                         out=out.reshape(n, ho, wo, c, m))
+    return sequence([einsum, epilogue_call(out, out, **stages)])

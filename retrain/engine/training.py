@@ -8,7 +8,7 @@ import math
 import numpy as np
 from tqdm import tqdm
 
-from . import initializers, losses, optimizers
+from . import inference, initializers, losses, optimizers
 from .callbacks import History
 from .errors import ConfigError, ShapeError
 
@@ -157,9 +157,11 @@ class Trainer:
                 bar.update()
         return tracker.result()
 
-    def predict(self, x, batch_size=32, verbose=0):
-        """Outputs for x in inference mode, computed `batch_size` samples at a time."""
+    def predict(self, x, batch_size=None, verbose=0):
+        """Outputs for x in inference mode, computed `batch_size` samples at a time (None:
+        inference.DEFAULT_BATCH_SIZE) by the model's fast inference plan (inference.py)."""
         x = _as_inputs(x)
+        batch_size = inference.DEFAULT_BATCH_SIZE if batch_size is None else batch_size
         _check_batch_size(batch_size)
         count = _num_samples(x)
         if count == 0:
@@ -167,7 +169,8 @@ class Trainer:
         outputs = []
         with _progress(verbose, math.ceil(count / batch_size), "Predict") as bar:
             for start in range(0, count, batch_size):
-                outputs.append(self.forward(_take(x, slice(start, start + batch_size))))
+                run = inference.inference_function(self)
+                outputs.append(run(_take(x, slice(start, start + batch_size))))
                 bar.update()
         if isinstance(outputs[0], list):
             return [np.concatenate(parts) for parts in zip(*outputs)]
