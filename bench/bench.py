@@ -52,13 +52,9 @@ RSS_LIMIT_BYTES = 1_000_000_000
 
 # -- measurements, each run by `bench.py _child NAME JSON` in a fresh interpreter -----------
 def default_batch_size():
-    """The batch size the engine chooses when predict is given none: the engine's
-    inference.DEFAULT_BATCH_SIZE where it has one, else 32 (Keras's default)."""
-    try:
-        from retrain.engine.inference import DEFAULT_BATCH_SIZE
-    except ImportError:
-        return 32, "32: the engine exposes no default inference batch size"
-    return DEFAULT_BATCH_SIZE, "retrain.engine.inference.DEFAULT_BATCH_SIZE"
+    """The batch size the engine chooses when predict is given none."""
+    from retrain.engine import DEFAULT_BATCH_SIZE
+    return DEFAULT_BATCH_SIZE, "retrain.engine.DEFAULT_BATCH_SIZE"
 
 
 def child_backbone(batch_size, images, repeats):
