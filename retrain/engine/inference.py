@@ -118,11 +118,12 @@ class _Layout:
                 self.slots[self.slot_of[root]] = max(self.slots[self.slot_of[root]], size)
 
     def workspace(self, thread, count):
-        if (thread, count) not in self.workspaces:
+        workspace = self.workspaces.get((thread, count))
+        if workspace is None:       # a local, as another thread may reset the dict meanwhile
             if len(self.workspaces) > 4 * _MAX_THREADS:    # batch sizes keep changing
                 self.workspaces = {}
-            self.workspaces[thread, count] = _Workspace(self, count)
-        return self.workspaces[thread, count]
+            workspace = self.workspaces[thread, count] = _Workspace(self, count)
+        return workspace
 
 
 class _Workspace:
@@ -227,9 +228,21 @@ class _OneBlasThread:
                     set_(threads)
 
 
+# One run at a time in the process: a run already keeps every core busy, and two runs whose
+# row-split parts wait at barriers could otherwise hold all of the shared pool's workers.
+_RUN_LOCK = threading.Lock()
 _POOL = []
-if hasattr(os, "register_at_fork"):     # a forked child has none of the pool's threads
-    os.register_at_fork(after_in_child=_POOL.clear)
+
+
+def _after_fork_in_child():
+    """A forked child has none of the pool's threads, and no run in progress."""
+    global _RUN_LOCK
+    _POOL.clear()
+    _RUN_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _thread_count():
@@ -302,14 +315,13 @@ def _execute(layout, xs, input_vids, output_vids):
 class InferencePlan:
     """A model's inference computation compiled with its current weights (module
     docstring). `run(x)` equals model.forward(x, training=False) up to float32 rounding. One
-    call at a time: the buffers are the plan's."""
+    call at a time in the process (_RUN_LOCK): the buffers are the plan's."""
 
     def __init__(self, model):
         self.steps, self.input_vids, self.output_vids = steps.compile_graph(model)
         self.input_layers = [t.layer for t in model.inputs]
         self.multi_input, self.multi_output = model._multi_input, model._multi_output
         self._layout = None
-        self._lock = threading.Lock()
 
     def run(self, x):
         xs = list(x) if self.multi_input else [x]
@@ -319,7 +331,7 @@ class InferencePlan:
         xs = [np.ascontiguousarray(layer.forward(np.asarray(a, np.float32)))
               for layer, a in zip(self.input_layers, xs)]
         shapes = tuple(a.shape[1:] for a in xs)
-        with self._lock, _OneBlasThread():
+        with _RUN_LOCK, _OneBlasThread():
             if self._layout is None or self._layout[0] != shapes:   # keep one shape's buffers
                 self._layout = (shapes, _Layout(self, shapes))
             outs = _execute(self._layout[1], xs, self.input_vids, self.output_vids)

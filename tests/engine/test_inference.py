@@ -234,6 +234,8 @@ def test_predict_works_in_a_forked_child(monkeypatch):
 
 def test_blas_threads_are_restored():
     calls = inference._OneBlasThread._get_set_pairs()
+    if not calls:
+        pytest.skip("this numpy's BLAS exposes no thread setting")
     before = [get() for get, _ in calls]
     with inference._OneBlasThread():
         assert all(get() == 1 for get, _ in calls)
