@@ -42,15 +42,16 @@ def validate_recipe(recipe):
     if recipe["crop"] != "center":
         raise ConfigError(f"Only a centre crop is supported. Received: crop={recipe['crop']!r}.",
                           hint='Use "crop": "center" (with crop_fraction 1.0 for no cropping).')
-    if not 0.0 < float(recipe["crop_fraction"]) <= 1.0:
+    if not _is_number(recipe["crop_fraction"]) or not 0.0 < recipe["crop_fraction"] <= 1.0:
         raise ConfigError("crop_fraction must be in (0, 1]. "
                           f"Received: crop_fraction={recipe['crop_fraction']!r}.")
     if recipe["resize_filter"] not in _FILTERS:
         raise ConfigError(f"Unknown resize_filter. Received: resize_filter="
                           f"{recipe['resize_filter']!r}. Use one of {sorted(_FILTERS)}.")
     for key in ("mean", "std"):
-        if len(recipe[key]) != 3:
-            raise ConfigError(f"{key} needs one value per channel. "
+        if not isinstance(recipe[key], (list, tuple)) or len(recipe[key]) != 3 \
+                or not all(_is_number(v) for v in recipe[key]):
+            raise ConfigError(f"{key} needs one number per channel. "
                               f"Received: {key}={recipe[key]!r}.")
     if any(float(s) == 0.0 for s in recipe["std"]):
         raise ConfigError(f"std must not contain 0. Received: std={recipe['std']!r}.")
@@ -58,6 +59,10 @@ def validate_recipe(recipe):
         raise ConfigError("channel_order must be 'RGB' or 'BGR'. "
                           f"Received: channel_order={recipe['channel_order']!r}.")
     return recipe
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def recipe_hash(recipe):

@@ -6,7 +6,7 @@ reads that, and Keras 3's variant (`batch_shape`, DTypePolicy dicts, `inbound_no
 `args` with `keras_history`). Classes come only from the `LAYERS` registry: nothing named in a
 file is imported, evaluated or looked up as an attribute.
 """
-from .errors import ConfigError, UnsupportedLayerError
+from .errors import ConfigError, EngineError, UnsupportedLayerError
 from .layers import LAYERS
 from .layers.core import InputLayer
 from .model import Model, Sequential
@@ -57,7 +57,9 @@ def layer_from_config(entry):
     config["name"] = name
     try:
         return cls(**_clean_layer_config(config))
-    except TypeError as error:
+    except EngineError:
+        raise
+    except (TypeError, ValueError) as error:   # e.g. "epsilon": "x" in a damaged file
         raise ConfigError(f"Layer {name!r} ({class_name}) cannot be built from its config: "
                           f"{error}.") from None
 

@@ -364,6 +364,18 @@ def test_model_config_with_dangling_inbound(tmp_path):
         load_model(path)
 
 
+def test_a_damaged_layer_setting_is_a_file_error(tmp_path):
+    path = tmp_path / "model.h5"
+    model = small_sequential()
+    model.save(path)
+    config = model_to_config(model)
+    entry = next(e for e in config["config"]["layers"] if e["config"]["name"] == "bn")
+    entry["config"]["epsilon"] = "tiny"
+    rewrite_config(path, json.dumps(config))
+    with pytest.raises(ModelFileError, match=r"model\.h5.*'bn' \(BatchNormalization\) cannot be built"):
+        load_model(path)
+
+
 @pytest.mark.parametrize("class_name", ["Lambda", "MyCustomLayer"])
 def test_unsupported_layer_is_named_and_never_run(tmp_path, class_name):
     """A Lambda's config carries marshalled Python bytecode; it must be refused, not decoded."""

@@ -63,7 +63,10 @@ def test_bgr_order_swaps_channels_before_mean_and_std():
     ({"crop_fraction": 0}, r"crop_fraction must be in \(0, 1\].*crop_fraction=0"),
     ({"resize_filter": "cubic"}, r"Unknown resize_filter.*'cubic'.*bicubic"),
     ({"std": [1.0, 0.0, 1.0]}, r"std must not contain 0"),
-    ({"mean": [1.0]}, r"mean needs one value per channel"),
+    ({"mean": [1.0]}, r"mean needs one number per channel"),
+    ({"mean": 5}, r"mean needs one number per channel.*mean=5"),
+    ({"std": [1.0, "x", 1.0]}, r"std needs one number per channel"),
+    ({"crop_fraction": "x"}, r"crop_fraction must be in \(0, 1\].*crop_fraction='x'"),
     ({"channel_order": "RGBA"}, r"channel_order must be 'RGB' or 'BGR'"),
 ])
 def test_bad_recipes_are_refused_with_the_value(change, message):
