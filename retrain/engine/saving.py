@@ -110,6 +110,9 @@ def _check_built(model, action):
 def _read(path, reader):
     """Run `reader(h5file)`, turning every h5py failure into a ModelFileError naming `path`."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ModelFileError(f"{path} is a folder, not a model file.",
+                             hint="Give the .h5 file itself, e.g. RUN/model.h5.")
     if not os.path.isfile(path):
         raise ModelFileError(f"No such file: {path}.", hint="Check the path.")
     if not h5py.is_hdf5(path):
@@ -280,6 +283,8 @@ def _atomic_write(path, write):
     try:
         with h5py.File(temporary, "w") as f:
             write(f)
+        with open(temporary, "rb+") as written:    # on disk before the rename makes it visible
+            os.fsync(written.fileno())
         os.chmod(temporary, 0o644)  # mkstemp makes it private (0600); a model file is shared
         os.replace(temporary, path)
     except BaseException as error:

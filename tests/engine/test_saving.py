@@ -325,6 +325,11 @@ def test_missing_file(tmp_path):
         load_model(tmp_path / "nowhere.h5")
 
 
+def test_a_folder_is_not_a_model_file(tmp_path):
+    with pytest.raises(ModelFileError, match=r"is a folder, not a model file"):
+        load_model(tmp_path)
+
+
 def test_hdf5_without_keras_weights(tmp_path):
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f.create_dataset("features", data=np.zeros(3))
