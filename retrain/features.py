@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from .errors import ModelFileError
 from .files import sha256_file
 from .preprocess import iter_batches, recipe_hash
 
@@ -99,12 +100,24 @@ class FeatureCache:
                 shape = f["features"].shape
             if len(keys) != count or shape[0] != count or len(shape) != 2:
                 raise ValueError(f"{count} entries announced, {len(keys)} keys, features {shape}")
-        except (OSError, KeyError, ValueError) as exc:
-            self.discarded.append((str(shard), str(exc)))
-            shard.unlink(missing_ok=True)
+        except OSError as exc:
+            if exc.errno is not None:    # permissions, too many open files: not damage
+                raise ModelFileError(f"Cannot read the feature cache file {shard}: "
+                                     f"{exc.strerror or exc}.",
+                                     hint="Check the cache folder's permissions, or pass "
+                                          "--cache with a folder of your own.") from exc
+            self._discard(shard, exc)
+            return
+        except (KeyError, ValueError) as exc:
+            self._discard(shard, exc)
             return
         for row, key in enumerate(keys):
             self._where[key.decode("ascii")] = (shard, row)
+
+    def _discard(self, shard, reason):
+        """A damaged shard (torn by disk failure, say) is never trusted: it is removed."""
+        self.discarded.append((str(shard), str(reason)))
+        shard.unlink(missing_ok=True)
 
     def add(self, keys, features):
         """Write one shard holding `features[i]` under `keys[i]`, atomically (see module doc)."""

@@ -15,6 +15,7 @@ from PIL import Image
 from retrain.engine import Dense, Flatten, Input, Sequential
 from retrain.features import (FeatureCache, cache_namespace, extract_features,
                               model_fingerprint)
+from retrain.errors import ModelFileError
 from retrain.files import sha256_file
 from retrain.images import decode_image
 from retrain.preprocess import preprocess_batch
@@ -172,6 +173,22 @@ def test_failure_between_write_and_rename_leaves_no_trusted_entry(tmp_path, monk
     backbone = Counting()
     resumed = extract(paths, open_cache(tmp_path / "cache"), backbone)
     assert (resumed.hits, resumed.misses, backbone.images) == (2, 6, 6)
+
+
+def test_an_unreadable_shard_is_an_error_not_damage(tmp_path, monkeypatch):
+    """Permission errors are not disk damage: the shard stays and the user is told."""
+    paths = make_images(tmp_path / "data", 2)
+    extract(paths, open_cache(tmp_path / "cache"), batch_size=2, chunk_size=2)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(h5py, "File", refuse)
+    with pytest.raises(ModelFileError, match=r"Cannot read the feature cache file .*shard-.*"
+                                             r"Permission denied"):
+        open_cache(tmp_path / "cache")
+    monkeypatch.undo()
+    assert len(open_cache(tmp_path / "cache")) == 2
 
 
 def test_damaged_shards_and_temp_files_are_never_trusted(tmp_path):
