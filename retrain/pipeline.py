@@ -17,7 +17,7 @@ import numpy as np
 
 from . import __version__, backbones
 from .classify import model_labels, predict_probabilities
-from .errors import ConfigError, DataError
+from .errors import DataError
 from .evaluate import evaluate_predictions
 from .export import export_model
 from .features import FeatureCache, cache_namespace, default_cache_dir, extract_features
@@ -25,7 +25,7 @@ from .files import atomic_write_json, atomic_write_text
 from .fit import HeadOptions, train_head
 from .ingest import exclude, ingest, validate
 from .report import write_report
-from .split import SPLITS, split, write_split
+from .split import SPLITS, check_percentages, split, write_split
 
 __all__ = ["RunOptions", "RunResult", "run", "evaluate_model"]
 
@@ -45,16 +45,8 @@ class RunOptions:
     head: HeadOptions = field(default_factory=HeadOptions)
 
     def validate(self):
-        """Refuse bad settings before any image is read (split.py checks them again)."""
-        for name in ("val_percent", "test_percent"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not 0 <= value < 100:
-                raise ConfigError(f"{name} must be a number from 0 to 100. "
-                                  f"Received: {name}={value!r}.")
-        if self.val_percent + self.test_percent >= 100:
-            raise ConfigError("val_percent + test_percent must be under 100 to leave images "
-                              f"to train on. Received: {self.val_percent} + {self.test_percent}.")
+        """Refuse bad settings before any image is read."""
+        check_percentages(self.val_percent, self.test_percent)
         self.head.validate()
         return self
 

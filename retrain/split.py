@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from .errors import ConfigError, DataError
 from .files import atomic_write_json, read_json
 
-__all__ = ["SPLITS", "Split", "hash_percentage", "read_split", "split", "write_split"]
+__all__ = ["SPLITS", "Split", "check_percentages", "hash_percentage", "read_split", "split", "write_split"]
 
 SPLITS = ("train", "val", "test")
 _FORMAT_VERSION = 1
@@ -69,7 +69,7 @@ def split(dataset, val_percent=10, test_percent=10):
         val_percent, test_percent: shares of each class to carve out, 0 <= x, sum < 100.
             With explicit DATA/val or DATA/test folders, the matching share is unused.
     """
-    _check_percentages(val_percent, test_percent)
+    check_percentages(val_percent, test_percent)
     carved = [name for name in ("val", "test") if name not in dataset.split_folders]
     share = {"val": val_percent if "val" in carved else 0,
              "test": test_percent if "test" in carved else 0}
@@ -144,10 +144,12 @@ def read_split(path, dataset):
     return result
 
 
-def _check_percentages(val_percent, test_percent):
+def check_percentages(val_percent, test_percent):
+    """Refuse shares that leave no sensible split (callers check before any slow work)."""
     for name, value in (("val_percent", val_percent), ("test_percent", test_percent)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 100:
-            raise ConfigError(f"{name} must be a number from 0 to 100. Received: {name}={value!r}")
+            raise ConfigError(f"{name} must be a number from 0 up to (not including) 100. "
+                              f"Received: {name}={value!r}")
     if val_percent + test_percent >= 100:
         raise ConfigError(f"val_percent + test_percent must be under 100 to leave images to "
                           f"train on. Received: val_percent={val_percent}, "

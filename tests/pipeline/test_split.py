@@ -175,8 +175,8 @@ def test_read_split_refuses_malformed_files(tmp_path, image_tree, content):
 
 
 @pytest.mark.parametrize("val, test, message", [
-    (-1, 10, r"val_percent must be a number from 0 to 100. Received: val_percent=-1"),
-    (10, 100, r"test_percent must be a number from 0 to 100. Received: test_percent=100"),
+    (-1, 10, r"val_percent must be a number from 0 up to \(not including\) 100. Received: val_percent=-1"),
+    (10, 100, r"test_percent must be a number from 0 up to \(not including\) 100. Received: test_percent=100"),
     ("10", 10, r"Received: val_percent='10'"),
     (True, 10, r"Received: val_percent=True"),
     (60, 40, r"must be under 100 to leave images to train on. Received: val_percent=60, "
