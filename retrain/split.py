@@ -27,10 +27,10 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-from .errors import ConfigError, DataError
-from .files import atomic_write_json, read_json
+from .errors import ConfigError
+from .files import atomic_write_json
 
-__all__ = ["SPLITS", "Split", "check_percentages", "hash_percentage", "read_split", "split", "write_split"]
+__all__ = ["SPLITS", "Split", "check_percentages", "hash_percentage", "split", "write_split"]
 
 SPLITS = ("train", "val", "test")
 _FORMAT_VERSION = 1
@@ -110,38 +110,6 @@ def write_split(path, result, dataset):
         "classes": list(dataset.classes),
         **{name: [dataset.records[i][0] for i in result.indices(name)] for name in SPLITS},
     })
-
-
-def read_split(path, dataset):
-    """The Split stored in split.json, as indices into `dataset.records`.
-
-    Images in `dataset` that split.json does not list (added since) are left out with a
-    warning; this never re-splits them, so a resumed run evaluates the same test set.
-
-    Raises:
-        DataError: the file is malformed or lists a file that `dataset` no longer has.
-    """
-    stored = read_json(path)
-    if not isinstance(stored, dict) or stored.get("format") != _FORMAT_VERSION or not all(
-            isinstance(stored.get(name), list) for name in SPLITS):
-        raise DataError(f"{path} is not a split.json this version of retrain wrote",
-                        hint="delete it to split the data again")
-    index_of = {relative: index for index, (relative, _) in enumerate(dataset.records)}
-    lists, missing = {}, []
-    for name in SPLITS:
-        missing.extend(p for p in stored[name] if p not in index_of)
-        lists[name] = sorted(index_of[p] for p in stored[name] if p in index_of)
-    if missing:
-        raise DataError(f"{path} lists {len(missing)} file(s) no longer usable in "
-                        f"{dataset.root} (e.g. {missing[0]!r})",
-                        hint="restore the files, or start a new run to split the data again")
-    result = Split(**lists, val_percent=stored.get("val_percent"),
-                   test_percent=stored.get("test_percent"))
-    unlisted = len(dataset.records) - sum(len(v) for v in lists.values())
-    if unlisted:
-        result.warnings.append(f"{unlisted} image(s) in {dataset.root} are not in {path} "
-                               "and are left out of this run")
-    return result
 
 
 def check_percentages(val_percent, test_percent):
