@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 from .errors import ConfigError, DataError
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
-           "read_json", "relative_posix", "resolve_relative", "sha256_file"]
+           "relative_posix", "resolve_relative", "sha256_file"]
 
 _CHUNK = 1 << 20
 
@@ -60,16 +60,6 @@ def atomic_write_text(path, text, encoding="utf-8"):
 def atomic_write_json(path, obj, indent=2):
     """JSON in UTF-8, non-ASCII kept readable ('café', not 'caf\\u00e9'), newline-terminated."""
     atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
-
-
-def read_json(path):
-    """Parse a UTF-8 JSON file; a malformed one raises DataError naming the file."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not valid JSON: {exc}",
-                        hint="delete the file to let retrain write a fresh one") from exc
 
 
 def sha256_file(path):
