@@ -18,7 +18,7 @@ from . import __version__
 from .backbones import BACKBONES, convert, pretrained_dir
 from .classify import classify
 from .engine import load_model
-from .errors import RetrainError
+from .errors import ConfigError, RetrainError
 from .export import describe
 from .features import default_cache_dir
 from .fit import HeadOptions
@@ -40,6 +40,9 @@ def _err(text):
 
 # -- fit -----------------------------------------------------------------------------------
 def cmd_fit(args):
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"--out must be a folder; {args.out} is a file.",
+                          hint="Give a new or existing folder, e.g. --out runs/flowers.")
     head = HeadOptions(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                        patience=args.patience, hidden_units=args.hidden_units,
                        dropout=args.dropout, seed=args.seed)
@@ -101,7 +104,16 @@ def cmd_classify(args):
     records = classify(model, args.paths, top_k=args.top_k, batch_size=args.batch_size,
                        workers=args.workers)
     writer = {"table": _write_table, "csv": _write_csv, "json": _write_json}[args.format]
-    failed = writer(records, args.top_k)
+    seen = {"any": False}
+
+    def noting(records):
+        for record in records:
+            seen["any"] = True
+            yield record
+
+    failed = writer(noting(records), args.top_k)
+    if not seen["any"]:
+        _err(f"warning: no image files found in {', '.join(args.paths)}")
     if failed:
         _err(f"{failed} file(s) could not be classified (see the error column)")
     return 0

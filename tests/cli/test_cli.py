@@ -168,7 +168,14 @@ def test_os_errors_on_user_paths_are_one_line(small_data, tmp_path, stand_in, ca
     code, _, err = run_cli(capsys, "fit", small_data, "--out", blocker, "--cache",
                            tmp_path / "cache", "-q")
     assert code == 2
-    assert_one_error(err, "a_file")
+    assert_one_error(err, "--out must be a folder", "a_file")
+
+
+def test_classify_says_when_it_found_no_images(trained, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, out, err = run_cli(capsys, "classify", trained / "model.h5", tmp_path / "empty")
+    assert code == 0 and out == ""
+    assert err.strip() == f"warning: no image files found in {tmp_path / 'empty'}"
 
 
 def test_ctrl_c_exits_130_without_traceback(small_data, tmp_path, monkeypatch, capsys):
