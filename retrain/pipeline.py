@@ -129,6 +129,13 @@ def _tsv(text):
 
 def _split(dataset, options, run_dir):
     parts = split(dataset, options.val_percent, options.test_percent)
+    trained = {dataset.records[i][1] for i in parts.indices("train")}
+    untrained = [name for label, name in enumerate(dataset.classes) if label not in trained]
+    if untrained:                    # refused before anything of this run is written
+        raise DataError(f"No training images for class(es) {', '.join(untrained)} in "
+                        f"{dataset.root}.",
+                        hint="Add images to those classes (to train/ if DATA has train/, "
+                             "val/, test/ folders), or lower --val-percent/--test-percent.")
     write_split(run_dir / "split.json", parts, dataset)
     return parts
 

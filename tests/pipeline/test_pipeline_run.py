@@ -213,3 +213,15 @@ def _backbone_part(model):
     from retrain.engine import Model
     pooled = model.get_layer("predictions").inbound[0]
     return Model(model.inputs, pooled)
+
+
+def test_a_class_with_no_training_images_is_named_before_split_json(image_tree, tmp_path,
+                                                                   monkeypatch):
+    use_stand_in(monkeypatch)
+    root = tmp_path / "data"
+    image_tree({"apple": 3, "pear": 3}, root=root / "train")
+    image_tree({"apple": 1, "pear": 1, "quince": 2}, root=root / "val")
+    image_tree({"apple": 1, "pear": 1}, root=root / "test")
+    with pytest.raises(DataError, match=r"No training images for class\(es\) quince in"):
+        run(root, tmp_path / "run", options(tmp_path / "cache", epochs=1))
+    assert not (tmp_path / "run" / "split.json").exists()
