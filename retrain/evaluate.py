@@ -75,7 +75,15 @@ def evaluate_predictions(probabilities, targets, labels, paths=None, top_k=3):
             "top_k": int(k),
             "top_k_accuracy": float(np.mean(np.any(top == targets[:, None], axis=1))),
             "loss": float(-np.mean(np.log(np.clip(true_probability, 1e-12, 1.0)))),
-            "macro_f1": float(np.mean([c["f1"] for c in per_class.values()])),
+            "macro_f1": _macro_f1(per_class, confusion),
             "per_class": per_class,
             "confusion_matrix": confusion.tolist(),
             "misclassified": misclassified}
+
+
+def _macro_f1(per_class, confusion):
+    """Mean F1 over the classes that occur, as true labels or predictions (scikit-learn's
+    rule): a class absent from the images scored must not count as an F1 of 0."""
+    present = (confusion.sum(axis=0) + confusion.sum(axis=1)) > 0
+    scores = [c["f1"] for c, keep in zip(per_class.values(), present) if keep]
+    return float(np.mean(scores)) if scores else 0.0

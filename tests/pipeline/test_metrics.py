@@ -17,6 +17,14 @@ PROBABILITIES = [[0.7, 0.2, 0.1],    # cat     cat
 TARGETS = [0, 0, 1, 1, 2, 1]
 
 
+def test_macro_f1_leaves_out_classes_absent_from_the_images_scored():
+    """A fourth label nobody shows or predicts does not drag the mean down with an F1 of 0."""
+    padded = [p + [0.0] for p in PROBABILITIES]
+    m = evaluate_predictions(padded, TARGETS, LABELS + ["owl"], top_k=2)
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.4 + 2 / 3) / 3)
+    assert m["per_class"]["owl"]["support"] == 0
+
+
 def test_hand_worked_example():
     m = evaluate_predictions(PROBABILITIES, TARGETS, LABELS, paths=list("abcdef"), top_k=2)
     assert m["count"] == 6 and m["accuracy"] == pytest.approx(3 / 6)
