@@ -90,7 +90,7 @@ def run(data, out, options=None, on_stage=None):
                                title=f"retrain: {Path(data).name}")
     announce("export")
     model_path = export_model(run_dir, backbone, head, dataset.classes,
-                              _model_metadata(data, backbone, options, metrics))
+                              _model_metadata(data, backbone, options, metrics, dataset))
     discarded = [f"discarded the damaged cache file {path} ({reason}); its features were "
                  "computed again" for path, reason in found.discarded]
     return RunResult(run_dir, model_path, report_path, metrics, history, dataset.skipped,
@@ -165,7 +165,7 @@ def _evaluate(dataset, features, parts, head, backbone, found, run_dir):
     return metrics
 
 
-def _model_metadata(data, backbone, options, metrics):
+def _model_metadata(data, backbone, options, metrics, dataset):
     summary_keys = ("count", "accuracy", "top_k", "top_k_accuracy", "loss", "macro_f1")
     return {"backbone": backbone.metadata["backbone"],
             "preprocessing": backbone.metadata["preprocessing"],
@@ -179,21 +179,27 @@ def _model_metadata(data, backbone, options, metrics):
                            "retrain_version": __version__,
                            "python": platform.python_version(),
                            "head": asdict(options.head)},
-            "split": {"val_percent": options.val_percent, "test_percent": options.test_percent},
+            "split": {"val_percent": options.val_percent, "test_percent": options.test_percent,
+                      "set_aside": [relative for relative, _ in dataset.skipped]},
             "metrics": {name: {k: metrics[name][k] for k in summary_keys} for name in SPLITS}}
 
 
 def evaluate_model(model, data, split_name="test", batch_size=32, workers=2):
     """Metrics of an exported model on one split of `data` ("train", "val", "test" or "all"),
     the split recomputed from the file names with the model's own val/test percentages,
-    after setting aside undecodable files exactly as `run` did. Returns the dict shaped as
-    a split's entry in metrics.json."""
+    after setting aside the files `run` set aside (recorded in the model, so that only the
+    chosen split is decoded; models without that record have every file decoded to find
+    them). Returns the dict shaped as a split's entry in metrics.json."""
     labels = model_labels(model)
     settings = model.metadata.get("split") or {}
     if split_name != "all" and not {"val_percent", "test_percent"} <= set(settings):
         raise DataError("The model file does not record how its data was split.",
                         hint="Use --split all, or a model exported by `retrain fit`.")
-    dataset = validate(ingest(data), workers=workers)
+    set_aside = settings.get("set_aside")
+    dataset = ingest(data)
+    dataset = (validate(dataset, workers=workers) if set_aside is None else
+               exclude(dataset, {relative: "set aside when the model was trained"
+                                 for relative in set_aside}))
     if split_name == "all":
         index = list(range(len(dataset.records)))
     else:

@@ -19,6 +19,7 @@ from retrain.errors import DataError
 from retrain.features import FeatureCache, cache_namespace
 from retrain.files import sha256_file
 from retrain.fit import HeadOptions
+from retrain import ingest, preprocess
 from retrain.pipeline import STAGES, RunOptions, evaluate_model, run
 from stand_in import use_stand_in
 
@@ -68,7 +69,8 @@ def test_hostile_dataset_trains_to_the_end_listing_every_bad_file(hostile_datase
     assert any("日本" in w and "no test images" in w for w in result.warnings)
     model = load_model(run_dir / "model.h5")
     assert model.metadata["labels"] == hostile_dataset.classes
-    assert model.metadata["split"] == {"val_percent": 10, "test_percent": 10}
+    assert model.metadata["split"] == {"val_percent": 10, "test_percent": 10,
+                                       "set_aside": [path for path, _ in rows[1:]]}
     assert model.metadata["metrics"]["test"]["accuracy"] == metrics["test"]["accuracy"]
     assert model.metadata["provenance"]["weights_sha256"] == "stand-in-seed-0"
 
@@ -213,6 +215,21 @@ def _backbone_part(model):
     from retrain.engine import Model
     pooled = model.get_layer("predictions").inbound[0]
     return Model(model.inputs, pooled)
+
+
+def test_evaluate_decodes_only_the_split_it_scores(image_tree, tmp_path, monkeypatch):
+    use_stand_in(monkeypatch)
+    data = image_tree({"a": 10, "b": 10})
+    (data / "a" / "broken.png").write_bytes(b"not a png")
+    result = run(data, tmp_path / "run", options(tmp_path / "cache", epochs=2))
+    decoded = []
+    real_decode = preprocess.decode_image
+    for module in (preprocess, ingest):      # the two stages that decode
+        monkeypatch.setattr(module, "decode_image", lambda path, *a, **k: decoded.append(path)
+                            or real_decode(path, *a, **k))
+    metrics = evaluate_model(load_model(result.model_path), data, "test")
+    assert metrics["accuracy"] == result.metrics["test"]["accuracy"]
+    assert len(decoded) == metrics["count"] == result.metrics["test"]["count"] < 20
 
 
 def test_a_class_with_no_training_images_is_named_before_split_json(image_tree, tmp_path,
