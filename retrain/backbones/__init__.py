@@ -1,10 +1,7 @@
 """ImageNet backbones built from the engine's layers, and the frozen feature extractors the
 pipeline uses. `load_backbone(name)` is the one entry point the stages need."""
-import json
-
-import h5py
-
-from ..errors import ConfigError, ModelFileError
+from ..engine import read_metadata
+from ..errors import ConfigError
 from ..files import sha256_file
 from .efficientnet_lite import PREPROCESSING as EFFICIENTNET_PREPROCESSING
 from .efficientnet_lite import WEIGHTS_FILE, efficientnet_lite0
@@ -42,26 +39,10 @@ def load_backbone(name):
                             input_shape=(224, 224, 3))
     model.trainable = False
     path = pretrained_dir() / weights_file
-    stored = _stored_metadata(path)
+    stored = read_metadata(path)
     provenance = dict(stored.get("provenance") or {"source": source})
     provenance.update(weights_file=weights_file, weights_sha256=sha256_file(path))
     model.metadata = {"backbone": name,
                       "preprocessing": stored.get("preprocessing") or dict(preprocessing),
                       "provenance": provenance}
     return model
-
-
-def _stored_metadata(path):
-    """The retrain_metadata dict a converted file carries; {} for a plain Keras file."""
-    try:
-        with h5py.File(path, "r") as f:
-            text = f.attrs.get("retrain_metadata")
-    except OSError as exc:
-        raise ModelFileError(f"Cannot read {path}: {exc}.", hint="Run `make pretrained`.") from exc
-    if text is None:
-        return {}
-    try:
-        metadata = json.loads(text.decode() if isinstance(text, bytes) else text)
-    except ValueError as exc:
-        raise ModelFileError(f"{path}: retrain_metadata is not valid JSON ({exc}).") from exc
-    return metadata if isinstance(metadata, dict) else {}

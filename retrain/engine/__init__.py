@@ -15,12 +15,12 @@ from .losses import (CategoricalCrossentropy, SparseCategoricalCrossentropy,
                      categorical_crossentropy, sparse_categorical_crossentropy)
 from .model import Model, Sequential
 from .optimizers import SGD, Adam, AdamW, Optimizer
-from .saving import load_model, model_from_config, model_to_config
+from .saving import load_model, model_from_config, model_to_config, read_metadata
 
 __all__ = ["ConfigError", "EngineError", "ModelFileError", "ShapeError", "UnsupportedLayerError",
            "WeightsError", "set_random_seed", "KerasTensor", "Layer", "Variable",
            "clear_session", "Model", "Sequential", "losses", "optimizers", "Callback",
            "EarlyStopping", "History", "CategoricalCrossentropy", "SparseCategoricalCrossentropy",
            "categorical_crossentropy", "sparse_categorical_crossentropy", "SGD", "Adam", "AdamW",
-           "Optimizer", "load_model", "model_from_config", "model_to_config",
+           "Optimizer", "load_model", "read_metadata", "model_from_config", "model_to_config",
            "DEFAULT_BATCH_SIZE"] + list(_layer_names)

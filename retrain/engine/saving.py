@@ -23,8 +23,8 @@ from .errors import ConfigError, EngineError, ModelFileError, UnsupportedLayerEr
 from .layer import to_snake_case
 from .serialization import model_from_config, model_to_config
 
-__all__ = ["load_weights", "save_weights", "save_model", "load_model", "model_to_config",
-           "model_from_config"]
+__all__ = ["load_weights", "save_weights", "save_model", "load_model", "read_metadata",
+           "model_to_config", "model_from_config"]
 
 # The tf_keras release whose layout the writer mirrors. Keras readers only test this attribute
 # for "1" (Keras 1 kernels need converting); any 2.x value means "use the arrays as stored".
@@ -79,10 +79,7 @@ def load_model(path):
     `model.metadata` is the dict saved with `save_model`, or {} for a plain Keras file."""
     config_text, metadata_text, groups = _read(path, lambda f: _model_parts(f, path))
     config = _parse_json(config_text, "model_config", path)
-    metadata = _parse_json(metadata_text, "retrain_metadata", path) if metadata_text else {}
-    if not isinstance(metadata, dict):
-        raise ModelFileError(f"{path}: retrain_metadata must be a JSON object. "
-                             f"Received: {type(metadata).__name__}.")
+    metadata = _metadata_dict(metadata_text, path)
     try:
         model = model_from_config(config)
     except UnsupportedLayerError as error:
@@ -95,6 +92,21 @@ def load_model(path):
         variable.assign(value)
     model.metadata = metadata
     return model
+
+
+def read_metadata(path):
+    """The metadata dict saved with `save_model` ({} for a plain Keras file), without
+    building the model."""
+    text = _read(path, lambda f: f.attrs.get("retrain_metadata"))
+    return _metadata_dict(None if text is None else _text(text), path)
+
+
+def _metadata_dict(text, path):
+    metadata = _parse_json(text, "retrain_metadata", path) if text else {}
+    if not isinstance(metadata, dict):
+        raise ModelFileError(f"{path}: retrain_metadata must be a JSON object. "
+                             f"Received: {type(metadata).__name__}.")
+    return metadata
 
 
 def _check_built(model, action):

@@ -93,6 +93,7 @@ def test_save_then_load_model_predicts_identically(build, tmp_path):
     np.testing.assert_array_equal(loaded.forward(x), model.forward(x))
     assert loaded.metadata == {**METADATA, "metrics": {"accuracy": 0.75,
                                                        "confusion": [[1, 0], [0, 1]]}}
+    assert saving.read_metadata(path) == loaded.metadata
 
 
 def test_keras_2_2_sequential_config(tmp_path):
@@ -114,6 +115,7 @@ def test_plain_keras_file_has_empty_metadata(tmp_path):
     assert model.metadata == {}
     model.save(tmp_path / "again.h5")
     assert load_model(tmp_path / "again.h5").metadata == {}
+    assert saving.read_metadata(SEED_CNN / "seed_cnn_small_model_tfkeras.h5") == {}
 
 
 @pytest.mark.parametrize("filename", ["weights.h5", "model.weights.h5"])
