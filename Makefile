@@ -4,8 +4,23 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA ?= data/fashion-mnist-sample
-RUN ?= runs/$(notdir $(patsubst %/,%,$(DATA)))
+RUN ?=
+ARGS ?=
 WEIGHTS := pretrained/efficientnet_lite0.h5
+
+# $(call shell_quote,TEXT): TEXT as one single-quoted shell word, so DATA and RUN may hold
+# spaces (make's own functions split on them) and quotes.
+shell_quote = '$(subst ','\'',$(1))'
+
+# `make retrain EPOCHS=5` would otherwise be ignored without a word: fit's options go in ARGS.
+ifneq ($(filter retrain,$(MAKECMDGOALS)),)
+UNKNOWN := $(filter-out DATA RUN ARGS PYTHON,$(foreach v,$(.VARIABLES),\
+             $(if $(filter command line,$(origin $(v))),$(v))))
+ifneq ($(strip $(UNKNOWN)),)
+$(error make retrain does not know $(UNKNOWN); give `retrain fit` options in ARGS, \
+  e.g. make retrain ARGS="--epochs 5" (see .venv/bin/retrain fit --help))
+endif
+endif
 
 .PHONY: install test retrain pretrained bench bench-torch clean
 
@@ -27,9 +42,12 @@ pretrained: $(WEIGHTS)
 $(WEIGHTS): | $(STAMP)
 	$(PY) -m retrain pretrained --out $@
 
-# `make retrain DATA=path/to/folders` trains on DATA and writes runs/<DATA's name>/.
+# `make retrain DATA=path/to/folders` trains on DATA and writes runs/<DATA's name>/ (or RUN).
+# ARGS goes to `retrain fit` as written: make retrain ARGS="--epochs 5 --lr 0.01".
 retrain: $(STAMP) $(WEIGHTS)
-	$(PY) -m retrain fit $(DATA) --out $(RUN)
+	@data=$(call shell_quote,$(DATA)); run=$(call shell_quote,$(RUN)); \
+	if [ -z "$$run" ]; then run="runs/$$(basename -- "$$data")"; fi; \
+	set -x; $(PY) -m retrain fit "$$data" --out "$$run" $(ARGS)
 
 # Speed and memory on this machine -> bench.json and a table (bench/bench.py says what and
 # how). --scale adds `retrain fit` on 1,000 and 10,000 generated images (about 3 of the

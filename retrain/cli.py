@@ -50,6 +50,10 @@ def cmd_fit(args):
                          test_percent=args.test_percent, cache_dir=args.cache,
                          workers=args.workers, progress=not args.quiet, head=head)
 
+    if (Path(args.out) / "model.h5").exists():
+        _err(f"note: {args.out} holds an earlier run; its files are replaced as this run "
+             "writes them (give another --out to keep it)")
+
     def on_stage(name):
         if not args.quiet:
             _err(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {name}")

@@ -206,3 +206,13 @@ def test_usage_errors_exit_2(capsys):
         main(["classify", "--top-k", "0", "model.h5", "x.jpg"])
     assert exit_info.value.code == 2
     assert "must be a positive integer" in capsys.readouterr().err
+
+
+def test_fit_says_when_it_replaces_an_earlier_run(small_data, tmp_path, stand_in, capsys):
+    argv = ["fit", small_data, "--out", tmp_path / "run", "--cache", tmp_path / "cache",
+            "--epochs", "2", "-q"]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0 and "replaced" not in err
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0
+    assert f"note: {tmp_path / 'run'} holds an earlier run; its files are replaced" in err

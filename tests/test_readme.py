@@ -1,0 +1,110 @@
+"""Every command block in README.md runs as pasted: each `retrain ...` line parses with the
+real argument parser, the cheap ones (their files exist, no training) are run, and each
+`make ...` line is one the Makefile accepts, with DATA and ARGS reaching `retrain fit`
+as the user quoted them."""
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from retrain.backbones.weights import pretrained_dir
+from retrain.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+
+def command_lines(text):
+    """The command lines of the ```sh blocks, backslash continuations joined."""
+    lines = []
+    for block in re.findall(r"^```(?:sh|bash|shell)\n(.*?)^```", text, re.M | re.S):
+        lines += [line.strip() for line in block.replace("\\\n", " ").split("\n")
+                  if line.strip() and not line.strip().startswith("#")]
+    return lines
+
+
+LINES = command_lines(README.read_text(encoding="utf-8"))
+RETRAIN = [shlex.split(line, comments=True) for line in LINES
+           if shlex.split(line, comments=True)[0].endswith("retrain")]
+MAKE = [shlex.split(line, comments=True) for line in LINES
+        if shlex.split(line, comments=True)[0] == "make"]
+
+
+def test_the_readme_has_command_blocks_and_every_line_is_understood():
+    assert len(RETRAIN) >= 5 and len(MAKE) >= 3
+    assert len(RETRAIN) + len(MAKE) == len(LINES), LINES   # no line this test ignores
+
+
+def test_extraction_sees_what_a_shell_sees():
+    text = "```sh\nretrain classify m.h5 a/ --format table|csv  # note\nmake x\n```\n"
+    assert [shlex.split(line, comments=True) for line in command_lines(text)] == [
+        ["retrain", "classify", "m.h5", "a/", "--format", "table|csv"], ["make", "x"]]
+
+
+@pytest.mark.parametrize("argv", RETRAIN, ids=" ".join)
+def test_each_retrain_line_parses(argv):
+    args = build_parser().parse_args(argv[1:])
+    for value in vars(args).values():      # a pasted `[--json]` or `a|b` would land here
+        for word in value if isinstance(value, list) else [value]:
+            assert not re.search(r"[\[\]|]", str(word)), word
+
+
+CHEAP = [argv for argv in RETRAIN if argv[1] in ("info", "classify", "evaluate")
+         and all((ROOT / word).exists() for word in argv[2:] if not word.startswith("-")
+                 and ("/" in word or "." in word))]
+
+
+@pytest.mark.skipif(not (pretrained_dir() / "efficientnet_lite0.h5").exists(),
+                    reason="pretrained weights not converted (make pretrained)")
+def test_the_cheap_lines_run(capsys, monkeypatch):
+    assert CHEAP, "the README should show at least one command that runs on a fresh clone"
+    monkeypatch.chdir(ROOT)
+    for argv in CHEAP:
+        assert main(argv[1:]) == 0, argv
+        out, err = capsys.readouterr()
+        assert "error" not in err, (argv, err)
+        if argv[1] == "classify" and argv[-1].endswith("chelsea.png"):
+            row = next(line for line in out.split("\n") if "chelsea.png" in line)
+            assert "cat" in row.split("chelsea.png")[1], out    # Chelsea is a tabby cat
+
+
+def make_dry_run(argv):
+    done = subprocess.run(["make", "-n", *argv[1:]], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize("argv", MAKE, ids=" ".join)
+def test_each_make_line_is_accepted(argv):
+    make_dry_run(argv)
+
+
+@pytest.mark.parametrize("data, args, run, expected", [
+    ("dir with space/", "--epochs 3", "",
+     ["dir with space/", "--out", "runs/dir with space", "--epochs", "3"]),
+    ("it's here", "--epochs 5 --cache 'my cache'", "runs/x y",
+     ["it's here", "--out", "runs/x y", "--epochs", "5", "--cache", "my cache"]),
+])
+def test_make_retrain_passes_data_run_and_args_to_fit_as_quoted(data, args, run, expected,
+                                                                tmp_path):
+    """The recipe `make -n` prints, run by sh with `retrain fit` replaced by an argv echo."""
+    script = make_dry_run(["make", "retrain", f"DATA={data}", f"ARGS={args}", f"RUN={run}"])
+    recipe = script[script.index("data="):]
+    echo = f"{shlex.quote(sys.executable)} -c 'import json, sys; print(json.dumps(sys.argv[1:]))'"
+    assert ".venv/bin/python -m retrain fit" in recipe
+    recipe = recipe.replace(".venv/bin/python -m retrain fit", echo)
+    done = subprocess.run(["sh", "-c", recipe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == expected
+
+
+def test_make_retrain_refuses_a_variable_it_would_ignore():
+    done = subprocess.run(["make", "-n", "retrain", "EPOCHS=5"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0
+    assert "EPOCHS" in done.stderr and 'ARGS="--epochs 5"' in done.stderr
