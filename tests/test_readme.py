@@ -3,6 +3,7 @@ real argument parser, the cheap ones (their files exist, no training) are run, a
 `make ...` line is one the Makefile accepts, with DATA and ARGS reaching `retrain fit`
 as the user quoted them."""
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -73,8 +74,10 @@ def test_the_cheap_lines_run(capsys, monkeypatch):
 
 
 def make_dry_run(argv):
-    done = subprocess.run(["make", "-n", *argv[1:]], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+    # Under `make test` the outer make's MAKEFLAGS/MAKELEVEL would add "Entering directory".
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    done = subprocess.run(["make", "-n", "--no-print-directory", *argv[1:]], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -104,7 +107,7 @@ def test_make_retrain_passes_data_run_and_args_to_fit_as_quoted(data, args, run,
 
 
 def test_make_retrain_refuses_a_variable_it_would_ignore():
-    done = subprocess.run(["make", "-n", "retrain", "EPOCHS=5"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(["make", "-n", "--no-print-directory", "retrain", "EPOCHS=5"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "EPOCHS" in done.stderr and 'ARGS="--epochs 5"' in done.stderr
