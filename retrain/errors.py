@@ -7,6 +7,10 @@ from .engine.errors import (ConfigError, EngineError, ModelFileError, ShapeError
 RetrainError = EngineError
 
 
+class UsageError(ConfigError):
+    """The command line itself is wrong: an unknown option, a bad value, a missing one."""
+
+
 class DataError(RetrainError, ValueError):
     """The dataset folder cannot be used as given (too few classes, an empty class...)."""
 
@@ -24,5 +28,5 @@ class PretrainedMissingError(RetrainError, FileNotFoundError):
 
 
 __all__ = ["RetrainError", "ConfigError", "ModelFileError", "ShapeError",
-           "UnsupportedLayerError", "WeightsError", "DataError", "ImageError",
+           "UnsupportedLayerError", "WeightsError", "UsageError", "DataError", "ImageError",
            "UnsafeFileError", "PretrainedMissingError"]

@@ -47,7 +47,9 @@ def test_help_explains_every_option_with_its_default(command, capsys):
         if action.dest == "help":
             continue
         assert action.help and squeeze(action.help) in text, action.dest
-        if action.option_strings and action.default is not argparse.SUPPRESS:
+        if action.option_strings and action.nargs == 0:        # a flag: no "(default: False)"
+            assert squeeze(f"{action.help} (default:") not in text, action.dest
+        elif action.option_strings and action.default is not argparse.SUPPRESS:
             assert squeeze(f"{action.help} (default: {action.default})") in text
 
 
@@ -129,7 +131,15 @@ def test_info_summarises_the_model(trained, capsys):
     assert code == 0
     assert "classes (3): blue, green, red" in out
     assert "trainable" in out and "non-trainable" in out and "input:        (8, 8, 3)" in out
-    assert "bilinear resize to 8x8" in out and "weights_sha256: stand-in-seed-0" in out
+    assert "bilinear resize to 8x8" in out
+    lines = out.split("\n")
+    assert sum(line.split(":", 1)[-1].strip() == "stand_in" for line in lines) == 1, out
+    assert out.count("stand-in-seed-0") == 1, out
+    assert "backbone:     stand_in" in lines
+    assert re.search(r"^  backbone_provenance\.weights_sha256: +stand-in-seed-0$", out, re.M)
+    assert re.search(r"^  backbone_provenance\.source: +tests/pipeline/stand_in.py$", out, re.M)
+    assert re.search(r"^  head\.epochs: +30$", out, re.M)
+    assert all("{" not in line for line in lines), out       # no JSON dumped on one line
     code, out, _ = run_cli(capsys, "info", trained / "model.h5", "--json")
     info = json.loads(out)
     assert info["labels"] == ["blue", "green", "red"]
@@ -211,11 +221,43 @@ def test_a_bug_exits_1_with_one_line_and_a_debug_switch(small_data, tmp_path, mo
     assert code == 1 and "Traceback" in err
 
 
-def test_usage_errors_exit_2(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["classify", "--top-k", "0", "model.h5", "x.jpg"])
-    assert exit_info.value.code == 2
-    assert "must be a positive integer" in capsys.readouterr().err
+@pytest.mark.parametrize("argv, error, hint", [
+    (["fit", "d", "--out", "r", "--epochz", "5"], "retrain fit: unknown option --epochz",
+     "did you mean --epochs?"),
+    (["fit", "d", "--out", "r", "--lr", "abc"], "--lr must be a number; got 'abc'",
+     "For example --lr 0.001"),
+    (["fit", "d", "--out", "r", "--epochs", "0"], "--epochs must be a positive whole number",
+     "For example --epochs 50"),
+    (["fit", "d"], "retrain fit needs --out", "retrain fit DATA --out RUN"),
+    (["fit", "d", "--out", "r", "--val-percent", "60", "--test-percent", "60"],
+     "--val-percent 60 and --test-percent 60 leave no images to train on",
+     "Keep their sum under 100"),
+    (["fit", "d", "--out", "r", "--test-percent", "100"],
+     "--test-percent must be from 0 up to (not including) 100; got 100", "--test-percent 10"),
+    (["classify", "--top-k", "0", "model.h5", "x.jpg"], "--top-k must be a positive whole",
+     "--top-k 3"),
+    (["evaluate", "m.h5", "d", "--split", "tset"], "unknown --split 'tset'",
+     "did you mean test?"),
+    (["fti", "d"], "unknown command 'fti'", "did you mean fit?"),
+    (["fit", "d", "--out", "r", "more"], "unexpected argument 'more'", "Quote a path"),
+])
+def test_usage_errors_are_one_line_with_a_hint(argv, error, hint, capsys):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and out == ""
+    assert_one_error(err, error)
+    assert hint in err.split("\n")[1], err
+    assert "usage:" not in err and "val_percent" not in err
+
+
+def test_the_keras_spelling_of_an_option_is_accepted():
+    args = build_parser().parse_args(["fit", "d", "--out", "r", "--learning-rate", "0.01"])
+    assert args.lr == 0.01
+
+
+def test_retrain_alone_prints_the_help(capsys):
+    code, out, err = run_cli(capsys)
+    assert code == 0 and err == ""
+    assert out.startswith("usage: retrain") and all(c in out for c in SUBCOMMANDS)
 
 
 def test_fit_says_when_it_replaces_an_earlier_run(small_data, tmp_path, stand_in, capsys):
