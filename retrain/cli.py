@@ -17,6 +17,7 @@ from pathlib import Path
 from . import __version__
 from .backbones import BACKBONES, DEFAULT_BACKBONE, convert, describe_backbones
 from .classify import classify
+from .cli_text import info_lines
 from .cli_usage import HelpFormatter, Parser, percent, positive_int
 from .engine import load_model
 from .errors import ConfigError, RetrainError, UsageError
@@ -27,7 +28,6 @@ from .pipeline import STAGES, RunOptions, evaluate_model, run
 
 __all__ = ["build_parser", "main"]
 
-_LABELS_SHOWN = 20
 
 
 def _out(text=""):
@@ -174,58 +174,14 @@ def cmd_info(args):
     if args.json:
         _out(json.dumps(info, ensure_ascii=False))
         return 0
-    params = info["params"]
-    _out(f"model:        {args.model} ({info['name']})")
-    _out(f"backbone:     {info['backbone'] or '?'}")
-    _out(f"layers:       {info['layers']} ("
-         + ", ".join(f"{n} {t}" for t, n in sorted(info["layer_types"].items())) + ")")
-    _out(f"parameters:   {params['total']:,} total, {params['trainable']:,} trainable, "
-         f"{params['non_trainable']:,} non-trainable")
-    _out(f"input:        {tuple(info['input_shape'])}  output: {tuple(info['output_shape'])}"
-         f" ({info['outputs'] or 'unknown'})")
-    recipe = info["preprocessing"]
-    if recipe:
-        _out(f"preprocessing: centre crop {recipe['crop_fraction']} of the short side, "
-             f"{recipe['resize_filter']} resize to {recipe['input_size'][0]}x"
-             f"{recipe['input_size'][1]}, (x - {recipe['mean']}) / {recipe['std']}, "
-             f"{recipe['channel_order']}")
-    labels = info["labels"] or []
-    shown = ", ".join(labels[:_LABELS_SHOWN]) if labels else "none recorded"
-    more = f", ... (all {len(labels)} with --json)" if len(labels) > _LABELS_SHOWN else ""
-    _out(f"classes ({len(labels)}): {shown}{more}")
-    provenance = dict(info["provenance"] or {})
-    if provenance.get("backbone") == info["backbone"]:
-        del provenance["backbone"]                 # already on the backbone: line
-    if provenance.get("weights_sha256") == (provenance.get("backbone_provenance") or {}).get(
-            "weights_sha256"):
-        provenance.pop("weights_sha256", None)     # the same hash, shown once
-    if provenance:
-        _out("provenance:")
-        rows = list(_key_values(provenance))
-        width = max(len(key) for key, _ in rows) + 1
-        for key, value in rows:
-            _out(f"  {key + ':':<{width}} {value}")
-    for split, m in (info["metrics"] or {}).items():
-        if m.get("count"):
-            _out(f"{split} accuracy at export: {m['accuracy']:.4f} ({m['count']} images)")
+    for line in info_lines(info, args.model):
+        _out(line)
     if args.layers:
         _out()
         model.summary(print_fn=_out)
     return 0
 
 
-def _key_values(mapping, prefix=""):
-    """(dotted key, text) for each leaf of a nested dict, one line each."""
-    for key, value in mapping.items():
-        if isinstance(value, dict) and value:
-            yield from _key_values(value, f"{prefix}{key}.")
-        elif isinstance(value, (list, tuple)):
-            yield f"{prefix}{key}", ", ".join(str(v) for v in value)
-        else:
-            yield f"{prefix}{key}", value
-
-
-# -- pretrained, backbones ----------------------------------------------------------------
 def cmd_pretrained(args):
     for out, seconds in convert.ensure_pretrained_all(**vars(args)):
         _out(f"wrote {out} in {seconds:.1f} s" if seconds is not None
