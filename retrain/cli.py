@@ -19,11 +19,12 @@ from .backbones import BACKBONES, DEFAULT_BACKBONE, convert, describe_backbones
 from .classify import classify
 from .cli_text import info_lines
 from .cli_usage import HelpFormatter, Parser, percent, positive_int
-from .engine import load_model
 from .errors import ConfigError, RetrainError, UsageError
 from .export import describe
 from .features import default_cache_dir
 from .fit import HeadOptions
+from .model_file import load_model_file
+from .output import json_line, printable, utf8
 from .pipeline import STAGES, RunOptions, evaluate_model, run
 
 __all__ = ["build_parser", "main"]
@@ -31,11 +32,15 @@ __all__ = ["build_parser", "main"]
 
 
 def _out(text=""):
-    print(text, file=sys.stdout, flush=True)
+    print(printable(text), file=sys.stdout, flush=True)
 
 
 def _err(text):
-    print(text, file=sys.stderr, flush=True)
+    print(printable(text), file=sys.stderr, flush=True)
+
+
+def _out_json(value):
+    print(json_line(value), file=sys.stdout, flush=True)
 
 
 # -- fit -----------------------------------------------------------------------------------
@@ -83,11 +88,11 @@ def cmd_fit(args):
 
 # -- evaluate ------------------------------------------------------------------------------
 def cmd_evaluate(args):
-    model = load_model(args.model)
+    model = load_model_file(args.model)
     metrics = evaluate_model(model, args.data, args.split, batch_size=args.batch_size,
                              workers=args.workers)
     if args.json:
-        _out(json.dumps(metrics, ensure_ascii=False))
+        _out_json(metrics)
         return 0
     _out(f"split: {args.split} ({metrics['count']} images)")
     if not metrics["count"]:
@@ -109,7 +114,7 @@ def cmd_evaluate(args):
 
 # -- classify ------------------------------------------------------------------------------
 def cmd_classify(args):
-    model = load_model(args.model)
+    model = load_model_file(args.model)
     records = classify(model, args.paths, top_k=args.top_k, batch_size=args.batch_size,
                        workers=args.workers)
     writer = {"table": _write_table, "csv": _write_csv, "json": _write_json}[args.format]
@@ -141,11 +146,14 @@ def _write_table(records, top_k):
 
 
 def _write_csv(records, top_k):
-    writer = csv.writer(sys.stdout, lineterminator="\n")
+    # csv quotes a field holding "\n" (the line terminator) but not one holding a lone "\r",
+    # which readers take as a line break: rows with one are fully quoted.
+    minimal = csv.writer(sys.stdout, lineterminator="\n")
+    quoted = csv.writer(sys.stdout, lineterminator="\n", quoting=csv.QUOTE_ALL)
     header = ["path"]
     for rank in range(1, top_k + 1):
         header += [f"label_{rank}", f"probability_{rank}"]
-    writer.writerow(header + ["error"])
+    minimal.writerow(header + ["error"])
     failed = 0
     for record in records:
         top = record.get("top", [])
@@ -154,7 +162,8 @@ def _write_csv(records, top_k):
             row += ([top[rank]["label"], f"{top[rank]['probability']:.6f}"]
                     if rank < len(top) else ["", ""])
         failed += "error" in record
-        writer.writerow(row + [record.get("error", "")])
+        row = [utf8(cell) for cell in row + [record.get("error", "")]]
+        (quoted if any("\r" in cell for cell in row) else minimal).writerow(row)
         sys.stdout.flush()
     return failed
 
@@ -163,16 +172,16 @@ def _write_json(records, top_k):
     failed = 0
     for record in records:
         failed += "error" in record
-        _out(json.dumps(record, ensure_ascii=False))
+        _out_json(record)
     return failed
 
 
 # -- info ----------------------------------------------------------------------------------
 def cmd_info(args):
-    model = load_model(args.model)
+    model = load_model_file(args.model)
     info = describe(model)
     if args.json:
-        _out(json.dumps(info, ensure_ascii=False))
+        _out_json(info)
         return 0
     for line in info_lines(info, args.model):
         _out(line)

@@ -1,4 +1,6 @@
 """The Layer base: naming, build-on-first-call, weights, trainable flag and config. No math."""
+import contextlib
+import contextvars
 import re
 
 import numpy as np
@@ -7,6 +9,19 @@ from . import initializers
 from .errors import ConfigError, ShapeError
 
 _name_counts = {}
+# Weight values that add_weight may still create (None: no limit); see weight_budget.
+_budget = contextvars.ContextVar("weight_budget", default=None)
+
+
+@contextlib.contextmanager
+def weight_budget(values):
+    """Layers built inside create at most `values` weight values in all, or ConfigError: a
+    model file's config may not make the loader allocate more than the file stores."""
+    token = _budget.set([values])
+    try:
+        yield
+    finally:
+        _budget.reset(token)
 
 
 def to_snake_case(name):
@@ -97,7 +112,14 @@ class Layer:
     # -- weights -------------------------------------------------------------------------
     def add_weight(self, name, shape, initializer="zeros", trainable=True):
         """Create a weight. Only `build` calls this; the order of calls is the file order."""
-        value = initializers.get(initializer)(tuple(int(s) for s in shape))
+        shape = tuple(int(s) for s in shape)
+        left = _budget.get()
+        if left is not None:
+            left[0] -= int(np.prod(shape, dtype=object))
+            if left[0] < 0:
+                raise ConfigError(f"Layer {self.name!r} weight {name!r} of shape {shape} takes "
+                                  "the model past the number of parameters its file stores.")
+        value = initializers.get(initializer)(shape)
         variable = Variable(name, value, trainable)
         (self._trainable_weights if trainable else self._non_trainable_weights).append(variable)
         return variable

@@ -19,17 +19,22 @@ def _topological_order(outputs):
     readers rely on (legacy `layer_names`, Keras 3 `.weights.h5` keys), which a plain
     post-order would break for parallel branches."""
     visit_index, post_order = {}, []
-
-    def visit(layer):
-        if id(layer) in visit_index:
-            return
-        visit_index[id(layer)] = len(visit_index)
-        for t in layer.inbound:
-            visit(t.layer)
-        post_order.append(layer)
-
     for t in outputs:
-        visit(t.layer)
+        # Depth-first with an explicit stack (a chain of thousands of layers is legitimate,
+        # and deeper than Python's recursion limit): (layer, index of the next input to visit).
+        stack = [] if id(t.layer) in visit_index else [(t.layer, 0)]
+        if stack:
+            visit_index[id(t.layer)] = len(visit_index)
+        while stack:
+            layer, next_input = stack.pop()
+            if next_input == len(layer.inbound):
+                post_order.append(layer)
+                continue
+            stack.append((layer, next_input + 1))
+            child = layer.inbound[next_input].layer
+            if id(child) not in visit_index:
+                visit_index[id(child)] = len(visit_index)
+                stack.append((child, 0))
     depth = {id(layer): 0 for layer in post_order}
     for layer in reversed(post_order):  # consumers before producers
         for t in layer.inbound:

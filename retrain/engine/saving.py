@@ -10,6 +10,8 @@ Reads the four layouts described in tests/fixtures/keras/README.md ("HDF5 layout
 Inside a layer, arrays pair with `layer.weights` by position: weight_names order is Keras's
 weights order (trainable first), and Keras 3 even renames the depthwise kernel to 'kernel'.
 Nothing read from a file is executed: layers are rebuilt through the LAYERS registry only.
+A file is untrusted input (h5reading.py): nothing outside it is read, and the config may not
+ask for more weights, or larger layer outputs, than the file and _MAX_OUTPUT_VALUES allow.
 """
 import json
 import os
@@ -20,7 +22,8 @@ import h5py
 import numpy as np
 
 from .errors import ConfigError, EngineError, ModelFileError, UnsupportedLayerError, WeightsError
-from .layer import to_snake_case
+from .h5reading import check_file, dataset, member, read_array
+from .layer import to_snake_case, weight_budget
 from .serialization import model_from_config, model_to_config
 
 __all__ = ["load_weights", "save_weights", "save_model", "load_model", "read_metadata",
@@ -29,6 +32,10 @@ __all__ = ["load_weights", "save_weights", "save_model", "load_model", "read_met
 # The tf_keras release whose layout the writer mirrors. Keras readers only test this attribute
 # for "1" (Keras 1 kernels need converting); any 2.x value means "use the arrays as stored".
 KERAS_VERSION = "2.21.0"
+# A layer's output per sample (64 MiB of float32): Lite0's largest is 1.2M values; a config
+# declaring a 30000x30000 input or a huge ZeroPadding2D would exhaust memory at predict time.
+_MAX_OUTPUT_VALUES = 1 << 24
+_MAX_JSON_DEPTH = 100   # Keras configs nest about 10 levels
 _MATCH_HINT = ("Weights load by layer name into the architecture that saved them; check the "
                "layer names, include_top and the number of classes.")
 
@@ -42,8 +49,8 @@ def load_weights(model, path):
     is assigned unless everything matches."""
     _check_built(model, "load into")
     keys = {key: layer.name for key, layer in _keras3_keys(model)}
-    groups = _read(path, lambda f: _weight_groups(f, path, keys))
-    for variable, value in _match(model, groups, path):
+    pairs = _read(path, lambda f, _: _read_matched(model, _weight_groups(f, path, keys), path))
+    for variable, value in pairs:
         variable.assign(value)
 
 
@@ -77,27 +84,44 @@ def load_model(path):
     """Rebuild a model from a full-model `.h5` (ours, tf_keras or Keras 3) and load its weights.
 
     `model.metadata` is the dict saved with `save_model`, or {} for a plain Keras file."""
-    config_text, metadata_text, groups = _read(path, lambda f: _model_parts(f, path))
+    return _read(path, lambda f, stored_values: _load_model(f, path, stored_values))
+
+
+def _load_model(f, path, stored_values):
+    config_text, metadata_text = _model_parts(f, path)
     config = _parse_json(config_text, "model_config", path)
     metadata = _metadata_dict(metadata_text, path)
     try:
-        model = model_from_config(config)
+        with weight_budget(stored_values):
+            model = model_from_config(config)
     except UnsupportedLayerError as error:
         raise UnsupportedLayerError(f"{error} File: {path}.", hint=error.hint) from None
-    except ConfigError as error:
+    except (ConfigError, ValueError) as error:
         raise ModelFileError(f"{path}: the model_config cannot be rebuilt. {error}",
                              hint="The file is damaged or was written by an unsupported "
                                   "Keras feature.") from None
-    for variable, value in _match(model, groups, path):
+    _check_output_sizes(model, path)
+    for variable, value in _read_matched(model, _weight_groups(f, path, {}), path):
         variable.assign(value)
     model.metadata = metadata
     return model
 
 
+def _check_output_sizes(model, path):
+    for layer in model.layers:
+        shape = layer.output_shape or (None,)
+        if all(isinstance(d, int) for d in shape[1:]):
+            values = int(np.prod(shape[1:], dtype=object))
+            if values > _MAX_OUTPUT_VALUES:
+                raise ModelFileError(f"{path}: layer {layer.name!r} outputs shape {shape}, "
+                                     f"{values:,} values per input; retrain loads models "
+                                     f"whose layers output at most {_MAX_OUTPUT_VALUES:,}.")
+
+
 def read_metadata(path):
     """The metadata dict saved with `save_model` ({} for a plain Keras file), without
     building the model."""
-    text = _read(path, lambda f: f.attrs.get("retrain_metadata"))
+    text = _read(path, lambda f, _: f.attrs.get("retrain_metadata"))
     return _metadata_dict(None if text is None else _text(text), path)
 
 
@@ -120,7 +144,8 @@ def _check_built(model, action):
 
 # -- reading ----------------------------------------------------------------------------------
 def _read(path, reader):
-    """Run `reader(h5file)`, turning every h5py failure into a ModelFileError naming `path`."""
+    """Run `reader(h5file, stored values)` once `check_file` passed, turning every h5py
+    failure into a ModelFileError naming `path`."""
     path = os.fspath(path)
     if os.path.isdir(path):
         raise ModelFileError(f"{path} is a folder, not a model file.",
@@ -134,7 +159,7 @@ def _read(path, reader):
                              hint="retrain reads Keras .h5 and .weights.h5 files.")
     try:
         with h5py.File(path, "r") as f:
-            return reader(f)
+            return reader(f, check_file(f, path))
     except EngineError:
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as error:
@@ -143,24 +168,24 @@ def _read(path, reader):
 
 
 def _model_parts(f, path):
-    """(model_config text, retrain_metadata text or None, weight groups) of a full-model file."""
+    """(model_config text, retrain_metadata text or None) of a full-model file."""
     if "model_config" not in f.attrs:
         raise ModelFileError(f"{path} holds weights only (no model_config attribute).",
                              hint="Build the architecture in code and call "
                                   "model.load_weights(path).")
     metadata = f.attrs.get("retrain_metadata")
-    return (_text(f.attrs["model_config"]), None if metadata is None else _text(metadata),
-            _weight_groups(f, path, {}))
+    return _text(f.attrs["model_config"]), None if metadata is None else _text(metadata)
 
 
 def _weight_groups(f, path, keras3_keys):
-    """{layer name: [(weight name, array), ...] in weights order}, whatever the layout."""
+    """{layer name: [(weight name, dataset), ...] in weights order}, whatever the layout;
+    nothing is read yet (see _read_matched)."""
     if "layer_names" in f.attrs or "layer_names0" in f.attrs:
         return _read_legacy(f, path)
     if "model_weights" in f:
-        return _read_legacy(f["model_weights"], path)
+        return _read_legacy(member(f, "model_weights", path), path)
     if "layers" in f:
-        return _read_keras3(f["layers"], keras3_keys)
+        return _read_keras3(member(f, "layers", path), keras3_keys, path)
     raise ModelFileError(f"{path} holds no Keras weights: it has no 'layer_names' attribute "
                          "(legacy), '/model_weights' group (full model) or '/layers' group "
                          "(Keras 3 .weights.h5).", hint="Pass a file saved by Keras or retrain.")
@@ -177,27 +202,28 @@ def _read_legacy(group, path):
         if name not in group:
             raise ModelFileError(f"{path}: 'layer_names' lists {name!r} but the file has no "
                                  "group of that name; the file is damaged.")
-        layer = group[name]
+        layer = member(group, name, path)
         weight_names = _attr_strings(layer.attrs, "weight_names") or []
         # 'conv2d/kernel:0' (tf_keras) or 'sequential/conv2d/kernel' (Keras 3) -> 'kernel'
-        groups[name] = [(w.split("/")[-1].split(":")[0], np.asarray(layer[w]))
+        groups[name] = [(w.split("/")[-1].split(":")[0], dataset(layer, w, path))
                         for w in weight_names]
     return groups
 
 
-def _read_keras3(layers, keras3_keys):
+def _read_keras3(layers, keras3_keys, path):
     """Layout 3. Keys are class-based ('conv2d_3'); the real layer name is vars@name. Files
     from Keras 3 releases before that attribute map through the model's own keys instead."""
     groups = {}
     for key in layers:
-        variables = layers[key].get("vars")
-        if variables is None:
+        if "vars" not in member(layers, key, path):
             continue
+        variables = member(layers, f"{key}/vars", path)
         if "name" in variables.attrs:
             name = _text(variables.attrs["name"])
         else:
             name = keras3_keys.get(key, f"layers/{key}")
-        groups[name] = [(str(i), np.asarray(variables[str(i)])) for i in range(len(variables))]
+        groups[name] = [(str(i), dataset(variables, str(i), path))
+                        for i in range(len(variables))]
     return groups
 
 
@@ -224,10 +250,23 @@ def _text(value):
 
 def _parse_json(text, attribute, path):
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except ValueError as error:
         raise ModelFileError(f"{path}: the {attribute} attribute is not valid JSON ({error}).",
                              hint="The file is damaged; save the model again.") from None
+    except RecursionError:   # nested past Python's own limit
+        value = None
+    stack = [(value, 1 if value is not None else _MAX_JSON_DEPTH + 1)]
+    while stack:   # iterative: deeper than any real config is refused, never recursed into
+        item, depth = stack.pop()
+        if depth > _MAX_JSON_DEPTH:
+            raise ModelFileError(f"{path}: the {attribute} attribute is nested more than "
+                                 f"{_MAX_JSON_DEPTH} levels deep; no Keras file is.",
+                                 hint="The file is damaged or crafted.")
+        children = item.values() if isinstance(item, dict) else (
+            item if isinstance(item, list) else ())
+        stack.extend((child, depth + 1) for child in children)
+    return value
 
 
 def _keras3_keys(model):
@@ -243,8 +282,13 @@ def _keras3_keys(model):
     return keys
 
 
+def _read_matched(model, groups, path):
+    """(variable, float32 array) for every weight, read only once every shape matched."""
+    return [(variable, read_array(ds, path)) for variable, ds in _match(model, groups, path)]
+
+
 def _match(model, groups, path):
-    """(variable, array) pairs for every weight of `model`, all checked before any is set."""
+    """(variable, dataset) pairs for every weight of `model`, all checked before any is set."""
     pairs = []
     for layer in model.layers:
         if not layer.weights:
