@@ -65,8 +65,9 @@ def member(group, name, path):
             raise ModelFileError(f"{path}: {group.name!r} has no member {part!r}; the file is "
                                  "damaged.")
         if not isinstance(link, h5py.HardLink):
-            raise ModelFileError(f"{path}: {group.name}/{part} is a {type(link).__name__}; "
-                                 "retrain follows no links inside a model file.", hint=_HINT)
+            kind = type(link).__name__
+            raise ModelFileError(f"{path}: {group.name}/{part} is a link ({kind}); retrain "
+                                 "follows no links inside a model file.", hint=_HINT)
         group = group[part]
     return group
 

@@ -160,7 +160,8 @@ def deep_metadata(folder):
 
 
 def long_chain(folder):
-    """1,100 layers in one chain (Python recurses 1,000 deep): a legitimate model the graph walks must not recurse on."""
+    """1,100 layers in one chain, a legitimate model: Python recurses only 1,000 deep, so
+    the graph walks must be iterative."""
     return write_base(folder / "chain.h5", chain=1100)
 
 
