@@ -6,7 +6,6 @@ becomes one line `error: ...` plus `hint: ...` on stderr and exit status 2; Ctrl
 with 130; anything else is a bug: one line and exit status 1 (RETRAIN_DEBUG=1 shows the
 traceback)."""
 import argparse
-import csv
 import json
 import os
 import sys
@@ -24,7 +23,7 @@ from .export import describe
 from .features import default_cache_dir
 from .fit import HeadOptions
 from .model_file import load_model_file
-from .output import json_line, printable, utf8
+from .output import csv_line, json_line, printable
 from .pipeline import STAGES, RunOptions, evaluate_model, run
 
 __all__ = ["build_parser", "main"]
@@ -37,10 +36,6 @@ def _out(text=""):
 
 def _err(text):
     print(printable(text), file=sys.stderr, flush=True)
-
-
-def _out_json(value):
-    print(json_line(value), file=sys.stdout, flush=True)
 
 
 # -- fit -----------------------------------------------------------------------------------
@@ -92,7 +87,7 @@ def cmd_evaluate(args):
     metrics = evaluate_model(model, args.data, args.split, batch_size=args.batch_size,
                              workers=args.workers)
     if args.json:
-        _out_json(metrics)
+        _out(json_line(metrics))
         return 0
     _out(f"split: {args.split} ({metrics['count']} images)")
     if not metrics["count"]:
@@ -146,14 +141,10 @@ def _write_table(records, top_k):
 
 
 def _write_csv(records, top_k):
-    # csv quotes a field holding "\n" (the line terminator) but not one holding a lone "\r",
-    # which readers take as a line break: rows with one are fully quoted.
-    minimal = csv.writer(sys.stdout, lineterminator="\n")
-    quoted = csv.writer(sys.stdout, lineterminator="\n", quoting=csv.QUOTE_ALL)
     header = ["path"]
     for rank in range(1, top_k + 1):
         header += [f"label_{rank}", f"probability_{rank}"]
-    minimal.writerow(header + ["error"])
+    sys.stdout.write(csv_line(header + ["error"]))
     failed = 0
     for record in records:
         top = record.get("top", [])
@@ -162,8 +153,7 @@ def _write_csv(records, top_k):
             row += ([top[rank]["label"], f"{top[rank]['probability']:.6f}"]
                     if rank < len(top) else ["", ""])
         failed += "error" in record
-        row = [utf8(cell) for cell in row + [record.get("error", "")]]
-        (quoted if any("\r" in cell for cell in row) else minimal).writerow(row)
+        sys.stdout.write(csv_line(row + [record.get("error", "")]))
         sys.stdout.flush()
     return failed
 
@@ -172,7 +162,7 @@ def _write_json(records, top_k):
     failed = 0
     for record in records:
         failed += "error" in record
-        _out_json(record)
+        _out(json_line(record))
     return failed
 
 
@@ -181,7 +171,7 @@ def cmd_info(args):
     model = load_model_file(args.model)
     info = describe(model)
     if args.json:
-        _out_json(info)
+        _out(json_line(info))
         return 0
     for line in info_lines(info, args.model):
         _out(line)

@@ -6,12 +6,15 @@
   surrogates (os.fsdecode's surrogateescape); they are written as '\\xff' escapes
   (surrogateescape, then backslashreplace), as the README says.
 * `json_line`: one line of valid JSON: non-finite numbers as null, strings as `utf8`.
+* `csv_line`: one CSV record of `utf8` cells that every CSV reader splits as written.
 """
+import csv
+import io
 import json
 import math
 import re
 
-__all__ = ["CONTROL", "utf8", "printable", "json_line"]
+__all__ = ["CONTROL", "utf8", "printable", "json_line", "csv_line"]
 
 # What a terminal obeys or reorders, printed as escapes: C0 controls but tab and newline,
 # DEL, C1 controls (\x9b is CSI) and the bidirectional overrides (trojan-source).
@@ -49,3 +52,13 @@ def json_line(value):
     """One line of JSON; the controls json.dumps leaves raw (DEL, C1...) as \\u escapes."""
     text = json.dumps(_json_ready(value), ensure_ascii=False, allow_nan=False)
     return CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def csv_line(cells):
+    """csv quotes a cell holding "\\n" (its line terminator) but not one holding a lone
+    "\\r", which readers take as a line break too: a record with one is fully quoted."""
+    cells = [utf8(cell) for cell in cells]
+    buffer = io.StringIO()
+    quoting = csv.QUOTE_ALL if any("\r" in cell for cell in cells) else csv.QUOTE_MINIMAL
+    csv.writer(buffer, lineterminator="\n", quoting=quoting).writerow(cells)
+    return buffer.getvalue()
