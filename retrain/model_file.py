@@ -48,13 +48,18 @@ def _check(model, metadata):
     if metadata.get("outputs") not in (None, "probabilities", "logits"):
         raise ConfigError(f"outputs must be 'probabilities' or 'logits'. "
                           f"Received: {_short(metadata['outputs'])}.")
+    backbone_provenance = (metadata.get("provenance") or {}).get("backbone_provenance")
+    if backbone_provenance is not None and not isinstance(backbone_provenance, dict):
+        raise ConfigError("provenance.backbone_provenance must be a dict. "
+                          f"Received: {_short(backbone_provenance)}.")
     for split, values in (metadata.get("metrics") or {}).items():
         if not isinstance(values, dict):
             raise ConfigError(f"metrics[{split!r}] must be a dict. Received: {_short(values)}.")
         for key in _NUMERIC_METRICS:
             value = values.get(key)
-            if value is not None and (isinstance(value, bool)
-                                      or not isinstance(value, (int, float))):
+            # null stands for a non-finite number, but never for a count or an accuracy
+            if (value is not None or key in ("count", "accuracy") and key in values) and (
+                    isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise ConfigError(f"metrics[{split!r}][{key!r}] must be a number. "
                                   f"Received: {_short(value)}.")
 
