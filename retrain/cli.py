@@ -6,6 +6,7 @@ becomes one line `error: ...` plus `hint: ...` on stderr and exit status 2; Ctrl
 with 130; anything else is a bug: one line and exit status 1 (RETRAIN_DEBUG=1 shows the
 traceback)."""
 import argparse
+import functools
 import json
 import os
 import sys
@@ -15,8 +16,8 @@ from pathlib import Path
 
 from . import __version__
 from .backbones import BACKBONES, DEFAULT_BACKBONE, convert, describe_backbones
-from .classify import classify
-from .cli_text import info_lines
+from .classify import classify, model_labels
+from .cli_text import ClassifyTable, info_lines
 from .cli_usage import HelpFormatter, Parser, percent, positive_int
 from .errors import ConfigError, RetrainError, UsageError
 from .export import describe
@@ -39,6 +40,13 @@ def _err(text):
 
 
 # -- fit -----------------------------------------------------------------------------------
+_STAGE_TEXT = {"ingest": "finding the images", "features": "computing backbone features",
+               "skip": "setting aside files that cannot be decoded",
+               "split": "splitting into train, val and test", "fit": "training the head",
+               "evaluate": "scoring train, val and test", "report": "writing report.html",
+               "export": "writing model.h5 and labels.txt"}
+
+
 def cmd_fit(args):
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ConfigError(f"--out must be a folder; {args.out} is a file.",
@@ -61,7 +69,7 @@ def cmd_fit(args):
 
     def on_stage(name):
         if not args.quiet:
-            _err(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {name}")
+            _err(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {_STAGE_TEXT.get(name, name)}")
 
     started = time.monotonic()
     result = run(args.data, args.out, options, on_stage=on_stage)
@@ -72,9 +80,15 @@ def cmd_fit(args):
          f"in {time.monotonic() - started:.1f} s")
     for split in ("val", "test"):
         if m[split]["count"]:
-            _out(f"  {split} accuracy {m[split]['accuracy']:.4f} ({m[split]['count']} images), "
-                 f"top-{m[split]['top_k']} {m[split]['top_k_accuracy']:.4f}")
+            _out(f"  {split} accuracy {m[split]['accuracy']:.4f} ({m[split]['count']} images)"
+                 + (f", top-{m[split]['top_k']} {m[split]['top_k_accuracy']:.4f}"
+                    if m[split]["top_k"] else ""))
     _out(f"  features: {m['cache']['hits']} from the cache, {m['cache']['misses']} computed")
+    ran, best = len(result.history["loss"]), result.history["best_epoch"]
+    if ran < args.epochs:
+        _out(f"  stopped early at epoch {ran}; kept epoch {best} (best val loss)")
+    elif best < ran:
+        _out(f"  kept epoch {best} of {ran} (best val loss)")
     if m["skipped"]:
         _out(f"  skipped {m['skipped']} files: see {result.run_dir / 'skipped.tsv'}")
     _out(f"  model:  {result.model_path}\n  report: {result.report_path}")
@@ -93,8 +107,9 @@ def cmd_evaluate(args):
     if not metrics["count"]:
         return 0
     _out(f"accuracy        {metrics['accuracy']:.4f}\n"
-         f"top-{metrics['top_k']} accuracy  {metrics['top_k_accuracy']:.4f}\n"
-         f"loss            {metrics['loss']:.4f}\n"
+         + (f"top-{metrics['top_k']} accuracy  {metrics['top_k_accuracy']:.4f}\n"
+            if metrics["top_k"] else "")
+         + f"loss            {metrics['loss']:.4f}\n"
          f"macro F1        {metrics['macro_f1']:.4f}\n")
     width = max(len("class"), *(len(n) for n in metrics["per_class"]))
     _out(f"{'class':<{width}}  precision  recall      f1  support")
@@ -113,6 +128,8 @@ def cmd_classify(args):
     records = classify(model, args.paths, top_k=args.top_k, batch_size=args.batch_size,
                        workers=args.workers)
     writer = {"table": _write_table, "csv": _write_csv, "json": _write_json}[args.format]
+    if args.format == "table":
+        writer = functools.partial(_write_table, labels=model_labels(model))
     seen = {"any": False}
 
     def noting(records):
@@ -128,15 +145,15 @@ def cmd_classify(args):
     return 0
 
 
-def _write_table(records, top_k):
-    failed = 0
-    for record in records:
-        if "error" in record:
-            failed += 1
-            _out(f"{record['path']}  error: {record['error']}")
-        else:
-            _out(f"{record['path']}  " + ", ".join(
-                f"{t['label']} {t['probability']:.3f}" for t in record["top"]))
+def _write_table(records, top_k, labels):
+    """Aligned columns under a header, the path last (it is the one of unknown width), one
+    line per image as it is classified."""
+    failed, table = 0, ClassifyTable(labels, top_k)
+    for number, record in enumerate(records):
+        if number == 0:
+            _out(table.header())
+        failed += "error" in record
+        _out(table.row(record))
     return failed
 
 

@@ -1,9 +1,36 @@
 """What the CLI prints, as lines of text built from plain data (cli.py does the printing):
-`retrain info`'s readable key: value lines."""
+`retrain info`'s readable key: value lines and `retrain classify`'s table."""
 
-__all__ = ["info_lines"]
+__all__ = ["ClassifyTable", "info_lines"]
 
 _LABELS_SHOWN = 20
+_LABEL_WIDTH_MOST = 24          # longer labels (a few ImageNet ones) are cut with an ellipsis
+
+
+class ClassifyTable:
+    """Rows of label/probability columns, then the path. The columns' width comes from the
+    model's labels, so rows line up while they stream, before all paths are known."""
+
+    def __init__(self, labels, top_k):
+        self.k = min(top_k, len(labels))
+        self.width = min(max([len("label 1")] + [len(label) for label in labels]),
+                         _LABEL_WIDTH_MOST)
+
+    def header(self):
+        cells = [f"{f'label {rank}':<{self.width}}  {'prob':>5}" for rank in
+                 range(1, self.k + 1)]
+        return "  ".join(cells + ["path"])
+
+    def row(self, record):
+        if "error" in record:               # the path stays in its column; the reason after
+            span = self.k * (self.width + 9) - 2
+            return f"{'error':<{span}}  {record['path']}: {record['error']}"
+        cells = [f"{self._fit(t['label']):<{self.width}}  {t['probability']:5.3f}"
+                 for t in record["top"]]
+        return "  ".join(cells + [str(record["path"])])
+
+    def _fit(self, label):
+        return label if len(label) <= self.width else label[:self.width - 1] + "…"
 
 
 def info_lines(info, path):

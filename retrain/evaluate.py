@@ -41,7 +41,8 @@ def evaluate_predictions(probabilities, targets, labels, paths=None, top_k=3):
         targets: (N,) true class indices.
         labels: the C class names.
         paths: the N file names, listed with each mistake when given.
-        top_k: k for the top-k accuracy (capped at C).
+        top_k: k for the top-k accuracy, reported only for k < C (it is always 1 for
+            k >= C): top_k and top_k_accuracy are None otherwise.
     Returns a JSON-ready dict: count, accuracy, top_k, top_k_accuracy, loss (mean
     cross-entropy), macro_f1, per_class {label: precision/recall/f1/support},
     confusion_matrix (rows = true class, columns = predicted) and misclassified
@@ -49,7 +50,7 @@ def evaluate_predictions(probabilities, targets, labels, paths=None, top_k=3):
     probabilities = np.asarray(probabilities, np.float64)
     targets = np.asarray(targets, np.int64)
     count, classes = len(targets), len(labels)
-    k = min(top_k, classes)
+    k = top_k if top_k < classes else None
     if count == 0:
         return {"count": 0, "accuracy": None, "top_k": k, "top_k_accuracy": None,
                 "loss": None, "macro_f1": None,
@@ -59,12 +60,12 @@ def evaluate_predictions(probabilities, targets, labels, paths=None, top_k=3):
     predicted = np.argmax(probabilities, axis=1)
     confusion = np.zeros((classes, classes), np.int64)
     np.add.at(confusion, (targets, predicted), 1)
-    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k or classes]
     per_class = _per_class(confusion, labels)
     true_probability = probabilities[np.arange(count), targets]
     wrong = np.flatnonzero(predicted != targets)
     wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")]
-    tops = top_predictions(probabilities[wrong], labels, k)
+    tops = top_predictions(probabilities[wrong], labels, top_k)
     misclassified = [{"path": None if paths is None else str(paths[i]),
                       "label": labels[targets[i]], "predicted": labels[predicted[i]],
                       "probability": float(probabilities[i, predicted[i]]),
@@ -72,8 +73,9 @@ def evaluate_predictions(probabilities, targets, labels, paths=None, top_k=3):
                      for i, t in zip(wrong, tops)]
     return {"count": int(count),
             "accuracy": float(np.mean(predicted == targets)),
-            "top_k": int(k),
-            "top_k_accuracy": float(np.mean(np.any(top == targets[:, None], axis=1))),
+            "top_k": k,
+            "top_k_accuracy": (float(np.mean(np.any(top == targets[:, None], axis=1)))
+                               if k else None),
             "loss": float(-np.mean(np.log(np.clip(true_probability, 1e-12, 1.0)))),
             "macro_f1": _macro_f1(per_class, confusion),
             "per_class": per_class,

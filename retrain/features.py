@@ -24,11 +24,11 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from tqdm import tqdm
 
 from .errors import ModelFileError
 from .files import sha256_file
 from .preprocess import iter_batches, recipe_hash
+from .progress import progress_bar
 
 _FORMAT_VERSION = 1
 _STALE_TEMP_SECONDS = 24 * 3600
@@ -202,8 +202,9 @@ def extract_features(paths, backbone, recipe, cache, batch_size=32, workers=2,
     for key, path in zip(keys, paths):
         if key is not None and key not in cache and key not in todo:
             todo[key] = path
+    cached = sum(key is not None for key in keys) - len(todo)    # the bar counts them done
     failed = _extract_misses(todo, backbone, recipe, cache, batch_size, workers,
-                             chunk_size, flush_seconds, progress)
+                             chunk_size, flush_seconds, progress, cached)
     skipped += [(path, failed[key]) for path, key in zip(paths, keys) if key in failed]
     kept = [i for i, key in enumerate(keys) if key is not None and key not in failed]
     misses = len(todo) - len(failed)
@@ -213,13 +214,15 @@ def extract_features(paths, backbone, recipe, cache, batch_size=32, workers=2,
 
 
 def _extract_misses(todo, backbone, recipe, cache, batch_size, workers, chunk_size,
-                    flush_seconds, progress):
+                    flush_seconds, progress, cached=0):
     """Run the backbone on `todo` {key: path}, flushing to the cache in chunks.
     Returns {key: reason} for the images that could not be decoded."""
     key_of = {path: key for key, path in todo.items()}
     failed, done_keys, done = {}, [], []
     last_flush = time.monotonic()
-    with tqdm(total=len(todo), desc="features", unit="img", disable=not progress) as bar:
+    with progress_bar(total=len(todo) + cached, initial=cached, unit="img",
+                      desc=f"features ({cached} cached)" if cached else "features",
+                      disable=not progress) as bar:
         for batch, inputs in iter_batches(list(todo.values()), recipe, batch_size, workers):
             failed.update((key_of[path], reason) for path, reason in batch if reason)
             if len(inputs):

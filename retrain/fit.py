@@ -5,11 +5,11 @@ trains on them in milliseconds per epoch; no image is touched here."""
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm import tqdm
 
 from .engine import (Adam, Callback, Dense, Dropout, EarlyStopping, Input, Sequential,
                      set_random_seed)
 from .errors import ConfigError, DataError
+from .progress import progress_bar
 
 __all__ = ["HeadOptions", "build_head", "balanced_class_weights", "train_head"]
 
@@ -68,7 +68,7 @@ class _EpochBar(Callback):
 
     def __init__(self, epochs, progress):
         super().__init__()
-        self.bar = tqdm(total=epochs, desc="fit", unit="epoch", disable=not progress)
+        self.bar = progress_bar(total=epochs, desc="fit", unit="epoch", disable=not progress)
 
     def on_epoch_end(self, epoch, logs=None):
         self.bar.set_postfix({k: f"{v:.4f}" for k, v in (logs or {}).items()}, refresh=False)

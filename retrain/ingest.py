@@ -53,7 +53,7 @@ class Dataset:
         return self.records[index][0].split("/", 1)[0] if self.layout == "splits" else None
 
 
-def ingest(data_dir):
+def ingest(data_dir, min_classes=2):
     """List the candidate images under `data_dir` with their labels. Reads no pixels.
 
     Classes are the sorted names of the class folders; images are found recursively inside
@@ -63,7 +63,8 @@ def ingest(data_dir):
     warning.
 
     Raises:
-        DataError: `data_dir` is not a folder, or fewer than 2 classes have images.
+        DataError: `data_dir` is not a folder, or fewer than `min_classes` classes have
+            images (2 to train; scoring a model on some of its classes needs only 1).
     """
     root = Path(data_dir)
     if not root.is_dir():
@@ -94,10 +95,11 @@ def ingest(data_dir):
     if loose:
         warnings.append(f"ignored {len(loose)} image file(s) directly in {root} "
                         f"(e.g. {sorted(loose)[0]!r}): images must sit in a class folder")
-    return _assemble(root, files_by_class, skipped, warnings, layout, split_folders)
+    return _assemble(root, files_by_class, skipped, warnings, layout, split_folders,
+                     min_classes)
 
 
-def validate(dataset, workers=2, progress=None):
+def validate(dataset, workers=2, progress=None, min_classes=2):
     """Decode every record; return a Dataset without the ones that fail, listed in skipped.
 
     Args:
@@ -118,17 +120,17 @@ def validate(dataset, workers=2, progress=None):
                 failures[failure[0]] = failure[1]
             if progress:
                 progress(done, len(dataset.records))
-    return exclude(dataset, failures)
+    return exclude(dataset, failures, min_classes)
 
 
-def exclude(dataset, reasons):
+def exclude(dataset, reasons, min_classes=2):
     """A Dataset without the records whose relative paths are keys of `reasons`.
 
     They are appended to `skipped` with their reason. Classes left with no images are
     dropped (labels renumbered) with a warning.
 
     Raises:
-        DataError: fewer than 2 classes still have images.
+        DataError: fewer than `min_classes` classes still have images.
     """
     files_by_class = {name: [] for name in dataset.classes}
     removed = []
@@ -139,18 +141,19 @@ def exclude(dataset, reasons):
             files_by_class[dataset.classes[label]].append(relative)
     skipped = list(dataset.skipped) + removed
     return _assemble(dataset.root, files_by_class, skipped, list(dataset.warnings),
-                     dataset.layout, dataset.split_folders)
+                     dataset.layout, dataset.split_folders, min_classes)
 
 
-def _assemble(root, files_by_class, skipped, warnings, layout, split_folders):
+def _assemble(root, files_by_class, skipped, warnings, layout, split_folders, min_classes):
     empty = sorted(name for name, files in files_by_class.items() if not files)
     for name in empty:
         warnings.append(f"class {name!r} has no usable images and is left out")
     classes = sorted(name for name, files in files_by_class.items() if files)
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         found = f"{len(classes)} class with images ({classes[0]!r})" if classes else \
             "no class folder with images"
-        raise DataError(f"found {found} in {root}; at least 2 classes are needed",
+        needed = "at least 2 classes are needed" if min_classes > 1 else "a class is needed"
+        raise DataError(f"found {found} in {root}; {needed}",
                         hint="put each class's images in its own sub-folder, "
                              "e.g. DATA/cats/*.jpg and DATA/dogs/*.jpg")
     records = sorted((relative, label) for label, name in enumerate(classes)

@@ -196,10 +196,10 @@ def evaluate_model(model, data, split_name="test", batch_size=32, workers=2):
         raise DataError("The model file does not record how its data was split.",
                         hint="Use --split all, or a model exported by `retrain fit`.")
     set_aside = settings.get("set_aside")
-    dataset = ingest(data)
-    dataset = (validate(dataset, workers=workers) if set_aside is None else
+    dataset = ingest(data, min_classes=1)      # a model can be scored on one of its classes
+    dataset = (validate(dataset, workers=workers, min_classes=1) if set_aside is None else
                exclude(dataset, {relative: "set aside when the model was trained"
-                                 for relative in set_aside}))
+                                 for relative in set_aside}, min_classes=1))
     if split_name == "all":
         index = list(range(len(dataset.records)))
     else:

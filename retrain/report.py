@@ -42,12 +42,12 @@ def _summary_table(metrics):
         m = metrics.get(split)
         if not m:
             continue
+        top = f"<td>{_fmt(m['top_k_accuracy'])}</td>" if m["top_k"] else ""
         rows.append(f"<tr><td>{split}</td><td>{m['count']}</td><td>{_fmt(m['accuracy'])}</td>"
-                    f"<td>{_fmt(m['top_k_accuracy'])}</td><td>{_fmt(m['loss'])}</td>"
-                    f"<td>{_fmt(m['macro_f1'])}</td></tr>")
-    k = next((metrics[s]["top_k"] for s in _SPLITS if metrics.get(s)), 1)
+                    f"{top}<td>{_fmt(m['loss'])}</td><td>{_fmt(m['macro_f1'])}</td></tr>")
+    k = next((metrics[s]["top_k"] for s in _SPLITS if metrics.get(s)), None)
     return ("<table><tr><th>split</th><th>images</th><th>accuracy</th>"
-            f"<th>top-{k} accuracy</th><th>loss</th><th>macro F1</th></tr>"
+            + (f"<th>top-{k} accuracy</th>" if k else "") + "<th>loss</th><th>macro F1</th></tr>"
             + "".join(rows) + "</table>")
 
 

@@ -5,13 +5,16 @@ import csv
 import io
 import json
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from retrain import cli
 from retrain.cli import build_parser, main
+from retrain.pipeline import RunResult
 
 SUBCOMMANDS = ("fit", "evaluate", "classify", "info", "pretrained", "backbones")
 
@@ -24,7 +27,7 @@ def run_cli(capsys, *argv):
 
 def assert_one_error(err, *fragments):
     """`err` is the error line and its hint (after any `[i/8] stage` progress lines)."""
-    lines = [line for line in err.strip().split("\n") if not re.match(r"\[\d/8\] \w+$", line)]
+    lines = [line for line in err.strip().split("\n") if not re.match(r"\[\d/8\] [\w .]+$", line)]
     assert len(lines) == 2, err
     assert lines[0].startswith("error: ") and lines[1].startswith("hint: ")
     assert "Traceback" not in err
@@ -65,12 +68,39 @@ def test_fit_prints_stages_on_stderr_and_results_on_stdout(small_data, tmp_path,
     code, out, err = run_cli(capsys, "fit", small_data, "--out", tmp_path / "run", "--cache",
                              tmp_path / "cache", "--epochs", "3")
     assert code == 0
-    assert "[1/8] ingest" in err and "[8/8] export" in err
+    assert "[1/8] finding the images" in err and "[8/8] writing model.h5 and labels.txt" in err
+    assert "[3/8] setting aside files that cannot be decoded" in err
     assert "test accuracy" in out and "0 from the cache, 30 computed" in out
     assert "skipped 1 files" in out and str(tmp_path / "run" / "model.h5") in out
+    # stderr is not a terminal here: whole progress lines, no carriage-return redraws
+    assert "\r" not in err and re.search(r"^features: 31/31 \(100%\)", err, re.M), err
+    assert re.search(r"^fit: 3/3 \(100%\)", err, re.M), err
     code, out, err = run_cli(capsys, "fit", small_data, "--out", tmp_path / "run2", "--cache",
+                             tmp_path / "cache", "--epochs", "3")
+    assert code == 0 and "30 from the cache, 0 computed" in out
+    # 30 from the cache; broken.png is decoded again (it never reaches the cache) and fails
+    assert re.search(r"^features \(30 cached\): 31/31 \(100%\)", err, re.M), err
+    code, out, err = run_cli(capsys, "fit", small_data, "--out", tmp_path / "run3", "--cache",
                              tmp_path / "cache", "--epochs", "3", "-q")
     assert code == 0 and err == "" and "30 from the cache, 0 computed" in out
+
+
+@pytest.mark.parametrize("ran, best, epochs, line", [
+    (32, 27, 50, "  stopped early at epoch 32; kept epoch 27 (best val loss)"),
+    (50, 44, 50, "  kept epoch 44 of 50 (best val loss)"),
+    (50, 50, 50, None)])
+def test_fit_says_which_epoch_it_kept(ran, best, epochs, line, small_data, tmp_path,
+                                     monkeypatch, capsys):
+    metrics = {"classes": ["a", "b"], "train": {"count": 8}, "val": {"count": 0},
+               "test": {"count": 0}, "cache": {"hits": 0, "misses": 8}, "skipped": 0}
+    result = RunResult(tmp_path, tmp_path / "model.h5", tmp_path / "report.html", metrics,
+                           {"loss": [1.0] * ran, "best_epoch": best}, [], [])
+    monkeypatch.setattr(cli, "run", lambda *args, **kwargs: result)
+    code, out, _ = run_cli(capsys, "fit", small_data, "--out", tmp_path / "run", "--epochs",
+                           epochs, "-q")
+    assert code == 0
+    kept = [text for text in out.split("\n") if "kept epoch" in text]
+    assert kept == ([line] if line else [])
 
 
 def test_evaluate_json_matches_the_split_in_metrics_json(trained, small_data, capsys):
@@ -118,12 +148,23 @@ def test_classify_csv_has_a_header_and_one_row_per_image(trained, small_data, ca
     assert all(0.0 <= float(r[2]) <= 1.0 and r[7] == "" for r in rows[1:-1])
 
 
-def test_classify_table(trained, small_data, capsys):
-    code, out, _ = run_cli(capsys, "classify", trained / "model.h5",
-                           small_data / "green" / "green3.png")
+def test_classify_table_has_a_header_and_aligned_columns(trained, small_data, capsys):
+    code, out, _ = run_cli(capsys, "classify", trained / "model.h5", small_data / "green",
+                           small_data / "red" / "broken.png", "--top-k", "2")
     assert code == 0
-    path, rest = out.strip().split("  ", 1)
-    assert path.endswith("green3.png") and len(rest.split(", ")) == 3
+    lines = out.rstrip("\n").split("\n")
+    assert len(lines) == 12                                       # header, 10 + broken
+    assert lines[0].split() == ["label", "1", "prob", "label", "2", "prob", "path"]
+    path_column = lines[0].index("path")
+    for line in lines[1:]:
+        assert line[path_column - 2: path_column] == "  " and line[path_column] != " ", out
+        assert Path(line[path_column:].split(": ")[0]).name.startswith(("green", "broken"))
+    rows = [line.split() for line in lines[1:-1]]
+    assert all(row[0] in ("red", "green", "blue") and len(row) == 5 for row in rows)
+    for line in lines[1:-1]:                    # each probability under its "prob"
+        for match in re.finditer(r"prob", lines[0]):
+            assert re.fullmatch(r"[01]\.\d{3}", line[match.start() - 1: match.end()]), line
+    assert lines[-1].split()[0] == "error" and "broken.png: corrupt or truncated" in lines[-1]
 
 
 def test_info_summarises_the_model(trained, capsys):
@@ -268,3 +309,23 @@ def test_fit_says_when_it_replaces_an_earlier_run(small_data, tmp_path, stand_in
     code, _, err = run_cli(capsys, *argv)
     assert code == 0
     assert f"note: {tmp_path / 'run'} holds an earlier run; its files are replaced" in err
+
+
+def test_evaluate_scores_a_model_on_a_folder_of_one_of_its_classes(trained, small_data,
+                                                                    tmp_path, capsys):
+    one = tmp_path / "only_red"
+    shutil.copytree(small_data / "red", one / "red")
+    split = json.loads((trained / "split.json").read_text())
+    red_test = [p for p in split["test"] if p.startswith("red/")]
+    code, out, err = run_cli(capsys, "evaluate", trained / "model.h5", one, "--json")
+    assert code == 0, err
+    scored = json.loads(out)
+    assert scored["count"] == len(red_test) >= 1         # the same split as the full folder
+    assert scored["per_class"]["red"]["support"] == len(red_test)
+    code, out, err = run_cli(capsys, "evaluate", trained / "model.h5", one, "--split", "all",
+                             "--json")
+    assert code == 0 and json.loads(out)["count"] == 10   # broken.png was set aside by fit
+    (tmp_path / "empty" / "red").mkdir(parents=True)
+    code, _, err = run_cli(capsys, "evaluate", trained / "model.h5", tmp_path / "empty")
+    assert code == 2
+    assert_one_error(err, "no class folder with images", "a class is needed")

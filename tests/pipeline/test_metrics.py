@@ -75,7 +75,15 @@ def test_against_slow_loops_on_random_predictions():
 def test_a_class_never_predicted_scores_zero_not_nan():
     m = evaluate_predictions([[0.9, 0.1], [0.8, 0.2]], [0, 1], ["a", "b"])
     assert m["per_class"]["b"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
-    assert m["top_k"] == 2 and m["top_k_accuracy"] == 1.0
+    assert m["top_k"] is None and m["top_k_accuracy"] is None   # top-2 of 2 is always 1
+
+
+def test_top_k_is_reported_only_below_the_number_of_classes():
+    for k, reported in ((2, 2), (3, None), (4, None)):
+        m = evaluate_predictions(PROBABILITIES, TARGETS, LABELS, top_k=k)
+        assert m["top_k"] == reported and (m["top_k_accuracy"] is None) == (reported is None)
+    empty = evaluate_predictions([], [], LABELS, top_k=3)
+    assert empty["top_k"] is None
 
 
 def test_an_empty_split_has_counts_but_no_scores():
