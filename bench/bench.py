@@ -3,17 +3,19 @@
 Measured, each in a fresh interpreter so that its peak resident memory (ru_maxrss from
 os.wait4, i.e. of that child alone) belongs to it and to nothing measured before it:
 
-  backbone  EfficientNet-Lite0 pooled features at 224x224, `model.predict(x, batch_size=B)`
-            with B the engine's default inference batch size, and with batch size 1:
-            images/s as the median of several timed calls after one warm-up call (and
-            the best call's, less sensitive to other work on a shared machine).
+  backbone  each registered backbone's pooled features at its own input size (224, 240,
+            260), `model.predict(x, batch_size=B)` with B the engine's default inference
+            batch size, and with batch size 1: images/s as the median of several timed
+            calls after one warm-up call (and the best call's, less sensitive to other work
+            on a shared machine). `retrain backbones` shows the images/s at B.
   decode    retrain.images.decode_image + retrain.preprocess (crop, resize, normalise) on
             real files: the Fashion-MNIST sample (28x28 PNG) and the four fixture photos
             (300x451 .. 512x512 PNG/JPEG), one thread; and the pipeline's own two-thread
             reader (preprocess.iter_batches) on the sample.
   fit       `retrain fit data/fashion-mnist-sample` end to end (interpreter start included):
             once with an empty feature cache (cold), then again with the filled one (warm);
-            also the seconds of each pipeline stage, timed from the CLI's stage lines.
+            also the seconds of each pipeline stage, timed from the CLI's stage lines. Then
+            once cold with each other backbone: its test accuracy, time and peak memory.
   scale     (--scale; `make bench` passes it) `retrain fit` with a cold cache on datasets of
             --sizes images made on the fly from the sample; each copy of an image gets its
             own least-significant-bit noise, so every file has its own content hash and is a
@@ -26,6 +28,7 @@ Benchmarks are noisy: run on an idle machine; each section records the load aver
 its start.
 
     .venv/bin/python bench/bench.py [--quick] [--scale] [--sizes 1000,10000] [--sections ...]
+                                    [--backbones efficientnet_lite0,...]
 """
 import argparse
 import datetime
@@ -45,7 +48,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "fashion-mnist-sample"
 PHOTOS = ROOT / "tests" / "fixtures" / "photos"
-BACKBONE = "efficientnet_lite0"
+BACKBONE = "efficientnet_lite0"       # the default backbone: decode, fit warm, scale
 SECTIONS = ("backbone", "decode", "fit", "scale")
 RSS_LIMIT_BYTES = 1_000_000_000
 
@@ -57,11 +60,11 @@ def default_batch_size():
     return DEFAULT_BATCH_SIZE, "retrain.engine.DEFAULT_BATCH_SIZE"
 
 
-def child_backbone(batch_size, images, repeats):
-    """Images/s of the frozen feature extractor: `images` real preprocessed images per
+def child_backbone(batch_size, images, repeats, backbone=BACKBONE):
+    """Images/s of the frozen feature extractor `backbone`: `images` real preprocessed images per
     timed call of predict(x, batch_size), one untimed warm-up call, then `repeats` calls."""
     from retrain.backbones import load_backbone
-    model = load_backbone(BACKBONE)
+    model = load_backbone(backbone)
     x = _sample_inputs(images, model.metadata["preprocessing"])
     model.predict(x, batch_size=batch_size)
     runs = []
@@ -220,18 +223,22 @@ def measure(name, python=sys.executable, **kwargs):
     return result
 
 
-def run_fit(data, run_dir, cache_dir, python=sys.executable):
-    """`retrain fit` as a user runs it -> wall seconds, peak RSS of that process, and the
-    seconds of each pipeline stage. -q is not passed so that the CLI's stage lines
-    ("[2/8] features") can be timed as they arrive; its progress bars go to the pipe."""
+def run_fit(data, run_dir, cache_dir, python=sys.executable, backbone=BACKBONE):
+    """`retrain fit` as a user runs it -> wall seconds, peak RSS of that process, the
+    seconds of each pipeline stage and the test accuracy. -q is not passed so that the CLI's
+    stage lines ("[2/8] features") can be timed as they arrive; its progress bars go to the
+    pipe."""
     _, wall, rss, lines = run_child([str(python), "-m", "retrain", "fit", str(data), "--out",
-                                     str(run_dir), "--cache", str(cache_dir)], timed_stderr=True)
+                                     str(run_dir), "--cache", str(cache_dir),
+                                     "--backbone", backbone], timed_stderr=True)
     marks = [(t, m.group(1)) for t, line in lines
              if (m := re.fullmatch(r"\[\d+/\d+\] (\w+)", line.strip()))]
     ends = [t for t, _ in marks[1:]] + [wall]
     stages = {"startup": marks[0][0] if marks else wall}
     stages.update((name, end - t) for (t, name), end in zip(marks, ends))
-    return {"wall_s": wall, "peak_rss_mb": rss / 1e6, "stages_s": stages}
+    test = json.loads((Path(run_dir) / "metrics.json").read_text())["test"]
+    return {"backbone": backbone, "wall_s": wall, "peak_rss_mb": rss / 1e6, "stages_s": stages,
+            "test_accuracy": test.get("accuracy"), "test_images": test.get("count")}
 
 
 def make_dataset(count, out):
@@ -287,14 +294,20 @@ def now():
 
 
 # -- the sections --------------------------------------------------------------------------
-def bench_backbone(quick):
+def bench_backbone(quick, names):
+    from retrain.backbones import get_backbone
     batch = measure("batch_size")
     repeats = 2 if quick else 5
-    at_b = measure("backbone", batch_size=batch["batch_size"], images=batch["batch_size"],
-                   repeats=repeats)
-    at_1 = measure("backbone", batch_size=1, images=batch["batch_size"], repeats=repeats)
-    return {"model": BACKBONE, "input": [224, 224, 3], "batch_size": batch["batch_size"],
-            "batch_size_source": batch["source"], "at_batch_size": at_b, "at_batch_1": at_1}
+    models = {}
+    for name in names:
+        models[name] = {
+            "input": get_backbone(name).preprocessing["input_size"] + [3],
+            "at_batch_size": measure("backbone", batch_size=batch["batch_size"], backbone=name,
+                                     images=batch["batch_size"], repeats=repeats),
+            "at_batch_1": measure("backbone", batch_size=1, images=batch["batch_size"],
+                                  repeats=repeats, backbone=name)}
+    return {"batch_size": batch["batch_size"], "batch_size_source": batch["source"],
+            "models": models}
 
 
 def bench_decode(quick):
@@ -302,14 +315,17 @@ def bench_decode(quick):
                    photo_repeats=5 if quick else 25, runs=1 if quick else 3)
 
 
-def bench_fit(quick, work):
-    """Cold then warm cache. --quick fits a 100-image subset instead of the whole sample."""
+def bench_fit(quick, work, names):
+    """Cold then warm cache with the default backbone, then cold with each other one.
+    --quick fits a 100-image subset instead of the whole sample."""
     data = make_dataset(100, work / "fit-data") if quick else SAMPLE
     count = sum(1 for _ in Path(data).glob("*/*.png"))
     cold = run_fit(data, work / "fit-cold", work / "fit-cache")
     warm = run_fit(data, work / "fit-warm", work / "fit-cache")
+    others = {name: run_fit(data, work / f"fit-{name}", work / "fit-cache", backbone=name)
+              for name in names if name != BACKBONE}
     return {"data": "100 images of the sample" if quick else SAMPLE.relative_to(ROOT).as_posix(),
-            "images": count, "cold": cold, "warm": warm}
+            "images": count, "cold": cold, "warm": warm, "other_backbones_cold": others}
 
 
 def bench_scale(sizes, work):
@@ -338,10 +354,13 @@ def table(data):
     rows = []
     if "backbone" in data:
         b = data["backbone"]
-        for key, label in (("at_batch_size", f"batch {b['batch_size']}"),
-                           ("at_batch_1", "batch 1")):
-            speed = f"{b[key]['images_per_s']:.1f} img/s (best {b[key]['best_images_per_s']:.1f})"
-            rows.append((f"backbone {b['model']} 224, {label}", speed, b[key]["peak_rss_mb"]))
+        for name, m in b.get("models", {}).items():
+            for key, label in (("at_batch_size", f"batch {b['batch_size']}"),
+                               ("at_batch_1", "batch 1")):
+                speed = (f"{m[key]['images_per_s']:.1f} img/s "
+                         f"(best {m[key]['best_images_per_s']:.1f})")
+                rows.append((f"backbone {name} {m['input'][0]}, {label}", speed,
+                             m[key]["peak_rss_mb"]))
     if "decode" in data:
         d = data["decode"]
         for key, label in (("fashion_mnist_png_28x28", "decode+preprocess 28x28 PNG, 1 thread"),
@@ -355,6 +374,12 @@ def table(data):
             rows.append((f"retrain fit {f['images']} images, {key} cache",
                          f"{f[key]['wall_s']:.1f} s", f[key]["peak_rss_mb"]))
             rows.append(_stages_row(f[key]))
+        runs = [(BACKBONE, f["cold"])] + list(f.get("other_backbones_cold", {}).items())
+        for name, run in runs:
+            accuracy = run.get("test_accuracy")
+            rows.append((f"retrain fit {f['images']} images, cold, {name}: test accuracy "
+                         + ("-" if accuracy is None else f"{accuracy:.3f}"),
+                         f"{run['wall_s']:.1f} s", run["peak_rss_mb"]))
     if "scale" in data:
         for run in data["scale"]["runs"]:
             rows.append((f"retrain fit {run['images']} generated images, cold",
@@ -384,6 +409,9 @@ def build_parser():
     p.add_argument("--scale", action="store_true", help="add the scale section")
     p.add_argument("--sizes", default=None,
                    help="image counts for the scale section (default 1000,10000; --quick 100,200)")
+    p.add_argument("--backbones", default=None,
+                   help="comma-separated backbones for the backbone and fit sections "
+                        "(default: every registered one)")
     p.add_argument("--out", type=Path, default=ROOT / "bench.json")
     return p
 
@@ -399,6 +427,11 @@ def main(argv=None):
         raise SystemExit(f"error: unknown sections {unknown}; choose from {list(SECTIONS)}")
     sizes = args.sizes or ("100,200" if args.quick else "1000,10000")
     sizes = [int(size) for size in sizes.split(",")]
+    from retrain.backbones import BACKBONES
+    names = args.backbones.split(",") if args.backbones else list(BACKBONES)
+    if set(names) - set(BACKBONES):
+        raise SystemExit(f"error: unknown backbones {sorted(set(names) - set(BACKBONES))}; "
+                         f"choose from {list(BACKBONES)}")
     started = time.perf_counter()
     load = os.getloadavg()[0]
     if load > 0.5 * os.cpu_count():
@@ -407,9 +440,9 @@ def main(argv=None):
     try:
         results = {"machine": machine_info()}
         with tempfile.TemporaryDirectory(prefix="retrain-bench-") as tmp:
-            runners = {"backbone": lambda: bench_backbone(args.quick),
+            runners = {"backbone": lambda: bench_backbone(args.quick, names),
                        "decode": lambda: bench_decode(args.quick),
-                       "fit": lambda: bench_fit(args.quick, Path(tmp)),
+                       "fit": lambda: bench_fit(args.quick, Path(tmp), names),
                        "scale": lambda: bench_scale(sizes, Path(tmp))}
             for section in (s for s in SECTIONS if s in sections):
                 print(f"bench: {section} ...", file=sys.stderr, flush=True)

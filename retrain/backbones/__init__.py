@@ -13,9 +13,9 @@ from .registry import BACKBONES, DEFAULT_BACKBONE, Backbone, get_backbone
 from .weights import BENCH_FILE, pretrained_dir
 
 __all__ = ["BACKBONES", "DEFAULT_BACKBONE", "Backbone", "get_backbone", "load_backbone",
-           "weights_path", "describe_backbones", "block_names", "block_layers", "pretrained_dir", "efficientnet_lite",
-           "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet",
-           "mobilenet_v2"]
+           "weights_path", "describe_backbones", "block_names", "block_layers", "pretrained_dir",
+           "efficientnet_lite", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+           "mobilenet", "mobilenet_v2"]
 
 
 def weights_path(name):

