@@ -226,13 +226,13 @@ def measure(name, python=sys.executable, **kwargs):
 def run_fit(data, run_dir, cache_dir, python=sys.executable, backbone=BACKBONE):
     """`retrain fit` as a user runs it -> wall seconds, peak RSS of that process, the
     seconds of each pipeline stage and the test accuracy. -q is not passed so that the CLI's
-    stage lines ("[2/8] features") can be timed as they arrive; its progress bars go to the
-    pipe."""
+    stage lines ("[2/8] computing backbone features") can be timed as they arrive; its
+    progress lines go to the pipe."""
     _, wall, rss, lines = run_child([str(python), "-m", "retrain", "fit", str(data), "--out",
                                      str(run_dir), "--cache", str(cache_dir),
                                      "--backbone", backbone], timed_stderr=True)
     marks = [(t, m.group(1)) for t, line in lines
-             if (m := re.fullmatch(r"\[\d+/\d+\] (\w+)", line.strip()))]
+             if (m := re.fullmatch(r"\[\d+/\d+\] (.+)", line.strip()))]
     ends = [t for t, _ in marks[1:]] + [wall]
     stages = {"startup": marks[0][0] if marks else wall}
     stages.update((name, end - t) for (t, name), end in zip(marks, ends))
