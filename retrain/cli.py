@@ -64,8 +64,8 @@ def cmd_fit(args):
                          workers=args.workers, progress=not args.quiet, head=head)
 
     if (Path(args.out) / "model.h5").exists():
-        _err(f"note: {args.out} holds an earlier run; its files are replaced as this run "
-             "writes them (give another --out to keep it)")
+        _err(f"note: {args.out} holds an earlier run; its files are replaced when this run "
+             "completes (give another --out to keep it)")
 
     def on_stage(name):
         if not args.quiet:

@@ -8,13 +8,18 @@ copying a file into another dataset still hits.
 
 Why shards and not one growing HDF5 file: HDF5 does not journal its metadata, so a process
 killed while it appends can leave the whole file unreadable. Here a shard is written once,
-to a temp file in the same folder, flushed to disk (fsync), and only then renamed to
-`shard-*.h5`; a rename is atomic, so the next run sees either the complete shard or nothing.
-A killed run leaves at most a `.tmp-*` file, which readers never open (stale ones are
-removed after a day). A shard that still fails its checks on reading (disk damage) is
-discarded, never trusted. Shards are never rewritten, so concurrent runs are safe too.
+built in memory and written with the one atomic writer (engine/atomic.py), so the next run
+sees either the complete shard or nothing. A killed run leaves at most a `.shard-*.tmp`
+file, which readers never open (stale ones are removed after a day). A shard that still
+fails its checks on reading (disk damage) is discarded, never trusted. Shards are never
+rewritten, so concurrent runs are safe too.
+
+The cache is documented as safe to delete, so a cache that cannot be created or written
+(permissions, a full disk) never stops a run: `warning` says why once, and the features
+of this run are kept in memory instead.
 """
 import hashlib
+import io
 import os
 import time
 import uuid
@@ -25,6 +30,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .engine import atomic_write, remove_stale_temps
 from .errors import ModelFileError
 from .files import sha256_file
 from .preprocess import iter_batches, recipe_hash
@@ -70,11 +76,17 @@ class FeatureCache:
 
     def __init__(self, root, namespace):
         self.directory = Path(root) / namespace
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.discarded = []          # shards that failed their checks and were removed
-        self._where = {}             # key -> (shard path, row)
-        self._remove_stale_temps()
-        for shard in sorted(self.directory.glob("shard-*.h5")):
+        self.warning = None          # why features are not being cached, if they are not
+        self._where = {}             # key -> (shard path, row), or (None, vector) in memory
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.directory, older_than=_STALE_TEMP_SECONDS)
+            shards = sorted(self.directory.glob("shard-*.h5"))
+        except OSError as exc:
+            self._stop_caching(exc)
+            shards = []
+        for shard in shards:
             self._index_shard(shard)
 
     def __contains__(self, key):
@@ -82,15 +94,6 @@ class FeatureCache:
 
     def __len__(self):
         return len(self._where)
-
-    def _remove_stale_temps(self):
-        now = time.time()
-        for temp in self.directory.glob(".tmp-*"):
-            try:
-                if now - temp.stat().st_mtime > _STALE_TEMP_SECONDS:
-                    temp.unlink()
-            except FileNotFoundError:   # another run cleaned it first
-                pass
 
     def _index_shard(self, shard):
         try:
@@ -120,32 +123,42 @@ class FeatureCache:
         shard.unlink(missing_ok=True)
 
     def add(self, keys, features):
-        """Write one shard holding `features[i]` under `keys[i]`, atomically (see module doc)."""
+        """Write one shard holding `features[i]` under `keys[i]`, atomically (see module doc);
+        in memory only once the cache could not be written."""
         features = np.asarray(features, np.float32)
-        name = uuid.uuid4().hex
-        temp = self.directory / f".tmp-{os.getpid()}-{name}.h5"
-        final = self.directory / f"shard-{name}.h5"
-        try:
-            with h5py.File(temp, "w") as f:
+        final = self.directory / f"shard-{uuid.uuid4().hex}.h5"
+        if self.warning is None:
+            buffer = io.BytesIO()
+            with h5py.File(buffer, "w") as f:
                 f.create_dataset("keys", data=np.array(keys, dtype="S64"))
                 f.create_dataset("features", data=features)
                 f.attrs["count"] = len(keys)
-            with open(temp, "rb+") as handle:
-                os.fsync(handle.fileno())
-            os.replace(temp, final)
-        finally:
-            temp.unlink(missing_ok=True)
-        _fsync_directory(self.directory)
+            try:
+                with atomic_write(final, "wb") as handle:
+                    handle.write(buffer.getbuffer())
+            except OSError as exc:
+                self._stop_caching(exc)
         for row, key in enumerate(keys):
-            self._where[key] = (final, row)
+            self._where[key] = (final, row) if self.warning is None else (None, features[row])
+
+    def _stop_caching(self, exc):
+        self.warning = (f"features will not be cached: {self.directory}: "
+                        f"{exc.strerror or exc}; this run keeps them in memory")
 
     def get(self, keys):
         """Features for `keys` (all must be present) as float32 (len(keys), D)."""
-        by_shard = {}
+        by_shard, in_memory = {}, []
         for i, key in enumerate(keys):
             shard, row = self._where[key]
-            by_shard.setdefault(shard, []).append((i, row))
+            if shard is None:
+                in_memory.append((i, row))
+            else:
+                by_shard.setdefault(shard, []).append((i, row))
         out = None
+        if in_memory:
+            out = np.empty((len(keys), in_memory[0][1].shape[0]), np.float32)
+            for i, vector in in_memory:
+                out[i] = vector
         for shard, pairs in by_shard.items():
             with h5py.File(shard, "r") as f:
                 block = f["features"][...]
@@ -156,26 +169,16 @@ class FeatureCache:
         return out if out is not None else np.empty((0, 0), np.float32)
 
 
-def _fsync_directory(directory):
-    """Make the rename itself durable (POSIX); not possible on Windows, where it is skipped."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @dataclass
 class FeatureSet:
     """Features of the usable images: row i belongs to input index `kept[i]`."""
     features: np.ndarray
     kept: list
     skipped: list = field(default_factory=list)   # (path, reason)
-    hits: int = 0
+    hits: int = 0                                  # images found in the cache
     misses: int = 0                                # forward passes made
     discarded: list = field(default_factory=list)  # damaged cache shards: (path, reason)
+    cache_warning: str = None                      # why features were not cached, if not
 
 
 def _hash_or_reason(path):
@@ -207,10 +210,11 @@ def extract_features(paths, backbone, recipe, cache, batch_size=32, workers=2,
                              chunk_size, flush_seconds, progress, cached)
     skipped += [(path, failed[key]) for path, key in zip(paths, keys) if key in failed]
     kept = [i for i, key in enumerate(keys) if key is not None and key not in failed]
-    misses = len(todo) - len(failed)
+    # A copy of an image computed in this run is neither: not a hit on a cold cache.
+    hits = sum(1 for i in kept if keys[i] not in todo)
     return FeatureSet(features=cache.get([keys[i] for i in kept]), kept=kept,
-                      skipped=sorted(skipped), hits=len(kept) - misses, misses=misses,
-                      discarded=list(cache.discarded))
+                      skipped=sorted(skipped), hits=hits, misses=len(todo) - len(failed),
+                      discarded=list(cache.discarded), cache_warning=cache.warning)
 
 
 def _extract_misses(todo, backbone, recipe, cache, batch_size, workers, chunk_size,

@@ -1,50 +1,21 @@
 """File plumbing shared by the stages: atomic writes, content hashes, relative paths.
 
-Every file a run produces is written through `atomic_write`, so a crash or Ctrl-C leaves
-either the previous complete file or the new complete file, never half of one.
+Every file a run produces is written through `atomic_write` (the engine's one atomic
+writer, also used for model files), so a crash, Ctrl-C or a full disk leaves either the
+previous complete file or the new complete file, never half of one.
 """
-import contextlib
 import hashlib
 import json
 import os
-import uuid
 from pathlib import Path, PurePosixPath
 
-from .errors import ConfigError, DataError
+from .engine import atomic_write
+from .errors import DataError
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
            "relative_posix", "resolve_relative", "sha256_file"]
 
 _CHUNK = 1 << 20
-
-
-@contextlib.contextmanager
-def atomic_write(path, mode="w", encoding="utf-8"):
-    """Open a temp file beside `path` for writing; on success, rename it over `path`.
-
-    The temp file lives in the same folder because a rename is only atomic within one
-    file system. It is flushed and fsynced before the rename, so after a power cut the
-    new name never points at unwritten data. On any error it is removed and `path` is
-    left untouched. Permissions follow the umask, as for a plain `open(path, "w")`.
-
-    Args:
-        mode: "w" (text) or "wb" (bytes).
-    """
-    if mode not in ("w", "wb"):
-        raise ConfigError(f"atomic_write supports mode 'w' or 'wb'. Received: mode={mode!r}")
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with open(fd, mode, encoding=None if mode == "wb" else encoding, newline=None) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
 
 
 def atomic_write_bytes(path, data):

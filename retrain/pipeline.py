@@ -10,7 +10,7 @@ Stages take and return plain data; progress goes to tqdm bars and the `on_stage`
 callback, never to print."""
 import datetime
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from .files import atomic_write_json, atomic_write_text
 from .fit import HeadOptions, train_head
 from .ingest import exclude, ingest, validate
 from .report import write_report
+from .run_folder import run_folder
 from .split import SPLITS, check_percentages, split, write_split
 
 __all__ = ["RunOptions", "RunResult", "run", "evaluate_model"]
@@ -67,12 +68,16 @@ def run(data, out, options=None, on_stage=None):
 
     `on_stage(name)` is called as each of STAGES begins. Writes RUN/split.json,
     skipped.tsv, history.json, metrics.json, report.html, model.h5 and labels.txt, each
-    atomically."""
+    atomically, and all of them at once (run_folder.py): RUN holds one run's outputs."""
     options = (options or RunOptions()).validate()
-    announce = on_stage or (lambda name: None)
+    with run_folder(out) as staging:
+        result = _run(data, staging, options, on_stage or (lambda name: None))
     run_dir = Path(out)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    return replace(result, run_dir=run_dir, model_path=run_dir / result.model_path.name,
+                   report_path=run_dir / result.report_path.name)
 
+
+def _run(data, run_dir, options, announce):
     announce("ingest")
     dataset = ingest(data)
     announce("features")
@@ -93,8 +98,9 @@ def run(data, out, options=None, on_stage=None):
                               _model_metadata(data, backbone, options, metrics, dataset))
     discarded = [f"discarded the damaged cache file {path} ({reason}); its features were "
                  "computed again" for path, reason in found.discarded]
+    cache = [found.cache_warning] if found.cache_warning else []
     return RunResult(run_dir, model_path, report_path, metrics, history, dataset.skipped,
-                     dataset.warnings + parts.warnings + discarded)
+                     dataset.warnings + parts.warnings + discarded + cache)
 
 
 def _features(dataset, options):

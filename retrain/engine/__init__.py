@@ -2,6 +2,7 @@
 
 It knows nothing of images, folders or the pipeline: arrays in, arrays out.
 """
+from .atomic import atomic_write, fsync_directory, remove_stale_temps
 from .errors import (ConfigError, EngineError, ModelFileError, ShapeError,
                      UnsupportedLayerError, WeightsError)
 from .initializers import set_random_seed
@@ -23,4 +24,5 @@ __all__ = ["ConfigError", "EngineError", "ModelFileError", "ShapeError", "Unsupp
            "EarlyStopping", "History", "CategoricalCrossentropy", "SparseCategoricalCrossentropy",
            "categorical_crossentropy", "sparse_categorical_crossentropy", "SGD", "Adam", "AdamW",
            "Optimizer", "load_model", "read_metadata", "model_from_config", "model_to_config",
-           "DEFAULT_BATCH_SIZE"] + list(_layer_names)
+           "DEFAULT_BATCH_SIZE", "atomic_write", "fsync_directory",
+           "remove_stale_temps"] + list(_layer_names)

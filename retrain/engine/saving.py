@@ -13,14 +13,15 @@ Nothing read from a file is executed: layers are rebuilt through the LAYERS regi
 A file is untrusted input (h5reading.py): nothing outside it is read, and the config may not
 ask for more weights, or larger layer outputs, than the file and _MAX_OUTPUT_VALUES allow.
 """
+import io
 import json
 import os
-import tempfile
 import zipfile
 
 import h5py
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import ConfigError, EngineError, ModelFileError, UnsupportedLayerError, WeightsError
 from .h5reading import check_file, dataset, member, read_array
 from .layer import to_snake_case, weight_budget
@@ -326,28 +327,20 @@ def _short_list(names, limit=10):
 
 # -- writing ----------------------------------------------------------------------------------
 def _atomic_write(path, write):
-    """Run `write(h5file)` on a temporary file beside `path`, then rename it over `path`, so a
-    crash never leaves a half-written model behind."""
+    """Run `write(h5file)` on an HDF5 file built in memory, then write its bytes with the one
+    atomic writer. h5py never touches the disk, so a full disk is one OSError from a plain
+    write (h5py crashed in close() after a failed write of its own) and the old file stays."""
     path = os.fspath(path)
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        write(f)
     try:
-        handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".h5",
-                                             dir=os.path.dirname(os.path.abspath(path)))
+        with atomic_write(path, "wb") as handle:
+            handle.write(buffer.getbuffer())
     except OSError as error:
-        raise ModelFileError(f"Cannot write {path}: {error.strerror}.",
-                             hint="Check that the folder exists and is writable.") from None
-    os.close(handle)
-    try:
-        with h5py.File(temporary, "w") as f:
-            write(f)
-        with open(temporary, "rb+") as written:    # on disk before the rename makes it visible
-            os.fsync(written.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes it private (0600); a model file is shared
-        os.replace(temporary, path)
-    except BaseException as error:
-        os.remove(temporary)
-        if isinstance(error, OSError) and not isinstance(error, EngineError):
-            raise ModelFileError(f"Cannot write {path}: {error}.") from error
-        raise
+        raise ModelFileError(f"Cannot write {path}: {error.strerror or error}.",
+                             hint="Check that the folder exists, is writable and has "
+                                  f"{buffer.getbuffer().nbytes:,} bytes free.") from None
 
 
 def _write_legacy(group, model):

@@ -99,14 +99,42 @@ def test_entries_are_keyed_by_content_not_by_path(tmp_path):
     assert (result.hits, result.misses, backbone.images) == (2, 0, 0)
 
 
-def test_identical_files_are_computed_once(tmp_path):
+def test_identical_files_are_computed_once_and_are_no_hit_on_a_cold_cache(tmp_path):
     paths = make_images(tmp_path / "data", 2)
     shutil.copy(paths[0], tmp_path / "data" / "same.png")
     backbone = Counting()
     result = extract(paths + [tmp_path / "data" / "same.png"], open_cache(tmp_path / "c"),
                      backbone)
-    assert (result.misses, result.hits, backbone.images) == (2, 1, 2)
+    assert (result.misses, result.hits, backbone.images) == (2, 0, 2)
     np.testing.assert_array_equal(result.features[2], result.features[0])
+
+
+def test_a_cache_that_cannot_be_created_warns_and_keeps_features_in_memory(tmp_path):
+    blocker = tmp_path / "not-a-folder"        # as a read-only folder would, even for root
+    blocker.write_text("x")
+    paths = make_images(tmp_path / "data", 3)
+    cache = open_cache(blocker / "cache")
+    result = extract(paths, cache, Counting())
+    assert result.cache_warning.startswith("features will not be cached: ")
+    expected = reference_features(paths)
+    np.testing.assert_allclose(result.features, [expected[sha256_file(p)] for p in paths],
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_a_full_disk_while_caching_warns_once_and_keeps_every_feature(tmp_path, monkeypatch):
+    from full_disk import fill_disk_at_write
+
+    paths = make_images(tmp_path / "data", 4)
+    cache = open_cache(tmp_path / "cache")
+    fill_disk_at_write(monkeypatch, after_bytes=100)
+    result = extract(paths, cache, Counting(), batch_size=2, chunk_size=2)
+    monkeypatch.undo()
+    assert "No space left on device" in result.cache_warning
+    assert (result.misses, result.hits) == (4, 0)
+    expected = reference_features(paths)
+    np.testing.assert_allclose(result.features, [expected[sha256_file(p)] for p in paths],
+                               rtol=1e-6, atol=1e-6)
+    assert list(cache.directory.iterdir()) == []          # no shard, no temporary file
 
 
 def test_undecodable_files_are_skipped_with_a_reason_and_never_cached(tmp_path):
@@ -199,8 +227,8 @@ def test_damaged_shards_and_temp_files_are_never_trusted(tmp_path):
     data = shard.read_bytes()
     shard.write_bytes(data[: len(data) // 2])            # torn by a disk fault
     (folder / "shard-garbage.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
-    fresh = folder / f".tmp-1-{'a' * 32}.h5"
-    stale = folder / f".tmp-2-{'b' * 32}.h5"
+    fresh = folder / f".shard-{'a' * 32}.h5.{'a' * 12}.tmp"
+    stale = folder / f".shard-{'b' * 32}.h5.{'b' * 12}.tmp"
     fresh.write_bytes(data[:100])
     stale.write_bytes(data[:100])
     day_ago = time.time() - 25 * 3600
