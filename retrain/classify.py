@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .engine import softmax
 from .errors import ConfigError, DataError
 from .evaluate import top_predictions
 from .images import is_image_file
@@ -53,12 +54,6 @@ def model_labels(model):
     return list(labels)
 
 
-def _softmax(logits):
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
 def predict_probabilities(model, paths, batch_size=32, workers=2):
     """Yield (done, probabilities) per batch: `done` = [(path, reason or None)] in order, and
     the (n_usable, C) class probabilities of the usable files, in the same order."""
@@ -70,7 +65,7 @@ def predict_probabilities(model, paths, batch_size=32, workers=2):
             yield done, np.empty((0, model.outputs[0].shape[-1]), np.float64)
             continue
         out = np.asarray(model.predict(inputs, batch_size=len(inputs)), np.float64)
-        yield done, _softmax(out) if logits else out
+        yield done, softmax(out) if logits else out
 
 
 def classify(model, paths, top_k=3, batch_size=32, workers=2):

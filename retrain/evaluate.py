@@ -4,6 +4,8 @@ The result is the plain dict stored per split in metrics.json and printed by
 `retrain evaluate --json`, so both have one shape."""
 import numpy as np
 
+from .engine import sparse_categorical_crossentropy
+
 __all__ = ["evaluate_predictions", "top_predictions"]
 
 
@@ -44,7 +46,7 @@ def evaluate_predictions(probabilities, targets, labels, paths=None, top_k=3):
         top_k: k for the top-k accuracy, reported only for k < C (it is always 1 for
             k >= C): top_k and top_k_accuracy are None otherwise.
     Returns a JSON-ready dict: count, accuracy, top_k, top_k_accuracy, loss (mean
-    cross-entropy), macro_f1, per_class {label: precision/recall/f1/support},
+    crossentropy as Keras computes it, the val_loss of training), macro_f1, per_class {label: precision/recall/f1/support},
     confusion_matrix (rows = true class, columns = predicted) and misclassified
     (worst first: most confident wrong answers)."""
     probabilities = np.asarray(probabilities, np.float64)
@@ -76,7 +78,7 @@ def evaluate_predictions(probabilities, targets, labels, paths=None, top_k=3):
             "top_k": k,
             "top_k_accuracy": (float(np.mean(np.any(top == targets[:, None], axis=1)))
                                if k else None),
-            "loss": float(-np.mean(np.log(np.clip(true_probability, 1e-12, 1.0)))),
+            "loss": float(np.mean(sparse_categorical_crossentropy(targets, probabilities))),
             "macro_f1": _macro_f1(per_class, confusion),
             "per_class": per_class,
             "confusion_matrix": confusion.tolist(),

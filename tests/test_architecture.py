@@ -99,3 +99,12 @@ def test_module_and_function_budgets(path):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             length = node.end_lineno - node.lineno + 1
             assert length <= 60, f"{_rel(path)}:{node.lineno} {node.name} is {length} lines"
+
+
+def test_softmax_is_written_once():
+    """One softmax (and its log and backward) in engine/activations.py; the losses, the
+    layers, the inference plan and `retrain classify` call it."""
+    defined = {(_rel(path), node.name) for path in MODULES
+               for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+               if isinstance(node, ast.FunctionDef) and "softmax" in node.name.lower()}
+    assert {path for path, _ in defined} == {"retrain/engine/activations.py"}, defined

@@ -11,6 +11,7 @@ from .layers import *  # noqa: F401,F403  (the layer classes; see layers.__all__
 from .layers import __all__ as _layer_names
 from . import losses, optimizers
 from .callbacks import Callback, EarlyStopping, History
+from .activations import softmax
 from .inference import DEFAULT_BATCH_SIZE
 from .losses import (CategoricalCrossentropy, SparseCategoricalCrossentropy,
                      categorical_crossentropy, sparse_categorical_crossentropy)
@@ -25,4 +26,4 @@ __all__ = ["ConfigError", "EngineError", "ModelFileError", "ShapeError", "Unsupp
            "categorical_crossentropy", "sparse_categorical_crossentropy", "SGD", "Adam", "AdamW",
            "Optimizer", "load_model", "read_metadata", "model_from_config", "model_to_config",
            "DEFAULT_BATCH_SIZE", "atomic_write", "fsync_directory",
-           "remove_stale_temps"] + list(_layer_names)
+           "remove_stale_temps", "softmax"] + list(_layer_names)

@@ -79,9 +79,17 @@ def tanh_backward(dy, x, y):
 
 
 def softmax(x, axis=-1):
-    """exp(x) / sum(exp(x)) after subtracting the max: logits of 125 would overflow float32."""
+    """exp(x) / sum(exp(x)) after subtracting the max: logits of 125 would overflow float32.
+    The one softmax: layers, the inference plan and `retrain classify` all use it."""
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
+
+
+def log_softmax(x, axis=-1):
+    """log(softmax(x)) without forming softmax (whose zeros would give -inf): the
+    crossentropy from logits uses it."""
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 
 def softmax_backward(dy, x, y, axis=-1):

@@ -123,7 +123,7 @@ class Fused(Step):
 
 class Weighted(Fused):
     """Conv2D, DepthwiseConv2D or Dense: a kernel and a bias, with BatchNormalization folded
-    in as in kernels.fold_batchnorm."""
+    in (see fold)."""
     depthwise = False
 
     def __init__(self, inputs, output, layer, kernel):
@@ -136,6 +136,8 @@ class Weighted(Fused):
         self.dilation = getattr(layer, "dilation_rate", (1, 1))
 
     def fold(self, factor, shift):
+        """conv(x, kernel * factor) + (bias * factor + shift) == BN(conv(x, kernel) + bias);
+        a depthwise kernel (kh, kw, C, M) scales [..., c, m] by output channel c*M + m's."""
         bias = self.stages.get("bias")
         self.stages["bias"] = shift if bias is None else bias * factor + shift
         self.kernel = self.kernel * factor.reshape(

@@ -1,5 +1,5 @@
 """Pure numpy kernels: forward/backward pairs for convolution, depthwise convolution and
-pooling, TF 'same' padding arithmetic, batch-norm folding, and the inference kernels that
+pooling, TF 'same' padding arithmetic, and the inference kernels that
 the inference plan binds to its preallocated arrays (the *_call functions). No classes, no
 state.
 
@@ -230,26 +230,6 @@ def avg_pool2d_backward(dy, x, pool, strides, pads=NO_PADS):
     for i, j in _taps(pool):
         _tap(dxp, i, j, strides, (1, 1), dy.shape[1:3])[...] += share
     return pad2d_backward(dxp, pads)
-
-
-# -- batch-norm folding ---------------------------------------------------------------------
-def fold_batchnorm(kernel, bias, gamma, beta, moving_mean, moving_variance, epsilon,
-                   depthwise=False):
-    """Fold an inference-mode BatchNormalization into the convolution before it.
-
-    Returns (kernel', bias') with conv(x, kernel') + bias' == BN(conv(x, kernel) + bias),
-    where BN(z) = gamma * (z - mean) / sqrt(var + eps) + beta. `bias`, `gamma` and `beta`
-    may be None (no bias, scale=False, center=False). A depthwise kernel (kh, kw, C, M)
-    scales kernel[..., c, m] by output channel c*M + m's factor.
-    """
-    factor = 1.0 / np.sqrt(moving_variance + epsilon)
-    if gamma is not None:
-        factor = factor * gamma
-    new_bias = -moving_mean * factor if bias is None else (bias - moving_mean) * factor
-    if beta is not None:
-        new_bias = new_bias + beta
-    shape = kernel.shape[-2:] if depthwise else kernel.shape[-1:]
-    return kernel * factor.reshape(shape), new_bias
 
 
 # -- inference: kernels bound once to their arrays ------------------------------------------

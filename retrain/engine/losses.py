@@ -6,16 +6,11 @@ integers in [0, C). One-hot (or soft) labels are (N, C). The reduction is Keras'
 """
 import numpy as np
 
+from .activations import log_softmax
 from .errors import ConfigError, ShapeError
 from .layer import to_snake_case
 
 EPSILON = 1e-7  # keras.backend.epsilon(): the clip applied to probabilities
-
-
-def log_softmax(logits, axis=-1):
-    """Stable log-softmax: subtract the row max before exp, so logits of 1e3 stay finite."""
-    shifted = logits - np.max(logits, axis=axis, keepdims=True)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 
 def _crossentropy(target, y_pred, from_logits):

@@ -86,7 +86,11 @@ def test_fused_mbconv_network_equals_forward(threads, monkeypatch):
     plan = _check(model, [(13, 12, 3)], batches=(1, 3, 4, 7), threads=threads,
                   monkeypatch=monkeypatch)
     kinds = [type(s).__name__ for s in plan.steps]
-    assert "BatchNormalization" not in kinds and kinds.count("Elementwise") == 0, kinds
+    weighted = [layer for layer in model.layers if type(layer) in (Conv2D, DepthwiseConv2D, Dense)]
+    # every BatchNormalization, activation and Add was absorbed into a weighted step: one
+    # step per Conv2D/DepthwiseConv2D/Dense, and no standalone elementwise step
+    assert kinds.count("Elementwise") == 0, kinds
+    assert sum(kind in ("Window", "Matmul", "Depthwise") for kind in kinds) == len(weighted)
 
 
 def test_efficientnet_architecture_equals_forward(monkeypatch):
@@ -209,11 +213,23 @@ def test_predict_falls_back_to_forward_for_unknown_layers():
     np.testing.assert_allclose(model.predict(x), 2 * (x @ model.layers[0].kernel.value))
 
 
-def test_predict_default_batch_size_and_input_checks():
+def test_predict_default_batch_size_and_input_checks(monkeypatch):
+    """Keras's predict runs batches of 32 when batch_size is None; so does ours."""
     model = Sequential([Input((4,)), Dense(2)])
     x = np.random.default_rng(4).normal(size=(70, 4)).astype(np.float32)
+    sizes = []
+
+    def recording(model):
+        def run(batch):
+            sizes.append(len(batch))
+            return model.forward(batch)
+        return run
+
+    monkeypatch.setattr(inference, "inference_function", recording)
     np.testing.assert_allclose(model.predict(x), model.forward(x), rtol=1e-6)
-    assert retrain.engine.DEFAULT_BATCH_SIZE == inference.DEFAULT_BATCH_SIZE == 32
+    assert sizes == [32, 32, 6]
+    monkeypatch.undo()
+    np.testing.assert_allclose(model.predict(x), model.forward(x), rtol=1e-6)
     with pytest.raises(ValueError, match=r"expects shape \(None, 4\)"):
         model.predict(np.ones((2, 5), np.float32))
 
@@ -267,3 +283,30 @@ def test_efficientnet_reference_through_predict(monkeypatch):
     np.testing.assert_allclose(features, reference["features"], rtol=0, atol=1e-4)
     np.testing.assert_allclose(logits, reference["logits"], rtol=0, atol=1e-3)
     np.testing.assert_array_equal(np.argsort(-logits, axis=1)[:, :5], reference["top5"])
+
+
+@pytest.mark.parametrize("kind", [Conv2D, DepthwiseConv2D, Dense])
+@pytest.mark.parametrize("use_bias, scale, center", [(True, True, True), (False, False, True),
+                                                     (True, True, False), (False, True, False)])
+def test_the_plan_folds_batch_norm_into_the_layer_before(kind, use_bias, scale, center):
+    """bn_affine + Weighted.fold, the folding predict uses, against the two layers' own
+    forward passes (BN in inference mode), in float64 to a tight tolerance."""
+    from retrain.engine.inference_steps import Depthwise, Matmul, Window, bn_affine
+    layer = (Dense(4, use_bias=use_bias) if kind is Dense else
+             DepthwiseConv2D(3, depth_multiplier=2, use_bias=use_bias)
+             if kind is DepthwiseConv2D else Conv2D(4, 3, use_bias=use_bias))
+    shape = (5,) if kind is Dense else (6, 6, 3)
+    bn = BatchNormalization(scale=scale, center=center, epsilon=1e-3)
+    _randomize(Sequential([Input(shape), layer, bn]), seed=3)
+    x = np.random.default_rng(5).normal(size=(2,) + shape)
+    want = bn.forward(layer.forward(x), training=False)
+    step = {Dense: Matmul, Conv2D: Window, DepthwiseConv2D: Depthwise}[kind](
+        [0], 1, layer, layer.weights[0].value.astype(np.float64))     # the kernel
+    step.fold(*bn_affine(bn))
+    if kind is Dense:
+        got = x @ step.kernel
+    else:
+        conv = (kernels.depthwise_conv2d_forward if kind is DepthwiseConv2D
+                else kernels.conv2d_forward)
+        got = conv(x, step.kernel)
+    np.testing.assert_allclose(got + step.stages["bias"], want, rtol=1e-6, atol=1e-6)

@@ -211,27 +211,6 @@ def test_pad2d_round_trip():
     np.testing.assert_array_equal(kernels.pad2d_backward(xp, pads), x)
 
 
-@pytest.mark.parametrize("depthwise", [False, True])
-@pytest.mark.parametrize("with_bias, scale, center", [(True, True, True), (False, False, True),
-                                                      (True, True, False)])
-def test_fold_batchnorm_equals_conv_then_bn(depthwise, with_bias, scale, center):
-    x = RNG.normal(size=(2, 6, 6, 3))
-    kernel = RNG.normal(size=(3, 3, 3, 2 if depthwise else 4))
-    channels = 6 if depthwise else 4
-    bias = RNG.normal(size=channels) if with_bias else None
-    gamma = RNG.uniform(0.5, 1.5, channels) if scale else None
-    beta = RNG.normal(size=channels) if center else None
-    mean, var, eps = RNG.normal(size=channels), RNG.uniform(0.01, 2, channels), 1e-3
-    conv = kernels.depthwise_conv2d_forward if depthwise else kernels.conv2d_forward
-    pads = kernels.window_pads((6, 6), (3, 3), (1, 1), (1, 1), "same")
-    z = conv(x, kernel, pads=pads) + (0 if bias is None else bias)
-    want = (z - mean) / np.sqrt(var + eps) * (1 if gamma is None else gamma) + (
-        0 if beta is None else beta)
-    folded_kernel, folded_bias = kernels.fold_batchnorm(kernel, bias, gamma, beta, mean, var,
-                                                        eps, depthwise=depthwise)
-    np.testing.assert_allclose(conv(x, folded_kernel, pads=pads) + folded_bias, want, atol=1e-12)
-
-
 @pytest.mark.parametrize("fn", [kernels.conv2d_forward, kernels.depthwise_conv2d_forward])
 def test_kernels_keep_float32(fn):
     x = RNG.normal(size=(1, 5, 5, 2)).astype(np.float32)

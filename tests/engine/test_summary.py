@@ -1,4 +1,5 @@
-"""The Keras-style summary table: the seed CNN's parameter counts, totals and frozen layers."""
+"""The Keras-style summary table against tables Keras itself printed: MobileNetV2 (Keras 3
+and tf_keras), the seed CNN's parameter counts, totals and frozen layers."""
 import json
 from pathlib import Path
 
@@ -11,6 +12,40 @@ from retrain.engine import (Add, BatchNormalization, Dense, Input, Model, Sequen
 from retrain.engine.summary import readable_size, summary_table
 
 SEED_CNN = Path(__file__).parents[1] / "fixtures" / "keras" / "seed_cnn" / "seed_cnn.json"
+MOBILENET_V2 = Path(__file__).parents[1] / "fixtures" / "keras" / "mobilenet_v2"
+
+
+def _cells(table):
+    """The rows of a box-drawn table as lists of cells, a cell wrapped over several lines
+    joined with spaces (Keras wraps long names; column widths differ between printers)."""
+    rows, current = [], None
+    for line in table.splitlines():
+        if line.startswith("│"):
+            cells = [cell.strip() for cell in line.strip().strip("│").split("│")]
+            current = current or [[] for _ in cells]
+            for parts, cell in zip(current, cells):
+                if cell:
+                    parts.append(cell)
+        elif current is not None:
+            rows.append([" ".join(parts) for parts in current])
+            current = None
+    return rows
+
+
+def test_mobilenet_v2_summary_equals_what_keras_3_printed():
+    from retrain.backbones import mobilenet_v2
+    clear_session()
+    model = mobilenet_v2(alpha=0.35, input_shape=(96, 96, 3), pooling="avg", weights=None)
+    ours = summary_table(model)
+    keras = (MOBILENET_V2 / "mobilenet_v2_summary_keras3.txt").read_text(encoding="utf-8")
+    assert ours.splitlines()[0] == keras.splitlines()[0] == 'Model: "mobilenetv2_0.35_96"'
+    assert len(_cells(keras)) == len(model.layers) == 155
+    assert _cells(ours) == _cells(keras)          # names, types, shapes, params, wiring
+    assert ours.strip().splitlines()[-3:] == keras.strip().splitlines()[-3:]
+    # tf_keras prints the same totals without thousands separators
+    tf_keras = (MOBILENET_V2 / "mobilenet_v2_summary_tf_keras.txt").read_text(encoding="utf-8")
+    totals = [line.replace(",", "").strip() for line in ours.strip().splitlines()[-3:]]
+    assert totals == [line for line in tf_keras.splitlines() if "params:" in line]
 
 
 def _row(table, name):

@@ -97,3 +97,11 @@ def test_top_predictions_are_sorted_and_capped():
     assert tops == [[{"label": "b", "probability": pytest.approx(0.7)},
                      {"label": "c", "probability": pytest.approx(0.2)},
                      {"label": "a", "probability": pytest.approx(0.1)}]]
+
+
+def test_loss_is_keras_sparse_crossentropy_with_its_1e7_clip():
+    """The loss in metrics.json is the one training reports as val_loss: Keras clips
+    probabilities to [1e-7, 1 - 1e-7] (keras.backend.epsilon()), so a sure mistake costs
+    -log(1e-7) = 16.118, not the 27.6 of a 1e-12 clip."""
+    m = evaluate_predictions([[1.0, 0.0, 0.0], [0.2, 0.7, 0.1]], [1, 1], ["a", "b", "c"])
+    assert m["loss"] == pytest.approx((-np.log(1e-7) - np.log(0.7)) / 2, rel=1e-6)
