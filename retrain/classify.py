@@ -75,7 +75,11 @@ def classify(model, paths, top_k=3, batch_size=32, workers=2):
     files = iter_image_files(paths)
     for done, probabilities in predict_probabilities(model, files, batch_size, workers):
         tops = iter(top_predictions(probabilities, labels, top_k))
+        finite = iter(np.isfinite(probabilities).all(axis=1))
         for path, reason in done:
+            if reason is None and not next(finite):
+                next(tops)
+                reason = "the model's output for it is not finite (NaN or infinity)"
             if reason is None:
                 yield {"path": str(path), "top": next(tops)}
             else:

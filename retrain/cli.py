@@ -12,6 +12,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 from . import __version__
@@ -365,7 +366,10 @@ def main(argv=None):
         return 0
     try:
         args = parser.parse_args(argv)
-        return args.func(args)
+        with warnings.catch_warnings():
+            # numpy's overflow warnings: a non-finite loss or output is reported as an error
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return args.func(args)
     except KeyboardInterrupt:
         _err("\ninterrupted; files already written are complete (all writes are atomic)")
         return 130

@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath
 
 from .engine import atomic_write
 from .errors import DataError
+from .output import json_ready
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
            "relative_posix", "resolve_relative", "sha256_file"]
@@ -29,8 +30,10 @@ def atomic_write_text(path, text, encoding="utf-8"):
 
 
 def atomic_write_json(path, obj, indent=2):
-    """JSON in UTF-8, non-ASCII kept readable ('café', not 'caf\\u00e9'), newline-terminated."""
-    atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+    """JSON in UTF-8, non-ASCII kept readable ('café', not 'caf\\u00e9'), newline-terminated;
+    non-finite numbers as null (NaN is not JSON) and strings as output.utf8 gives them."""
+    text = json.dumps(json_ready(obj), indent=indent, ensure_ascii=False, allow_nan=False)
+    atomic_write_text(path, text + "\n")
 
 
 def sha256_file(path):

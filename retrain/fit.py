@@ -78,6 +78,22 @@ class _EpochBar(Callback):
         self.bar.close()
 
 
+class _StopWhenNotFinite(Callback):
+    """A diverged run (--lr 1e38) ends with a clear error, not a model of NaN weights."""
+
+    def __init__(self, learning_rate):
+        super().__init__()
+        self.learning_rate = learning_rate
+
+    def on_epoch_end(self, epoch, logs=None):
+        bad = {k: v for k, v in (logs or {}).items() if "loss" in k and not np.isfinite(v)}
+        if bad:
+            raise ConfigError(f"Training diverged: after epoch {epoch + 1} the loss is "
+                              f"{', '.join(f'{k}={v}' for k, v in bad.items())}.",
+                              hint=f"Lower --lr (now {self.learning_rate:g}), e.g. to "
+                                   f"{self.learning_rate / 10:g}.")
+
+
 def train_head(train, val, num_classes, options, progress=True):
     """Train a new head on (features, targets) pairs `train` and `val` (val may be empty).
 
@@ -96,7 +112,7 @@ def train_head(train, val, num_classes, options, progress=True):
     head.compile(optimizer=Adam(learning_rate=options.learning_rate),
                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     weights = balanced_class_weights(y, num_classes)
-    callbacks = [_EpochBar(options.epochs, progress)]
+    callbacks = [_StopWhenNotFinite(options.learning_rate), _EpochBar(options.epochs, progress)]
     stopper = None
     if len(val[1]):
         stopper = EarlyStopping(monitor="val_loss", patience=options.patience,

@@ -6,6 +6,7 @@ with an EXIF orientation tag, and the occasional decompression bomb. Each become
 an (H, W, 3) uint8 RGB array as a person would see it, or an ImageError with a reason
 short enough for one line of skipped.tsv.
 """
+import stat
 import threading
 import warnings
 from pathlib import Path
@@ -57,7 +58,11 @@ def decode_image(path, max_pixels=MAX_PIXELS):
             0-pixel size), is corrupt or truncated, or has more than `max_pixels` pixels.
     """
     try:
-        if Path(path).stat().st_size == 0:
+        status = Path(path).stat()
+        if not stat.S_ISREG(status.st_mode) and not stat.S_ISDIR(status.st_mode):
+            # a FIFO would block, /dev/zero never end (a folder: the OS's own reason below)
+            raise ImageError("not a regular file (a FIFO, device or socket)")
+        if status.st_size == 0:
             raise ImageError("the file is empty (0 bytes)")
         with _open_refusing_bombs(path) as image:
             _check_size(image, max_pixels)

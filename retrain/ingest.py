@@ -82,6 +82,7 @@ def ingest(data_dir, min_classes=2):
     files_by_class, skipped, warnings = {}, [], []
     for parent in class_parents:
         for class_name in _subfolders(parent):
+            _check_class_name(parent / class_name, class_name)
             files = files_by_class.setdefault(class_name, [])
             seen = {os.path.realpath(root), os.path.realpath(parent)}
             _walk(root, parent / class_name, seen, files, skipped, warnings)
@@ -190,6 +191,18 @@ def _walk(root, folder, seen, files, skipped, warnings):
             files.append(relative)
         else:
             skipped.append((relative, "broken symbolic link or not a regular file"))
+
+
+def _check_class_name(folder, name):
+    """A class name is a line of labels.txt and a label in every output: no line breaks or
+    other control characters, and valid UTF-8."""
+    bad = [c for c in name if ord(c) < 32 or 0x7f <= ord(c) < 0xa0 or c in "\u2028\u2029"]
+    if bad or not _utf8(name):
+        what = "control characters (a line break?)" if bad else "bytes that are not UTF-8"
+        shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise DataError(f"The class folder name {shown!r} holds {what}: {folder.parent}.",
+                        hint="Rename the folder; a class name becomes one line of "
+                             "labels.txt.")
 
 
 def _subfolders(folder):

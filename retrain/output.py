@@ -14,7 +14,7 @@ import json
 import math
 import re
 
-__all__ = ["CONTROL", "utf8", "printable", "json_line", "csv_line"]
+__all__ = ["CONTROL", "utf8", "printable", "json_ready", "json_line", "csv_line"]
 
 # What a terminal obeys or reorders, printed as escapes: C0 controls but tab and newline,
 # DEL, C1 controls (\x9b is CSI) and the bidirectional overrides (trojan-source).
@@ -37,12 +37,12 @@ def printable(text):
                        utf8(text))
 
 
-def _json_ready(value):
+def json_ready(value):
     """`value` with non-finite numbers as null and every string valid UTF-8."""
     if isinstance(value, dict):
-        return {utf8(k): _json_ready(v) for k, v in value.items()}
+        return {utf8(k) if isinstance(k, str) else k: json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return utf8(value) if isinstance(value, str) else value
@@ -50,7 +50,7 @@ def _json_ready(value):
 
 def json_line(value):
     """One line of JSON; the controls json.dumps leaves raw (DEL, C1...) as \\u escapes."""
-    text = json.dumps(_json_ready(value), ensure_ascii=False, allow_nan=False)
+    text = json.dumps(json_ready(value), ensure_ascii=False, allow_nan=False)
     return CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 

@@ -130,7 +130,10 @@ def _set_aside_failures(dataset, found, run_dir):
 
 
 def _tsv(text):
-    return str(text).replace("\t", " ").replace("\n", " ").replace("\r", " ")
+    """A TSV field that names the file exactly: backslash, tab, newline and CR escaped as
+    \\\\, \\t, \\n and \\r (the README shows how to read them back)."""
+    return str(text).translate({ord("\\"): "\\\\", ord("\t"): "\\t", ord("\n"): "\\n",
+                                ord("\r"): "\\r"})
 
 
 def _split(dataset, options, run_dir):

@@ -14,9 +14,10 @@ Details:
   share a split and can never sit on both sides of train/test.
 - The first 8 bytes of the key's sha1 give a percentage p in [0, 100): val if
   p < val_percent, test if p < val_percent + test_percent, else train.
-- Every class with enough images gets at least one val and one test image. When hashing
-  leaves a split empty for a class, the image whose p is nearest to that split's range is
-  moved there. This is the one exception to stability: it concerns only classes too small
+- A class with at least one image always gets a training image first, then a val image,
+  then a test image, as far as its images go (1 image: train; 2: train and val; 3 or
+  more: one of each at least). When hashing leaves a split empty for a class, the image
+  whose p is nearest to that split's range is moved there. This is the one exception to stability: it concerns only classes too small
   to fill each split by chance, and a later image that hashes into the split naturally
   sends the borrowed one back.
 - Explicit DATA/train, DATA/val, DATA/test folders are used as given; a missing val/ or
@@ -133,15 +134,17 @@ def _natural_split(percentage, ranges):
 
 
 def _fill_empty(members, wanted, ranges):
-    """Give each wanted split of one class at least one image, if the class has enough.
+    """Give each wanted split of one class at least one image, in the order of priority
+    train, val, test, as far as the class's images go.
 
-    Only a split holding 2 or more images gives one away, so no split is emptied; the image
-    moved is the donor's one whose hash lies nearest the empty split's range (ties: path).
-    """
-    for target in ("val", "test", "train"):
+    A split holding 2 or more images gives one away first; failing that, a split of lower
+    priority gives its only image (so a 1-image class always trains). The image moved is
+    the donor's one whose hash lies nearest the empty split's range (ties: path)."""
+    for rank, target in enumerate(SPLITS):
         if target not in wanted or members[target]:
             continue
-        donors = [name for name in SPLITS if name != target and len(members[name]) >= 2]
+        donors = ([name for name in SPLITS if name != target and len(members[name]) >= 2]
+                  or [name for name in SPLITS[rank + 1:] if members[name]])
         if not donors:
             continue
         low, high = ranges[target]

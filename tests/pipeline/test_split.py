@@ -69,6 +69,22 @@ def test_each_class_with_three_images_gets_one_of_each(image_tree):
     assert result.warnings == []
 
 
+@pytest.mark.parametrize("size, expected", [(1, ["train"]), (2, ["train", "val"]),
+                                           (3, ["train", "val", "test"])])
+def test_a_small_class_gets_train_then_val_then_test_whatever_its_names(image_tree, size,
+                                                                       expected):
+    """With val and test taking 95% of the hash range, nearly every image hashes out of
+    train; each class must still train first (issue 9: b/img002.png alone failed the run)."""
+    dataset = ingest(image_tree({f"class{n:02d}": size for n in range(40)}))
+    result = split(dataset, val_percent=45, test_percent=50)
+    hashed_out = sum(hash_percentage(r) < 95 for r, _ in dataset.records)
+    assert hashed_out > 30 * size                       # the guarantee is what is tested
+    for label in range(40):
+        got = [name for name in SPLITS for i in result.indices(name)
+               if dataset.records[i][1] == label]
+        assert sorted(got, key=SPLITS.index) == expected, label
+
+
 def test_the_guarantee_takes_the_image_hashed_nearest_the_empty_split(image_tree):
     dataset = ingest(image_tree({"a": 5, "b": 5}))
     result = split(dataset, val_percent=1, test_percent=1)
