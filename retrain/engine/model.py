@@ -200,11 +200,13 @@ class Sequential(Model):
         self._layers = []
         self._graph = []
         for layer in layers or []:
-            self.add(layer)
+            self.add(layer, wire=False)
+        if self._input is not None:
+            self._wire_layers()     # once: wiring after each add is quadratic in the layers
         if not trainable:
             self.trainable = False
 
-    def add(self, layer):
+    def add(self, layer, wire=True):
         if isinstance(layer, KerasTensor):
             layer = layer.layer
         if isinstance(layer, InputLayer):
@@ -217,7 +219,7 @@ class Sequential(Model):
         if not self._layers and self._input is None and layer._batch_input_shape is not None:
             self._input = Input(layer._batch_input_shape[1:])
         self._layers.append(layer)
-        if self._input is not None:
+        if self._input is not None and wire:
             self._wire_layers()
 
     def _wire_layers(self):

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from retrain.engine import Add, ConfigError, Dense, Input, Model, Sequential, clear_session
+from retrain.engine import (Activation, Add, ConfigError, Dense, Input, Model, Sequential,
+                            clear_session)
 
 
 def _frozen_base():
@@ -79,3 +80,20 @@ def test_outputs_that_need_an_input_not_given_are_refused():
     a, b = Input((3,)), Input((3,))
     with pytest.raises(ConfigError, match="not in `inputs`"):
         Model(a, Add()([a, b]))
+
+
+def test_long_chains_are_wired_once_and_walked_without_recursion(monkeypatch):
+    """A model file may hold thousands of layers: Sequential(list) sorts its graph once (not
+    after every layer: quadratic), and the sort uses no recursion (Python stops at 1,000)."""
+    from retrain.engine import model as model_module
+
+    sorts = []
+    real_sort = model_module._topological_order
+    monkeypatch.setattr(model_module, "_topological_order",
+                        lambda outputs: sorts.append(1) or real_sort(outputs))
+    layers = [Input((3,))] + [Activation("relu", name=f"relu_{i}") for i in range(3000)]
+    chain = Sequential(layers + [Dense(2, name="out")])
+    assert len(sorts) == 1 and len(chain.layers) == 3001
+    assert chain.layers[0].name == "relu_0" and chain.layers[-1].name == "out"
+    np.testing.assert_allclose(chain.predict(np.ones((1, 3), np.float32)),
+                               chain.get_layer("out")(np.ones((1, 3), np.float32)), rtol=1e-6)
