@@ -63,8 +63,8 @@ def cmd_fit(args):
     options = RunOptions(backbone=args.backbone, val_percent=args.val_percent,
                          test_percent=args.test_percent, cache_dir=args.cache,
                          workers=args.workers, progress=not args.quiet, head=head)
-
-    if (Path(args.out) / "model.h5").exists():
+    earlier = (Path(args.out) / "model.h5").exists()
+    if earlier:
         _err(f"note: {args.out} holds an earlier run; its files are replaced when this run "
              "completes (give another --out to keep it)")
 
@@ -73,7 +73,12 @@ def cmd_fit(args):
             _err(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {_STAGE_TEXT.get(name, name)}")
 
     started = time.monotonic()
-    result = run(args.data, args.out, options, on_stage=on_stage)
+    try:
+        result = run(args.data, args.out, options, on_stage=on_stage)
+    except (RetrainError, OSError):
+        if earlier:
+            _err(f"note: this run failed; the earlier run's files in {args.out} are untouched")
+        raise
     for warning in result.warnings:
         _err(f"warning: {warning}")
     m = result.metrics
@@ -366,8 +371,7 @@ def main(argv=None):
         return 0
     try:
         args = parser.parse_args(argv)
-        with warnings.catch_warnings():
-            # numpy's overflow warnings: a non-finite loss or output is reported as an error
+        with warnings.catch_warnings():   # numpy overflows: non-finite results are errors
             warnings.simplefilter("ignore", RuntimeWarning)
             return args.func(args)
     except KeyboardInterrupt:

@@ -47,8 +47,10 @@ def test_a_full_disk_during_export_keeps_the_old_run_whole(trained, small_data, 
     capsys.readouterr()
     fill_disk_at_write(monkeypatch, after_bytes=1000, binary_only=True)
     assert fit(small_data, trained, tmp_path / "cache", "--seed", "7") == 2
-    line = error_lines(capsys.readouterr().err)
+    err = capsys.readouterr().err
+    line = error_lines(err)
     assert "No space left on device" in line and "model.h5" in line
+    assert f"note: this run failed; the earlier run's files in {trained} are untouched" in err
     assert snapshot(trained) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "data", "run"]  # no staging
     monkeypatch.undo()
