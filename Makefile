@@ -21,7 +21,7 @@ $(error make retrain does not know $(UNKNOWN); give `retrain fit` options in ARG
 endif
 endif
 
-.PHONY: install test retrain pretrained bench bench-torch clean
+.PHONY: install test retrain pretrained bench bench-torch report-check clean
 
 install: $(STAMP)
 
@@ -46,6 +46,14 @@ retrain: $(STAMP) pretrained
 	@data=$(call shell_quote,$(DATA)); run=$(call shell_quote,$(RUN)); \
 	if [ -z "$$run" ]; then run="runs/$$(basename -- "$$data")"; fi; \
 	set -x; $(PY) -m retrain fit "$$data" --out "$$run" $(ARGS)
+
+# report.html in headless Chromium at 1280 px: no console message, a screenshot in
+# runs/report-check.png (of a made-up 3-class run; REPORT=runs/x/report.html checks a real
+# one). Skips, saying why, where no Chromium is installed (apt-get install chromium).
+report-check: $(STAMP)
+	REPORT_SCREENSHOT=runs/report-check.png REPORT_HTML=$(call shell_quote,$(REPORT)) \
+	  $(PY) -m pytest -q -rs -p no:cacheprovider tests/pipeline/test_report_browser.py
+	@test ! -f runs/report-check.png || echo "screenshot: runs/report-check.png"
 
 # Speed and memory on this machine -> bench.json and a table (bench/bench.py says what and
 # how). --scale adds `retrain fit` on 1,000 and 10,000 generated images (about 3 of the

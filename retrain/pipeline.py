@@ -92,7 +92,7 @@ def _run(data, run_dir, options, announce):
     metrics = _evaluate(dataset, features, parts, head, backbone, found, run_dir)
     announce("report")
     report_path = write_report(run_dir / "report.html", metrics, history, dataset.root,
-                               title=f"retrain: {Path(data).name}")
+                               title=f"retrain: {Path(data).name}", skipped=dataset.skipped)
     announce("export")
     model_path = export_model(run_dir, backbone, head, dataset.classes,
                               _model_metadata(data, backbone, options, metrics, dataset))

@@ -176,6 +176,10 @@ def test_report_is_self_contained_valid_html_with_decodable_images(hostile_datas
     text = " ".join(checker.text)
     assert f"{result.metrics['test']['accuracy']:.4f}" in text
     assert page.count("<svg") == 2 and "日本" in text
+    skipped = result.skipped
+    assert f"{len(skipped)} files skipped:" in text and len(skipped) >= 2
+    for path, _ in skipped[:20]:                              # each with its reason
+        assert path in text
 
 
 @pytest.mark.skipif(not WEIGHTS.is_file(),

@@ -6,6 +6,7 @@ import re
 from html.parser import HTMLParser
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from retrain.evaluate import evaluate_predictions
@@ -88,3 +89,66 @@ def test_many_classes_keep_the_confusion_picture_small_and_no_val_is_explained(t
     width, height = images_in(page)[0]
     assert width <= 1200 and height <= 1200
     assert page.count("<svg") == 2
+
+
+def svg_of(page, title):
+    return re.search(rf'<svg [^>]*aria-label="{title}">.*?</svg>', page, re.S).group(0)
+
+
+def test_learning_curves_have_ticks_a_grid_the_best_epoch_and_the_legend_outside(tmp_path):
+    metrics = metrics_for(["a", "b", "c"], {"train": 6, "val": 4, "test": 4},
+                          np.random.default_rng(2))
+    losses = list(np.linspace(1.2, 0.3, 20))
+    history = {"loss": losses, "accuracy": [1 - v / 2 for v in losses],
+               "val_loss": [v + 0.2 for v in losses], "val_accuracy": [0.8] * 20,
+               "best_epoch": 15}
+    svg = svg_of(render_report(metrics, history, tmp_path), "loss")
+    rect = re.search(r'<rect x="(\d+)" y="(\d+)" width="(\d+)" height="(\d+)"', svg)
+    left, top, width, height = map(float, rect.groups())
+    ticks = re.findall(r'<text x="([\d.]+)" y="([\d.]+)" font-size="10" '
+                       r'text-anchor="(end|middle)">([^<]+)</text>', svg)
+    y_labels = [float(t[3]) for t in ticks if t[2] == "end"]
+    x_labels = [int(t[3]) for t in ticks if t[2] == "middle"]
+    assert len(y_labels) >= 4 and y_labels == sorted(y_labels)       # 0.4 ... 1.4
+    assert y_labels[0] <= 0.3 + 0.2 and y_labels[-1] >= 1.2          # the values are inside
+    assert x_labels == [5, 10, 15, 20]
+    assert svg.count('class="grid"') == len(y_labels) + len(x_labels)
+    best = re.search(r'<line class="best" x1="([\d.]+)"', svg)
+    assert float(best.group(1)) == pytest.approx(left + width * 14 / 19, abs=0.1)
+    assert "best epoch (15)" in svg
+    # every legend entry sits above the plot rectangle, where no curve runs
+    legend_ys = [float(y) for y in re.findall(r'<g class="legend"><line [^>]*y1="([\d.]+)"', svg)]
+    assert len(legend_ys) == 3 and all(y < top for y in legend_ys)
+    for points in re.findall(r'points="([^"]+)"', svg):
+        ys = [float(p.split(",")[1]) for p in points.split()]
+        assert top <= min(ys) and max(ys) <= top + height
+
+
+def test_small_mistakes_are_scaled_up_nearest_neighbour(tmp_path):
+    metrics = metrics_for(["a", "b"], {"train": 2, "val": 0, "test": 6}, np.random.default_rng(3))
+    pixels = np.random.default_rng(4).integers(0, 255, (28, 28, 3), np.uint8)
+    (tmp_path / "x").mkdir()
+    Image.fromarray(pixels).save(tmp_path / "x" / "small.png")
+    metrics["test"]["misclassified"] = [dict(metrics["test"]["misclassified"][0],
+                                             path="x/small.png")]
+    page = render_report(metrics, {"loss": [1.0]}, tmp_path)
+    payload = re.findall(r'src="data:image/png;base64,([^"]*)"', page)[-1]
+    with Image.open(io.BytesIO(base64.b64decode(payload))) as image:
+        thumb = np.asarray(image.convert("RGB"))
+    assert thumb.shape == (140, 140, 3)
+    np.testing.assert_array_equal(thumb[::5, ::5], pixels)          # 5x5 blocks of each pixel
+
+
+def test_confusion_counts_are_a_table_and_skipped_files_are_listed(tmp_path):
+    metrics = metrics_for(["cat", "dog"], {"train": 2, "val": 0, "test": 8},
+                          np.random.default_rng(5))
+    skipped = [(f"cat/bad{i}.png", "not an image") for i in range(23)]
+    page = render_report(metrics, {"loss": [1.0]}, tmp_path, skipped=skipped)
+    assert_valid(page)
+    table = re.search(r'<table class="confusion">.*?</table>', page, re.S).group(0)
+    cells = [int(v) for v in re.findall(r"<td[^>]*>(\d+)</td>", table)]
+    assert cells == [v for row in metrics["test"]["confusion_matrix"] for v in row]
+    assert "23 files skipped" in page and "cat/bad19.png</code>: not an image" in page
+    assert "cat/bad20.png" not in page and "and 3 more: all are in skipped.tsv" in page
+    one = render_report(metrics, {"loss": [1.0]}, tmp_path, skipped=skipped[:1])
+    assert "1 file skipped" in one
