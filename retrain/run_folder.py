@@ -35,7 +35,8 @@ def run_folder(out):
     """Yield the staging folder for one run's outputs; when the block ends without an
     error, its contents become RUN's, as a whole. RUN is checked (writable, not in use)
     before the block runs, so a problem shows before any image is read."""
-    run_dir = Path(out)
+    # The real folder: staging goes beside it, so "." and a symlink need their true name.
+    run_dir = Path(os.path.realpath(out))
     created = not run_dir.exists()
     try:
         with _writing(run_dir):

@@ -95,3 +95,16 @@ def test_leftovers_of_killed_runs_are_removed_and_the_new_set_replaces_the_old(
     assert new["model.h5"] != old["model.h5"] and new["split.json"] == old["split.json"]
     assert not staging.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "data", "run"]
+
+
+def test_out_may_be_the_current_folder_or_a_symlink(small_data, tmp_path, stand_in,
+                                                    monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert fit(small_data, ".", tmp_path / "cache") == 0
+    (tmp_path / "link").symlink_to(here)
+    assert fit(small_data, tmp_path / "link", tmp_path / "cache", "--seed", "7") == 0
+    assert (tmp_path / "link").is_symlink()
+    assert sorted(snapshot(here)) == ["history.json", "labels.txt", "metrics.json", "model.h5",
+                                      "report.html", "skipped.tsv", "split.json"]
