@@ -18,9 +18,9 @@ from pathlib import Path
 from . import __version__
 from .backbones import BACKBONES, DEFAULT_BACKBONE, convert, describe_backbones
 from .classify import classify, model_labels
-from .cli_text import ClassifyTable, info_lines
-from .cli_usage import HelpFormatter, Parser, percent, positive_int
-from .errors import ConfigError, RetrainError, UsageError
+from .cli_text import STAGE_TEXT, ClassifyTable, info_lines
+from .cli_usage import HelpFormatter, Parser, percent, positive_int, sigterm_as_ctrl_c
+from .errors import ConfigError, Interrupted, RetrainError, UsageError
 from .export import describe
 from .features import default_cache_dir
 from .fit import HeadOptions
@@ -41,13 +41,6 @@ def _err(text):
 
 
 # -- fit -----------------------------------------------------------------------------------
-_STAGE_TEXT = {"ingest": "finding the images", "features": "computing backbone features",
-               "skip": "setting aside files that cannot be decoded",
-               "split": "splitting into train, val and test", "fit": "training the head",
-               "evaluate": "scoring train, val and test", "report": "writing report.html",
-               "export": "writing model.h5 and labels.txt"}
-
-
 def cmd_fit(args):
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ConfigError(f"--out must be a folder; {args.out} is a file.",
@@ -70,7 +63,7 @@ def cmd_fit(args):
 
     def on_stage(name):
         if not args.quiet:
-            _err(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {_STAGE_TEXT.get(name, name)}")
+            _err(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {STAGE_TEXT.get(name, name)}")
 
     started = time.monotonic()
     try:
@@ -371,9 +364,13 @@ def main(argv=None):
         return 0
     try:
         args = parser.parse_args(argv)
-        with warnings.catch_warnings():   # numpy overflows: non-finite results are errors
-            warnings.simplefilter("ignore", RuntimeWarning)
+        with warnings.catch_warnings(), sigterm_as_ctrl_c():
+            warnings.simplefilter("ignore", RuntimeWarning)   # non-finite results are errors
             return args.func(args)
+    except Interrupted as stop:
+        _err(f"\ninterrupted: the features of {stop.kept} of the {stop.total} images computed "
+             "are kept in the cache; run the same command again to resume")
+        return 130
     except KeyboardInterrupt:
         _err("\ninterrupted; files already written are complete (all writes are atomic)")
         return 130

@@ -1,7 +1,14 @@
 """What the CLI prints, as lines of text built from plain data (cli.py does the printing):
 `retrain info`'s readable key: value lines and `retrain classify`'s table."""
 
-__all__ = ["ClassifyTable", "info_lines"]
+__all__ = ["STAGE_TEXT", "ClassifyTable", "info_lines"]
+
+# `retrain fit`'s stage lines: what each stage of pipeline.STAGES does
+STAGE_TEXT = {"ingest": "finding the images", "features": "computing backbone features",
+              "skip": "setting aside files that cannot be decoded",
+              "split": "splitting into train, val and test", "fit": "training the head",
+              "evaluate": "scoring train, val and test", "report": "writing report.html",
+              "export": "writing model.h5 and labels.txt"}
 
 _LABELS_SHOWN = 20
 _LABEL_WIDTH_MOST = 24          # longer labels (a few ImageNet ones) are cut with an ellipsis

@@ -1,13 +1,16 @@
 """argparse in the tool's words: a mistake on the command line becomes a UsageError (one
 `error:` line and a hint, printed by cli.main) naming the option, what is wrong and what to
-do, with difflib's "did you mean --epochs?"; help shows defaults, except on flags."""
+do, with difflib's "did you mean --epochs?"; help shows defaults, except on flags. And
+SIGTERM, which the CLI turns into Ctrl-C."""
 import argparse
+import contextlib
 import difflib
 import re
+import signal
 
 from .errors import UsageError
 
-__all__ = ["HelpFormatter", "Parser", "positive_int", "percent"]
+__all__ = ["HelpFormatter", "Parser", "positive_int", "percent", "sigterm_as_ctrl_c"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -119,3 +122,20 @@ def percent(text):
         raise argparse.ArgumentTypeError(f"must be from 0 up to (not including) 100; "
                                          f"got {text}")
     return value
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c():
+    """SIGTERM (a CI timeout, `kill`) stops a run as Ctrl-C does, so finished work is saved."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:                       # not the main thread: leave signals alone
+        previous = interrupt
+    try:
+        yield
+    finally:
+        if previous is not interrupt:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

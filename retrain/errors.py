@@ -11,6 +11,16 @@ class UsageError(ConfigError):
     """The command line itself is wrong: an unknown option, a bad value, a missing one."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped feature extraction after the features computed so far were
+    written to the cache: `kept` of the `total` images that needed the backbone. A
+    KeyboardInterrupt, so that whatever catches Ctrl-C still does."""
+
+    def __init__(self, kept, total):
+        super().__init__(f"interrupted after {kept} of {total} images")
+        self.kept, self.total = kept, total
+
+
 class DataError(RetrainError, ValueError):
     """The dataset folder cannot be used as given (too few classes, an empty class...)."""
 
@@ -28,5 +38,5 @@ class PretrainedMissingError(RetrainError, FileNotFoundError):
 
 
 __all__ = ["RetrainError", "ConfigError", "ModelFileError", "ShapeError",
-           "UnsupportedLayerError", "WeightsError", "UsageError", "DataError", "ImageError",
+           "UnsupportedLayerError", "WeightsError", "UsageError", "Interrupted", "DataError", "ImageError",
            "UnsafeFileError", "PretrainedMissingError"]

@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 
 from .engine import atomic_write, remove_stale_temps
-from .errors import ModelFileError
+from .errors import Interrupted, ModelFileError
 from .files import sha256_file
 from .preprocess import iter_batches, recipe_hash
 from .progress import progress_bar
@@ -220,24 +220,41 @@ def extract_features(paths, backbone, recipe, cache, batch_size=32, workers=2,
 def _extract_misses(todo, backbone, recipe, cache, batch_size, workers, chunk_size,
                     flush_seconds, progress, cached=0):
     """Run the backbone on `todo` {key: path}, flushing to the cache in chunks.
-    Returns {key: reason} for the images that could not be decoded."""
+    Returns {key: reason} for the images that could not be decoded. Ctrl-C (or SIGTERM,
+    which the CLI turns into KeyboardInterrupt) writes what is computed, then raises
+    Interrupted, so that the same command resumes from there."""
     key_of = {path: key for key, path in todo.items()}
-    failed, done_keys, done = {}, [], []
+    failed, pending, saved = {}, [], [0]      # pending: (keys, features) per batch
+
+    def flush():
+        if pending:
+            keys = [key for batch_keys, _ in pending for key in batch_keys]
+            cache.add(keys, np.concatenate([block for _, block in pending]))
+            saved[0] += len(keys)
+            pending.clear()
+
     last_flush = time.monotonic()
-    with progress_bar(total=len(todo) + cached, initial=cached, unit="img",
-                      desc=f"features ({cached} cached)" if cached else "features",
-                      disable=not progress) as bar:
-        for batch, inputs in iter_batches(list(todo.values()), recipe, batch_size, workers):
-            failed.update((key_of[path], reason) for path, reason in batch if reason)
-            if len(inputs):
-                done.append(np.asarray(backbone.predict(inputs, batch_size=len(inputs)),
-                                       np.float32))
-                done_keys += [key_of[path] for path, reason in batch if reason is None]
-            bar.update(len(batch))
-            due = time.monotonic() - last_flush > flush_seconds
-            if done_keys and (len(done_keys) >= chunk_size or due):
-                cache.add(done_keys, np.concatenate(done))
-                done_keys, done, last_flush = [], [], time.monotonic()
-    if done_keys:
-        cache.add(done_keys, np.concatenate(done))
+    try:
+        with progress_bar(total=len(todo) + cached, initial=cached, unit="img",
+                          desc=f"features ({cached} cached)" if cached else "features",
+                          disable=not progress) as bar:
+            for batch, inputs in iter_batches(list(todo.values()), recipe, batch_size,
+                                              workers):
+                failed.update((key_of[path], reason) for path, reason in batch if reason)
+                if len(inputs):
+                    block = np.asarray(backbone.predict(inputs, batch_size=len(inputs)),
+                                       np.float32)
+                    # one append, so that an interrupt never splits keys from features
+                    pending.append(([key_of[path] for path, reason in batch if reason is None],
+                                    block))
+                bar.update(len(batch))
+                due = time.monotonic() - last_flush > flush_seconds
+                waiting = sum(len(keys) for keys, _ in pending)
+                if waiting and (waiting >= chunk_size or due):
+                    flush()
+                    last_flush = time.monotonic()
+    except KeyboardInterrupt:
+        flush()
+        raise Interrupted(saved[0], len(todo)) from None
+    flush()
     return failed

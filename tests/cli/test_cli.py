@@ -329,3 +329,41 @@ def test_evaluate_scores_a_model_on_a_folder_of_one_of_its_classes(trained, smal
     code, _, err = run_cli(capsys, "evaluate", trained / "model.h5", tmp_path / "empty")
     assert code == 2
     assert_one_error(err, "no class folder with images", "a class is needed")
+
+
+def test_sigterm_during_extraction_keeps_the_computed_features(small_data, tmp_path, stand_in,
+                                                               monkeypatch, capsys):
+    """SIGTERM (as Ctrl-C) in the 2nd batch of 8: the first 8 images' features are written;
+    the message says so; the same command computes only the rest."""
+    import os
+    import signal
+    from retrain import backbones, pipeline
+    loaded = backbones.load_backbone
+
+    def load_backbone(name):
+        model, calls = loaded(name), []
+        predict = model.predict
+
+        def terminated_on_the_second_batch(x, *args, **kwargs):
+            calls.append(len(x))
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return predict(x, *args, **kwargs)
+
+        model.predict = terminated_on_the_second_batch
+        return model
+
+    monkeypatch.setattr(backbones, "load_backbone", load_backbone)
+    extract = pipeline.extract_features
+    monkeypatch.setattr(pipeline, "extract_features",
+                        lambda *args, **kwargs: extract(*args, **dict(kwargs, batch_size=8)))
+    before = signal.getsignal(signal.SIGTERM)
+    argv = ["fit", small_data, "--out", tmp_path / "run", "--cache", tmp_path / "cache", "-q"]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 130 and out == "" and "Traceback" not in err
+    assert ("interrupted: the features of 8 of the 31 images computed are kept in the cache; "
+            "run the same command again to resume") in err
+    assert signal.getsignal(signal.SIGTERM) == before            # the handler is put back
+    monkeypatch.setattr(backbones, "load_backbone", loaded)
+    code, out, _ = run_cli(capsys, *argv)
+    assert code == 0 and "8 from the cache, 22 computed" in out

@@ -15,7 +15,7 @@ from PIL import Image
 from retrain.engine import Dense, Flatten, Input, Sequential
 from retrain.features import (FeatureCache, cache_namespace, extract_features,
                               model_fingerprint)
-from retrain.errors import ModelFileError
+from retrain.errors import Interrupted, ModelFileError
 from retrain.files import sha256_file
 from retrain.images import decode_image
 from retrain.preprocess import preprocess_batch
@@ -187,11 +187,14 @@ def test_failure_between_write_and_rename_leaves_no_trusted_entry(tmp_path, monk
     def replace_then_fail(src, dst):
         calls.append(dst)
         if len(calls) == 2:
-            raise KeyboardInterrupt     # as if killed right before the second rename
+            raise Killed                # as if killed (kill -9) right before the second rename
         real_replace(src, dst)
 
+    class Killed(BaseException):        # not Ctrl-C, which extraction catches to save work
+        pass
+
     monkeypatch.setattr("retrain.features.os.replace", replace_then_fail)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Killed):
         extract(paths, open_cache(tmp_path / "cache"), batch_size=2, chunk_size=2)
     monkeypatch.undo()
     folder = open_cache(tmp_path / "cache").directory
@@ -311,3 +314,35 @@ def test_time_based_flushes_write_every_batch_and_skip_empty_ones(tmp_path):
     assert result.misses == 5 and len(result.skipped) == 2
     shards = list(open_cache(tmp_path / "cache").directory.glob("shard-*.h5"))
     assert sorted(h5py.File(s, "r").attrs["count"] for s in shards) == [1, 2, 2]
+
+
+class Interrupting(Counting):
+    """Counting, but Ctrl-C arrives during forward pass number `at` (1-based)."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at, self.calls = at, 0
+
+    def predict(self, x, batch_size=32):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return super().predict(x, batch_size)
+
+
+def test_ctrl_c_writes_what_was_computed_and_the_same_call_resumes(tmp_path):
+    paths = make_images(tmp_path / "data", 10)
+    with pytest.raises(Interrupted) as stopped:        # nothing had reached the cache yet
+        extract(paths, open_cache(tmp_path / "cache"), Interrupting(at=4), batch_size=2)
+    assert isinstance(stopped.value, KeyboardInterrupt)
+    assert (stopped.value.kept, stopped.value.total) == (6, 10)
+    assert assert_cache_entries_correct(tmp_path / "cache", reference_features(paths)) == 6
+    again = Counting()
+    found = extract(paths, open_cache(tmp_path / "cache"), again, batch_size=2)
+    assert (found.hits, found.misses, again.images) == (6, 4, 4)
+    # after a chunk was flushed, the count is of both: flushed and written on the way out
+    with pytest.raises(Interrupted) as stopped:
+        extract(paths, open_cache(tmp_path / "other"), Interrupting(at=5), batch_size=2,
+                chunk_size=4)
+    assert (stopped.value.kept, stopped.value.total) == (8, 10)
+    assert assert_cache_entries_correct(tmp_path / "other", reference_features(paths)) == 8
