@@ -151,6 +151,9 @@ def _read(path, reader):
     if os.path.isdir(path):
         raise ModelFileError(f"{path} is a folder, not a model file.",
                              hint="Give the .h5 file itself, e.g. RUN/model.h5.")
+    if os.path.exists(path) and not os.path.isfile(path):     # a FIFO would block for ever
+        raise ModelFileError(f"{path} is not a regular file (a FIFO or a device).",
+                             hint="Give the path of a model file.")
     if not os.path.isfile(path):
         raise ModelFileError(f"No such file: {path}.", hint="Check the path.")
     if not h5py.is_hdf5(path):

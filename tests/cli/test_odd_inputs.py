@@ -68,6 +68,15 @@ def test_a_fifo_and_dev_zero_are_not_regular_files(trained, tmp_path, capsys):
     assert [r["error"] for r in records] == ["not a regular file (a FIFO, device or socket)"] * 2
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not os.path.exists("/dev/zero"),
+                    reason="needs FIFOs and /dev/zero")
+def test_a_fifo_or_dev_zero_as_the_model_is_refused_without_reading(tmp_path, capsys):
+    os.mkfifo(tmp_path / "model.h5")
+    for model in (tmp_path / "model.h5", "/dev/zero"):
+        assert main(["info", str(model)]) == 2
+        assert "is not a regular file" in one_error(capsys.readouterr().err)
+
+
 def test_a_non_finite_model_output_is_an_error_for_that_file(trained, small_data, capsys):
     """Weights of 3e38 are finite (the loader accepts them) but overflow to inf."""
     with h5py.File(trained / "model.h5", "a") as f:
