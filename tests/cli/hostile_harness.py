@@ -15,7 +15,7 @@ import sys
 import time
 import tracemalloc
 
-TIMEOUT = 20
+TIMEOUT = 60
 
 
 def run_case(argv):
