@@ -23,9 +23,9 @@ from .cli_usage import HelpFormatter, Parser, percent, positive_int, sigterm_as_
 from .errors import ConfigError, Interrupted, RetrainError, UsageError
 from .export import describe
 from .features import default_cache_dir
-from .fit import HeadOptions
 from .model_file import load_model_file
 from .output import csv_line, json_line, printable
+from .cli_options import add_training_options, check_accuracy, training_options
 from .pipeline import STAGES, RunOptions, evaluate_model, run
 
 __all__ = ["build_parser", "main"]
@@ -50,9 +50,7 @@ def cmd_fit(args):
                          f"{args.test_percent:g} leave no images to train on.",
                          hint="Keep their sum under 100, e.g. --val-percent 10 "
                               "--test-percent 10.")
-    head = HeadOptions(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                       patience=args.patience, hidden_units=args.hidden_units,
-                       dropout=args.dropout, seed=args.seed)
+    head = training_options(args)
     options = RunOptions(backbone=args.backbone, val_percent=args.val_percent,
                          test_percent=args.test_percent, cache_dir=args.cache,
                          workers=args.workers, progress=not args.quiet, head=head)
@@ -88,9 +86,13 @@ def cmd_fit(args):
         _out(f"  stopped early at epoch {ran}; kept epoch {best} (best val loss)")
     elif best < ran:
         _out(f"  kept epoch {best} of {ran} (best val loss)")
+    if args.augment:
+        _out(f"  augmented views: {m['cache']['view_hits']} from the cache, "
+             f"{m['cache']['view_misses']} computed")
     if m["skipped"]:
         _out(f"  skipped {m['skipped']} files: see {result.run_dir / 'skipped.tsv'}")
     _out(f"  model:  {result.model_path}\n  report: {result.report_path}")
+    check_accuracy(m["test"], args.assert_accuracy_at_least)
     return 0
 
 
@@ -256,12 +258,7 @@ def _add_fit_parser(commands):
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES),
                    help="pretrained ImageNet feature extractor (`retrain backbones` compares "
                         "them; `retrain pretrained --backbone NAME` converts its weights)")
-    p.add_argument("--epochs", type=positive_int, default=50,
-                   help="most passes over the training features")
-    p.add_argument("--batch-size", type=positive_int, default=32,
-                   help="features per training step")
-    p.add_argument("--lr", "--learning-rate", type=float, default=0.001,
-                   help="Adam learning rate")
+    add_training_options(p)
     p.add_argument("--patience", type=int, default=5,
                    help="epochs without a better val loss before stopping (the best epoch's "
                         "weights are kept)")
@@ -382,7 +379,7 @@ def main(argv=None):
         _err(f"error: {_one_line(error)}")
         if error.hint:
             _err(f"hint: {_one_line(error.hint)}")
-        return 2
+        return getattr(error, "exit_status", 2)
     except OSError as error:
         where = f": {error.filename}" if error.filename else ""
         _err(f"error: {_one_line(error.strerror or error)}{where}")

@@ -6,7 +6,9 @@ __all__ = ["STAGE_TEXT", "ClassifyTable", "info_lines"]
 # `retrain fit`'s stage lines: what each stage of pipeline.STAGES does
 STAGE_TEXT = {"ingest": "finding the images", "features": "computing backbone features",
               "skip": "setting aside files that cannot be decoded",
-              "split": "splitting into train, val and test", "fit": "training the head",
+              "split": "splitting into train, val and test",
+              "augment": "computing augmented views of the training images",
+              "fit": "training the classifier",
               "evaluate": "scoring train, val and test", "report": "writing report.html",
               "export": "writing model.h5 and labels.txt"}
 

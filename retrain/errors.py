@@ -21,6 +21,12 @@ class Interrupted(KeyboardInterrupt):
         self.kept, self.total = kept, total
 
 
+class AccuracyBelowThreshold(RetrainError, ValueError):
+    """`fit --assert-accuracy-at-least X` and the test accuracy is below X: the run is
+    complete and written, and the CLI exits with status 3 (a CI gate)."""
+    exit_status = 3
+
+
 class DataError(RetrainError, ValueError):
     """The dataset folder cannot be used as given (too few classes, an empty class...)."""
 

@@ -23,12 +23,20 @@ def combine(backbone, head):
         copy = type(layer)(**layer.get_config())
         x = copy(x)
         copy.set_weights(layer.get_weights())
-    return Model(backbone.inputs, x, name="retrain_classifier")
+    inputs = backbone.inputs[0] if len(backbone.inputs) == 1 else backbone.inputs
+    return Model(inputs, x, name="retrain_classifier")
 
 
-def export_model(run_dir, backbone, head, labels, metadata):
-    """Write RUN/model.h5 (combined model + `metadata` + labels) and RUN/labels.txt."""
-    model = combine(backbone, head)
+def export_model(run_dir, backbone, classifier, labels, metadata):
+    """Write RUN/model.h5 (combined model + `metadata` + labels) and RUN/labels.txt.
+
+    `classifier` is a trained head, or a fit.Classifier whose fine-tuned top blocks are
+    copied back into `backbone` (by layer name) first, so the file stays one plain graph."""
+    top = getattr(classifier, "top", None)
+    for layer in top.layers if top is not None else []:
+        if layer.weights:
+            backbone.get_layer(layer.name).set_weights(layer.get_weights())
+    model = combine(backbone, getattr(classifier, "head", classifier))
     model.metadata = dict(metadata, labels=list(labels), outputs="probabilities")
     model_path = run_dir / "model.h5"
     model.save(model_path, metadata=model.metadata)

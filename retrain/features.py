@@ -1,10 +1,15 @@
 """Backbone features for many images, through a crash-safe cache shared by all runs.
 
 Cache layout: `<cache dir>/<namespace>/shard-<id>.h5`. The namespace is a hash of the
-backbone (its layer types and weight values), the preprocessing recipe and this module's
-format version, so a different backbone or recipe can never read another's features.
-Inside it, an entry's key is the sha256 of the image file's bytes: renaming, moving or
-copying a file into another dataset still hits.
+model that computes the entries (its layer types and weight values: the whole backbone for
+pooled features, the layers below the cut point for fine-tuning's cut activations), the
+preprocessing recipe, the augmentation recipe for augmented views, and this module's
+format version, so a different backbone, cut point or recipe can never read another's
+entries. Inside it, an entry's key is the sha256 of the image file's bytes (plain view),
+or that sha256 and ":k" for augmented view k: renaming, moving or copying a file into
+another dataset still hits, and raising the number of views computes only the new ones.
+Entries are stored flat, float32 (pooled features, plain views) or float16 (augmented
+views, to halve their memory).
 
 Why shards and not one growing HDF5 file: HDF5 does not journal its metadata, so a process
 killed while it appends can leave the whole file unreadable. Here a shard is written once,
@@ -30,8 +35,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .augment import augmentation_hash, view_parameters
 from .engine import atomic_write, remove_stale_temps
-from .errors import Interrupted, ModelFileError
+from .errors import DataError, Interrupted, ModelFileError
 from .files import sha256_file
 from .preprocess import iter_batches, recipe_hash
 from .progress import progress_bar
@@ -40,7 +46,7 @@ _FORMAT_VERSION = 1
 _STALE_TEMP_SECONDS = 24 * 3600
 
 __all__ = ["FeatureCache", "FeatureSet", "cache_namespace", "default_cache_dir",
-           "extract_features", "model_fingerprint"]
+           "extract_features", "extract_views", "model_fingerprint"]
 
 
 def default_cache_dir():
@@ -65,9 +71,12 @@ def model_fingerprint(model):
     return digest.hexdigest()
 
 
-def cache_namespace(backbone, recipe):
-    """The cache folder name for features of `backbone` on images prepared by `recipe`."""
+def cache_namespace(backbone, recipe, augmentation=None):
+    """The cache folder name for outputs of `backbone` (a whole backbone, or the part below
+    a cut point) on images prepared by `recipe`, augmented by `augmentation` if given."""
     text = f"v{_FORMAT_VERSION}:{model_fingerprint(backbone)}:{recipe_hash(recipe)}"
+    if augmentation is not None:
+        text += f":augment:{augmentation_hash(augmentation)}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -124,13 +133,16 @@ class FeatureCache:
 
     def add(self, keys, features):
         """Write one shard holding `features[i]` under `keys[i]`, atomically (see module doc);
-        in memory only once the cache could not be written."""
-        features = np.asarray(features, np.float32)
+        in memory only once the cache could not be written. float16 features stay float16;
+        anything else is stored as float32."""
+        features = np.asarray(features)
+        if features.dtype != np.float16:
+            features = features.astype(np.float32)
         final = self.directory / f"shard-{uuid.uuid4().hex}.h5"
         if self.warning is None:
             buffer = io.BytesIO()
             with h5py.File(buffer, "w") as f:
-                f.create_dataset("keys", data=np.array(keys, dtype="S64"))
+                f.create_dataset("keys", data=np.array([k.encode("ascii") for k in keys]))
                 f.create_dataset("features", data=features)
                 f.attrs["count"] = len(keys)
             try:
@@ -146,7 +158,7 @@ class FeatureCache:
                         f"{exc.strerror or exc}; this run keeps them in memory")
 
     def get(self, keys):
-        """Features for `keys` (all must be present) as float32 (len(keys), D)."""
+        """Features for `keys` (all must be present) as (len(keys), D), in the stored dtype."""
         by_shard, in_memory = {}, []
         for i, key in enumerate(keys):
             shard, row = self._where[key]
@@ -156,14 +168,14 @@ class FeatureCache:
                 by_shard.setdefault(shard, []).append((i, row))
         out = None
         if in_memory:
-            out = np.empty((len(keys), in_memory[0][1].shape[0]), np.float32)
+            out = np.empty((len(keys), in_memory[0][1].shape[0]), in_memory[0][1].dtype)
             for i, vector in in_memory:
                 out[i] = vector
         for shard, pairs in by_shard.items():
             with h5py.File(shard, "r") as f:
                 block = f["features"][...]
             if out is None:
-                out = np.empty((len(keys), block.shape[1]), np.float32)
+                out = np.empty((len(keys), block.shape[1]), block.dtype)
             idx, rows = zip(*pairs)
             out[list(idx)] = block[list(rows)]
         return out if out is not None else np.empty((0, 0), np.float32)
@@ -171,9 +183,11 @@ class FeatureCache:
 
 @dataclass
 class FeatureSet:
-    """Features of the usable images: row i belongs to input index `kept[i]`."""
+    """Features of the usable images: row i belongs to input index `kept[i]`, whose content
+    hash is `keys[i]`."""
     features: np.ndarray
     kept: list
+    keys: list = field(default_factory=list)
     skipped: list = field(default_factory=list)   # (path, reason)
     hits: int = 0                                  # images found in the cache
     misses: int = 0                                # forward passes made
@@ -204,7 +218,7 @@ def extract_features(paths, backbone, recipe, cache, batch_size=32, workers=2,
     todo = {}
     for key, path in zip(keys, paths):
         if key is not None and key not in cache and key not in todo:
-            todo[key] = path
+            todo[key] = (path, None)
     cached = sum(key is not None for key in keys) - len(todo)    # the bar counts them done
     failed = _extract_misses(todo, backbone, recipe, cache, batch_size, workers,
                              chunk_size, flush_seconds, progress, cached)
@@ -213,17 +227,46 @@ def extract_features(paths, backbone, recipe, cache, batch_size=32, workers=2,
     # A copy of an image computed in this run is neither: not a hit on a cold cache.
     hits = sum(1 for i in kept if keys[i] not in todo)
     return FeatureSet(features=cache.get([keys[i] for i in kept]), kept=kept,
-                      skipped=sorted(skipped), hits=hits, misses=len(todo) - len(failed),
-                      discarded=list(cache.discarded), cache_warning=cache.warning)
+                      keys=[keys[i] for i in kept], skipped=sorted(skipped), hits=hits,
+                      misses=len(todo) - len(failed), discarded=list(cache.discarded),
+                      cache_warning=cache.warning)
+
+
+def extract_views(paths, keys, backbone, recipe, cache, views, augmentation, batch_size=32,
+                  workers=2, chunk_size=512, flush_seconds=60.0, progress=True):
+    """Augmented views 1..`views` of each image (`paths[i]`, content hash `keys[i]`): the
+    outputs of `backbone` as float16 (len(paths), views, D), computing only cache misses
+    (cached under "<key>:<k>" in `cache`, whose namespace names `augmentation`). Returns
+    (array, hits, misses)."""
+    todo = {}
+    for path, key in zip(paths, keys):
+        for view in range(1, views + 1):
+            entry = f"{key}:{view}"
+            if entry not in cache and entry not in todo:
+                todo[entry] = (str(path), view_parameters(key, view, augmentation))
+    cached = len(paths) * views - len(todo)
+    failed = _extract_misses(todo, backbone, recipe, cache, batch_size, workers, chunk_size,
+                             flush_seconds, progress, cached, dtype=np.float16, desc="views")
+    if failed:
+        entry, reason = next(iter(failed.items()))
+        raise DataError(f"{todo[entry][0]} could not be decoded for its augmented views "
+                        f"({reason}), though it was earlier in this run.",
+                        hint="Was it changed during the run? Run the same command again.")
+    entries = [f"{key}:{view}" for key in keys for view in range(1, views + 1)]
+    found = cache.get(entries) if entries else np.empty((0, 0), np.float16)
+    return found.reshape(len(keys), views, -1), len(entries) - len(todo), len(todo)
 
 
 def _extract_misses(todo, backbone, recipe, cache, batch_size, workers, chunk_size,
-                    flush_seconds, progress, cached=0):
-    """Run the backbone on `todo` {key: path}, flushing to the cache in chunks.
-    Returns {key: reason} for the images that could not be decoded. Ctrl-C (or SIGTERM,
-    which the CLI turns into KeyboardInterrupt) writes what is computed, then raises
-    Interrupted, so that the same command resumes from there."""
-    key_of = {path: key for key, path in todo.items()}
+                    flush_seconds, progress, cached=0, dtype=np.float32, desc="features"):
+    """Run the backbone on `todo` {cache key: (path, view parameters or None)}, flushing to
+    the cache in chunks. Outputs are stored flat (one row per entry) in `dtype`.
+    Returns {cache key: reason} for the images that could not be decoded. Ctrl-C (or
+    SIGTERM, which the CLI turns into KeyboardInterrupt) writes what is computed, then
+    raises Interrupted, so that the same command resumes from there."""
+    entries = list(todo)
+    paths = [todo[entry][0] for entry in entries]
+    views = [todo[entry][1] for entry in entries]
     failed, pending, saved = {}, [], [0]      # pending: (keys, features) per batch
 
     def flush():
@@ -233,20 +276,22 @@ def _extract_misses(todo, backbone, recipe, cache, batch_size, workers, chunk_si
             saved[0] += len(keys)
             pending.clear()
 
-    last_flush = time.monotonic()
+    position, last_flush = 0, time.monotonic()
     try:
         with progress_bar(total=len(todo) + cached, initial=cached, unit="img",
-                          desc=f"features ({cached} cached)" if cached else "features",
+                          desc=f"{desc} ({cached} cached)" if cached else desc,
                           disable=not progress) as bar:
-            for batch, inputs in iter_batches(list(todo.values()), recipe, batch_size,
-                                              workers):
-                failed.update((key_of[path], reason) for path, reason in batch if reason)
+            for batch, inputs in iter_batches(paths, recipe, batch_size, workers, views):
+                batch_keys = entries[position:position + len(batch)]
+                position += len(batch)
+                failed.update((key, reason) for key, (_, reason) in zip(batch_keys, batch)
+                              if reason)
                 if len(inputs):
-                    block = np.asarray(backbone.predict(inputs, batch_size=len(inputs)),
-                                       np.float32)
+                    outputs = backbone.predict(inputs, batch_size=len(inputs))
+                    block = np.asarray(outputs).reshape(len(inputs), -1).astype(dtype)
                     # one append, so that an interrupt never splits keys from features
-                    pending.append(([key_of[path] for path, reason in batch if reason is None],
-                                    block))
+                    pending.append(([key for key, (_, reason) in zip(batch_keys, batch)
+                                     if not reason], block))
                 bar.update(len(batch))
                 due = time.monotonic() - last_flush > flush_seconds
                 waiting = sum(len(keys) for keys, _ in pending)

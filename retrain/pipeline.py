@@ -1,7 +1,9 @@
 """The retraining pipeline: `run(data, out, options)` reads like its stage list.
 
-ingest -> features (cached; decoding validates) -> skip the bad files -> split -> fit ->
-evaluate -> report -> export. Decoding happens only for cache misses: an image whose
+ingest -> features (cached; decoding validates) -> skip the bad files -> split ->
+augmented views of the training images (cached) -> fit -> evaluate -> report -> export.
+With fine-tuning, "features" are the backbone's activations at the cut point below the
+trained blocks (backbones/cut.py), and fit trains those blocks with the head. Decoding happens only for cache misses: an image whose
 content is cached decoded fine before, so a second run decodes and forwards nothing.
 The split comes after the bad files are set aside, so that they never count towards a
 class's share of val/test images; `evaluate_model` repeats exactly these steps.
@@ -20,7 +22,10 @@ from .classify import model_labels, predict_probabilities
 from .errors import DataError
 from .evaluate import evaluate_predictions
 from .export import export_model
-from .features import FeatureCache, cache_namespace, default_cache_dir, extract_features
+from .augment import augmentation_recipe
+from .backbones.cut import split_backbone
+from .features import (FeatureCache, cache_namespace, default_cache_dir, extract_features,
+                       extract_views)
 from .files import atomic_write_json, atomic_write_text
 from .fit import HeadOptions, train_head
 from .ingest import exclude, ingest, validate
@@ -30,7 +35,8 @@ from .split import SPLITS, check_percentages, split, write_split
 
 __all__ = ["RunOptions", "RunResult", "run", "evaluate_model"]
 
-STAGES = ("ingest", "features", "skip", "split", "fit", "evaluate", "report", "export")
+STAGES = ("ingest", "features", "skip", "split", "augment", "fit", "evaluate", "report",
+          "export")
 
 
 @dataclass
@@ -81,20 +87,24 @@ def _run(data, run_dir, options, announce):
     announce("ingest")
     dataset = ingest(data)
     announce("features")
-    backbone, found = _features(dataset, options)
+    extractor, found = _features(dataset, options)
     announce("skip")
-    dataset, features = _set_aside_failures(dataset, found, run_dir)
+    dataset, features, keys = _set_aside_failures(dataset, found, run_dir)
     announce("split")
     parts = _split(dataset, options, run_dir)
+    announce("augment")
+    views = _views(dataset, keys, parts, extractor, options)
     announce("fit")
-    head, history = _fit(dataset, features, parts, options, run_dir)
+    classifier, history = _fit(dataset, features, views, parts, extractor, options, run_dir)
     announce("evaluate")
-    metrics = _evaluate(dataset, features, parts, head, backbone, found, run_dir)
+    metrics = _evaluate(dataset, features, parts, classifier, extractor, found, views, history,
+                        options, run_dir)
     announce("report")
     report_path = write_report(run_dir / "report.html", metrics, history, dataset.root,
                                title=f"retrain: {Path(data).name}", skipped=dataset.skipped)
     announce("export")
-    model_path = export_model(run_dir, backbone, head, dataset.classes,
+    backbone = extractor.backbone
+    model_path = export_model(run_dir, backbone, classifier, dataset.classes,
                               _model_metadata(data, backbone, options, metrics, dataset))
     discarded = [f"discarded the damaged cache file {path} ({reason}); its features were "
                  "computed again" for path, reason in found.discarded]
@@ -103,16 +113,44 @@ def _run(data, run_dir, options, announce):
                      dataset.warnings + parts.warnings + discarded + cache)
 
 
+@dataclass
+class _Extractor:
+    """The backbone split at the cut point: `bottom` runs once per image and view (its
+    outputs are cached), `top` (None without fine-tuning) trains with the head."""
+    backbone: object
+    bottom: object
+    top: object
+    cut: str
+    recipe: dict
+
+
 def _features(dataset, options):
     backbone = backbones.load_backbone(options.backbone)
-    recipe = backbone.metadata["preprocessing"]
+    bottom, top, cut = split_backbone(backbone, options.head.fine_tune)
+    extractor = _Extractor(backbone, bottom, top, cut, backbone.metadata["preprocessing"])
     cache = FeatureCache(options.cache_dir or default_cache_dir(),
-                         cache_namespace(backbone, recipe))
+                         cache_namespace(bottom, extractor.recipe))
     paths = [dataset.path(i) for i in range(len(dataset.records))]
-    found = extract_features(paths, backbone, recipe, cache,
+    found = extract_features(paths, bottom, extractor.recipe, cache,
                              batch_size=options.extract_batch_size, workers=options.workers,
                              progress=options.progress)
-    return backbone, found
+    return extractor, found
+
+
+def _views(dataset, keys, parts, extractor, options):
+    """The training images' augmented views (None without --augment), and their cache counts."""
+    if not options.head.augment:
+        return None
+    augmentation = augmentation_recipe(flip=options.head.flip)
+    cache = FeatureCache(options.cache_dir or default_cache_dir(),
+                         cache_namespace(extractor.bottom, extractor.recipe, augmentation))
+    train = parts.indices("train")
+    views, hits, misses = extract_views(
+        [dataset.path(i) for i in train], [keys[i] for i in train], extractor.bottom,
+        extractor.recipe, cache, options.head.augment, augmentation,
+        batch_size=options.extract_batch_size, workers=options.workers,
+        progress=options.progress)
+    return {"views": views, "hits": hits, "misses": misses, "augmentation": augmentation}
 
 
 def _set_aside_failures(dataset, found, run_dir):
@@ -122,11 +160,12 @@ def _set_aside_failures(dataset, found, run_dir):
     relative_of = {str(dataset.path(i)): relative for i, relative in enumerate(before)}
     dataset = exclude(dataset, {relative_of[path]: reason for path, reason in found.skipped})
     row_of = {before[i]: row for row, i in enumerate(found.kept)}
-    features = found.features[[row_of[relative] for relative, _ in dataset.records]]
+    rows = [row_of[relative] for relative, _ in dataset.records]
+    features, keys = found.features[rows], [found.keys[row] for row in rows]
     lines = ["path\treason\n"] + [f"{_tsv(path)}\t{_tsv(reason)}\n"
                                   for path, reason in dataset.skipped]
     atomic_write_text(run_dir / "skipped.tsv", "".join(lines))
-    return dataset, features
+    return dataset, features, keys
 
 
 def _tsv(text):
@@ -149,24 +188,45 @@ def _split(dataset, options, run_dir):
     return parts
 
 
-def _fit(dataset, features, parts, options, run_dir):
+def _fit(dataset, features, views, parts, extractor, options, run_dir):
     targets = np.array([label for _, label in dataset.records], np.int64)
     train, val = parts.indices("train"), parts.indices("val")
-    head, history = train_head((features[train], targets[train]),
-                               (features[val], targets[val]),
-                               len(dataset.classes), options.head, progress=options.progress)
+    classifier, history = train_head((features[train], targets[train]),
+                                     (features[val], targets[val]),
+                                     len(dataset.classes), options.head,
+                                     progress=options.progress, top=extractor.top,
+                                     views=views["views"] if views else None)
     atomic_write_json(run_dir / "history.json", history)
-    return head, history
+    return classifier, history
 
 
-def _evaluate(dataset, features, parts, head, backbone, found, run_dir):
+def _training_record(options, extractor, views, history):
+    """How the classifier was trained, for metrics.json, the report and the model file."""
+    head = options.head
+    return {"fine_tune": head.fine_tune, "cut": extractor.cut, "augment": head.augment,
+            "augmentation": views["augmentation"] if views else None,
+            "learning_rate": head.learning_rate,
+            "backbone_learning_rate": head.backbone_learning_rate if head.fine_tune else None,
+            "optimizer": "AdamW", "weight_decay": head.weight_decay,
+            "schedule": f"cosine decay after {head.warmup_epochs} warmup epoch(s)",
+            "label_smoothing": head.label_smoothing, "epochs": head.epochs,
+            "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"]}
+
+
+def _evaluate(dataset, features, parts, classifier, extractor, found, views, history, options,
+              run_dir):
     targets = np.array([label for _, label in dataset.records], np.int64)
-    metrics = {"classes": list(dataset.classes), "backbone": backbone.metadata["backbone"],
-               "cache": {"hits": found.hits, "misses": found.misses},
-               "skipped": len(dataset.skipped)}
+    shape = (-1,) + tuple(classifier.input_shape)
+    metrics = {"classes": list(dataset.classes),
+               "backbone": extractor.backbone.metadata["backbone"],
+               "cache": {"hits": found.hits, "misses": found.misses,
+                         "view_hits": views["hits"] if views else 0,
+                         "view_misses": views["misses"] if views else 0},
+               "skipped": len(dataset.skipped),
+               "training": _training_record(options, extractor, views, history)}
     for name in SPLITS:
         index = parts.indices(name)
-        probabilities = (head.predict(features[index]) if index
+        probabilities = (classifier.predict(features[index].reshape(shape)) if index
                          else np.empty((0, len(dataset.classes))))
         metrics[name] = evaluate_predictions(probabilities, targets[index], dataset.classes,
                                              paths=[dataset.records[i][0] for i in index])
@@ -188,6 +248,7 @@ def _model_metadata(data, backbone, options, metrics, dataset):
                            "retrain_version": __version__,
                            "python": platform.python_version(),
                            "head": asdict(options.head)},
+            "training": metrics["training"],
             "split": {"val_percent": options.val_percent, "test_percent": options.test_percent,
                       "set_aside": [relative for relative, _ in dataset.skipped]},
             "metrics": {name: {k: metrics[name][k] for k in summary_keys} for name in SPLITS}}

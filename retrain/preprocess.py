@@ -6,7 +6,9 @@ so training, evaluation and classification cannot drift apart. A recipe looks li
      "resize_filter": "bicubic", "mean": [127.0]*3, "std": [128.0]*3, "channel_order": "RGB"}
 """
 import hashlib
+import itertools
 import json
+import math
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,12 +18,12 @@ from PIL import Image
 from .errors import ConfigError, ImageError
 from .images import decode_image
 
-_FILTERS = {"nearest": Image.Resampling.NEAREST, "box": Image.Resampling.BOX,
+FILTERS = {"nearest": Image.Resampling.NEAREST, "box": Image.Resampling.BOX,
             "bilinear": Image.Resampling.BILINEAR, "hamming": Image.Resampling.HAMMING,
             "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
 _KEYS = ("input_size", "crop", "crop_fraction", "resize_filter", "mean", "std", "channel_order")
 
-__all__ = ["validate_recipe", "recipe_hash", "crop_and_resize", "normalize", "preprocess_batch",
+__all__ = ["validate_recipe", "recipe_hash", "crop_and_resize", "crop_and_resize_view", "normalize", "preprocess_batch",
            "iter_batches"]
 
 
@@ -45,9 +47,9 @@ def validate_recipe(recipe):
     if not _is_number(recipe["crop_fraction"]) or not 0.0 < recipe["crop_fraction"] <= 1.0:
         raise ConfigError("crop_fraction must be in (0, 1]. "
                           f"Received: crop_fraction={recipe['crop_fraction']!r}.")
-    if recipe["resize_filter"] not in _FILTERS:
+    if recipe["resize_filter"] not in FILTERS:
         raise ConfigError(f"Unknown resize_filter. Received: resize_filter="
-                          f"{recipe['resize_filter']!r}. Use one of {sorted(_FILTERS)}.")
+                          f"{recipe['resize_filter']!r}. Use one of {sorted(FILTERS)}.")
     for key in ("mean", "std"):
         if not isinstance(recipe[key], (list, tuple)) or len(recipe[key]) != 3 \
                 or not all(_is_number(v) for v in recipe[key]):
@@ -83,8 +85,30 @@ def crop_and_resize(image, recipe):
     crop = image[top:top + side, left:left + side]
     out_h, out_w = recipe["input_size"]
     resized = Image.fromarray(np.ascontiguousarray(crop)).resize(
-        (out_w, out_h), _FILTERS[recipe["resize_filter"]])
+        (out_w, out_h), FILTERS[recipe["resize_filter"]])
     return np.asarray(resized, dtype=np.uint8)
+
+
+def crop_and_resize_view(image, recipe, params):
+    """uint8 (H, W, 3) -> uint8 (h, w, 3) of the preprocessing `recipe`'s input size: the
+    view's crop (area params["area"] times the plain square crop's, width/height
+    params["ratio"], clipped to the image), resized, mirrored, brightness and contrast."""
+    height, width = image.shape[:2]
+    side = float(recipe["crop_fraction"]) * min(height, width)
+    area = params["area"] * side * side
+    crop_w = int(round(min(width, max(1.0, math.sqrt(area * params["ratio"])))))
+    crop_h = int(round(min(height, max(1.0, math.sqrt(area / params["ratio"])))))
+    left = int(round(params["x"] * (width - crop_w)))
+    top = int(round(params["y"] * (height - crop_h)))
+    crop = np.ascontiguousarray(image[top:top + crop_h, left:left + crop_w])
+    out_h, out_w = recipe["input_size"]
+    resized = Image.fromarray(crop).resize((out_w, out_h), FILTERS[recipe["resize_filter"]])
+    x = np.asarray(resized, np.float32)
+    if params["flip"]:
+        x = x[:, ::-1]
+    mean = x.mean()
+    x = ((x - mean) * params["contrast"] + mean) * params["brightness"]
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
 def normalize(batch_uint8, recipe):
@@ -107,18 +131,24 @@ def preprocess_batch(images, recipe):
     return normalize(batch, recipe)
 
 
-def _load_for_model(path, recipe):
-    """One file -> (uint8 model-size image, None), or (None, the reason it cannot be used)."""
+def _load_for_model(path, recipe, view=None):
+    """One file -> (uint8 model-size image, None), or (None, the reason it cannot be used).
+    `view`: None for the plain view, else an augmented view's parameters (augment.py)."""
     try:
-        return crop_and_resize(decode_image(path), recipe), None
+        image = decode_image(path)
+        if view is None:
+            return crop_and_resize(image, recipe), None
+        return crop_and_resize_view(image, recipe, view), None
     except ImageError as exc:
         return None, str(exc)
     except OSError as exc:
         return None, f"cannot read the file: {exc.strerror or exc}"
 
 
-def iter_batches(paths, recipe, batch_size=32, workers=2):
+def iter_batches(paths, recipe, batch_size=32, workers=2, views=None):
     """Stream files as model input: yield (done, inputs) per batch, in the order of `paths`.
+    `views`, if given, holds for each path None (the plain view) or an augmented view's
+    parameters (augment.view_parameters); a path may then appear once per view.
 
     `done` lists (path, reason) for up to `batch_size` files, reason None for the usable
     ones; `inputs` is the float32 (n_usable, h, w, 3) batch of those, in the same order.
@@ -128,8 +158,8 @@ def iter_batches(paths, recipe, batch_size=32, workers=2):
     out_h, out_w = recipe["input_size"]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending = deque()
-        for path in paths:
-            pending.append((path, pool.submit(_load_for_model, path, recipe)))
+        for path, view in zip(paths, itertools.repeat(None) if views is None else views):
+            pending.append((path, pool.submit(_load_for_model, path, recipe, view)))
             if len(pending) >= 2 * batch_size:
                 yield _next_batch(pending, batch_size, recipe, (out_h, out_w))
         while pending:

@@ -16,14 +16,18 @@ from .inference import DEFAULT_BATCH_SIZE
 from .losses import (CategoricalCrossentropy, SparseCategoricalCrossentropy,
                      categorical_crossentropy, sparse_categorical_crossentropy)
 from .model import Model, Sequential
-from .optimizers import SGD, Adam, AdamW, Optimizer
+from .training import Trainer
+from .optimizers import SGD, Adam, AdamW, MultiOptimizer, Optimizer
+from .schedules import CosineDecay, LearningRateSchedule
 from .saving import load_model, model_from_config, model_to_config, read_metadata
 
 __all__ = ["ConfigError", "EngineError", "ModelFileError", "ShapeError", "UnsupportedLayerError",
            "WeightsError", "set_random_seed", "KerasTensor", "Layer", "Variable",
-           "clear_session", "Model", "Sequential", "losses", "optimizers", "Callback",
+           "clear_session", "Model", "Sequential", "Trainer", "losses", "optimizers",
+           "Callback",
            "EarlyStopping", "History", "CategoricalCrossentropy", "SparseCategoricalCrossentropy",
            "categorical_crossentropy", "sparse_categorical_crossentropy", "SGD", "Adam", "AdamW",
-           "Optimizer", "load_model", "read_metadata", "model_from_config", "model_to_config",
+           "Optimizer", "MultiOptimizer", "CosineDecay", "LearningRateSchedule", "load_model",
+           "read_metadata", "model_from_config", "model_to_config",
            "DEFAULT_BATCH_SIZE", "atomic_write", "fsync_directory",
            "remove_stale_temps", "softmax"] + list(_layer_names)

@@ -6,6 +6,7 @@ so three Adam steps reproduce Keras to ~1e-7.
 import numpy as np
 
 from .errors import ConfigError, ShapeError
+from .schedules import LearningRateSchedule
 
 _F32 = np.float32
 
@@ -18,11 +19,13 @@ class Optimizer:
     """
 
     def __init__(self, learning_rate, weight_decay=None, name=None):
-        _check_positive("learning_rate", learning_rate, self)
+        if not isinstance(learning_rate, LearningRateSchedule):
+            _check_positive("learning_rate", learning_rate, self)
+            learning_rate = float(learning_rate)
         if weight_decay is not None and weight_decay < 0:
             raise ConfigError(f"{type(self).__name__}: weight_decay must be >= 0 or None. "
                               f"Received: weight_decay={weight_decay}.")
-        self.learning_rate = float(learning_rate)
+        self.learning_rate = learning_rate      # a float or a LearningRateSchedule
         self.weight_decay = None if weight_decay is None else float(weight_decay)
         self.name = name or type(self).__name__.lower()
         self.iterations = 0
@@ -39,13 +42,19 @@ class Optimizer:
             if grad.shape != variable.value.shape:
                 raise ShapeError(f"Gradient for {variable.name!r} has shape {grad.shape}, but "
                                  f"the variable has shape {variable.value.shape}.")
-        lr = _F32(self.learning_rate)
+        lr = _F32(self.current_learning_rate)
         for grad, variable in pairs:
             if self.weight_decay:
                 # Keras's _apply_weight_decay: w -= w * wd * lr, before the gradient step.
                 variable.value = variable.value - variable.value * _F32(self.weight_decay) * lr
             variable.value = self._update(grad, variable.value, self._state(variable), lr)
         self.iterations += 1
+
+    @property
+    def current_learning_rate(self):
+        """The rate of the next step: the schedule's value at `iterations`, or the constant."""
+        rate = self.learning_rate
+        return float(rate(self.iterations)) if callable(rate) else rate
 
     def _state(self, variable):
         if id(variable) not in self._slots:
@@ -61,8 +70,10 @@ class Optimizer:
         raise NotImplementedError
 
     def get_config(self):
-        return {"name": self.name, "learning_rate": self.learning_rate,
-                "weight_decay": self.weight_decay}
+        rate = self.learning_rate
+        if isinstance(rate, LearningRateSchedule):
+            rate = {"class_name": type(rate).__name__, "config": rate.get_config()}
+        return {"name": self.name, "learning_rate": rate, "weight_decay": self.weight_decay}
 
     @classmethod
     def from_config(cls, config):
@@ -151,6 +162,42 @@ class AdamW(Adam):
         super().__init__(learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay, name)
 
 
+class MultiOptimizer:
+    """Several optimizers, each for its own variables: TensorFlow Addons' MultiOptimizer,
+    and the way to give fastai-style discriminative learning rates (a low rate for a
+    pretrained backbone's top, a higher one for a new head).
+
+    `optimizers_and_variables` is [(optimizer, variables), ...]; a model's trainable
+    variables are routed to the optimizer that owns them, and each optimizer counts its
+    own steps (so each has its own schedule)."""
+
+    def __init__(self, optimizers_and_variables):
+        self.pairs = [(get(optimizer), list(variables))
+                      for optimizer, variables in optimizers_and_variables]
+        self._owner = {}
+        for index, (_, variables) in enumerate(self.pairs):
+            for variable in variables:
+                if id(variable) in self._owner:
+                    raise ConfigError(f"MultiOptimizer: variable {variable.name!r} is given "
+                                      "to two optimizers. Give each variable to one.")
+                self._owner[id(variable)] = index
+        self.name = "multi_optimizer"
+
+    def apply(self, variables):
+        """One step of every optimizer on the `variables` it owns (their `.grad`)."""
+        groups = [[] for _ in self.pairs]
+        for variable in variables:
+            if id(variable) not in self._owner:
+                raise ConfigError(f"MultiOptimizer: no optimizer was given {variable.name!r}.")
+            groups[self._owner[id(variable)]].append(variable)
+        for (optimizer, _), group in zip(self.pairs, groups):
+            if group:
+                optimizer.apply(group)
+
+    def get_config(self):
+        return {"name": self.name, "optimizers": [o.get_config() for o, _ in self.pairs]}
+
+
 def _check_positive(arg, value, optimizer):
     if not isinstance(value, (int, float, np.floating)) or value <= 0:
         raise ConfigError(f"{type(optimizer).__name__}: {arg} must be a positive number. "
@@ -162,7 +209,7 @@ _OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 def get(identifier):
     """Resolve 'adam' / 'sgd' / 'adamw' (any case) or an Optimizer instance."""
-    if isinstance(identifier, Optimizer):
+    if isinstance(identifier, (Optimizer, MultiOptimizer)):
         return identifier
     if isinstance(identifier, str) and identifier.lower() in _OPTIMIZERS:
         return _OPTIMIZERS[identifier.lower()]()

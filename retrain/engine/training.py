@@ -82,18 +82,24 @@ class Trainer:
         is silent; 1 or 2 show one tqdm bar per epoch (on stderr).
         """
         self._check_compiled("fit")
-        x, y = _check_data(x, y)
         _check_batch_size(batch_size)
         if seed is not None:
             initializers.set_random_seed(seed)
-        if sample_weight is not None:
-            sample_weight = np.asarray(sample_weight, np.float32)
-        (x, y, sample_weight), validation = _split_validation(
-            (x, y, sample_weight), validation_split, validation_data)
-        weights = _sample_weights(y, sample_weight, class_weight)
+        if is_batch_source(x):       # it yields its own labels; class_weight rides along
+            if y is not None or sample_weight is not None or validation_split:
+                raise ConfigError("fit received a batch source (a Sequence-like x) and also y, "
+                                  "sample_weight or validation_split. Pass validation_data.")
+            data, steps = (x, None, class_weight), len(x)
+            validation = _split_validation((None,), 0.0, validation_data)[1]
+        else:
+            x, y = _check_data(x, y)
+            (x, y, sample_weight), validation = _split_validation(
+                (x, y, None if sample_weight is None else np.asarray(sample_weight, np.float32)),
+                validation_split, validation_data)
+            data = (x, y, _sample_weights(y, sample_weight, class_weight))
+            steps = math.ceil(_num_samples(x) / batch_size)
         history = History()
         callbacks = [history] + list(callbacks or [])
-        steps = math.ceil(_num_samples(x) / batch_size)
         for callback in callbacks:
             callback.set_model(self)
             callback.set_params({"epochs": epochs, "steps": steps, "verbose": verbose})
@@ -103,7 +109,7 @@ class Trainer:
         for epoch in range(initial_epoch, epochs):
             _notify(callbacks, "on_epoch_begin", epoch)
             with _progress(verbose, steps, f"Epoch {epoch + 1}/{epochs}") as bar:
-                logs = self._train_epoch((x, y, weights), batch_size, shuffle, callbacks, bar)
+                logs = self._train_epoch(data, batch_size, shuffle, callbacks, bar)
                 if validation is not None:
                     val_logs = self._evaluate_logs(*validation, batch_size=batch_size)
                     logs.update({"val_" + k: v for k, v in val_logs.items()})
@@ -116,16 +122,11 @@ class Trainer:
         return history
 
     def _train_epoch(self, data, batch_size, shuffle, callbacks, bar):
-        x, y, weights = data
-        count = _num_samples(x)
-        order = initializers.rng().permutation(count) if shuffle else np.arange(count)
         tracker = _Tracker(self.metrics_names)
-        for step, start in enumerate(range(0, count, batch_size)):
-            index = order[start:start + batch_size]
+        for step, (x, y, weights) in enumerate(_epoch_batches(data, batch_size, shuffle)):
             _notify(callbacks, "on_train_batch_begin", step)
-            batch_weights = None if weights is None else weights[index]
-            loss, y_pred = self._train_step(_take(x, index), y[index], batch_weights)
-            tracker.update(loss, y_pred, y[index])
+            loss, y_pred = self._train_step(x, y, weights)
+            tracker.update(loss, y_pred, y)
             logs = tracker.result()
             bar.set_postfix(logs, refresh=False)
             bar.update()
@@ -228,6 +229,31 @@ def _progress(verbose, total, description):
 
 
 # -- data helpers --------------------------------------------------------------------------
+def is_batch_source(x):
+    """A Sequence-like batch source, as Keras's PyDataset: `len(x)` batches per epoch,
+    `x[i]` is batch i as (inputs, labels) or (inputs, labels, sample_weight), and an
+    optional `x.on_epoch_end()` runs after each epoch (to reshuffle, or pick new views)."""
+    return (hasattr(x, "__getitem__") and hasattr(x, "__len__")
+            and not isinstance(x, (np.ndarray, list, tuple)))
+
+
+def _epoch_batches(data, batch_size, shuffle):
+    """One epoch's (x, y, sample_weight) batches: from a batch source in its own order, or
+    slices of arrays in a fresh permutation (from the engine's seeded generator)."""
+    x, y, weights = data
+    if is_batch_source(x):
+        for step in range(len(x)):
+            bx, by, *bw = x[step]
+            bx, by = _check_data(bx, by)
+            yield bx, by, _sample_weights(by, bw[0] if bw else None, weights)
+        getattr(x, "on_epoch_end", lambda: None)()
+        return
+    order = initializers.rng().permutation(len(y)) if shuffle else np.arange(len(y))
+    for start in range(0, len(y), batch_size):
+        index = order[start:start + batch_size]
+        yield _take(x, index), y[index], None if weights is None else weights[index]
+
+
 def _as_inputs(x):
     if x is None:
         raise ConfigError("No input data. Received: x=None. Pass an array of samples.")

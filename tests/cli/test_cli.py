@@ -14,7 +14,7 @@ import pytest
 
 from retrain import cli
 from retrain.cli import build_parser, main
-from retrain.pipeline import RunResult
+from retrain.pipeline import STAGES, RunResult
 
 SUBCOMMANDS = ("fit", "evaluate", "classify", "info", "pretrained", "backbones")
 
@@ -26,8 +26,9 @@ def run_cli(capsys, *argv):
 
 
 def assert_one_error(err, *fragments):
-    """`err` is the error line and its hint (after any `[i/8] stage` progress lines)."""
-    lines = [line for line in err.strip().split("\n") if not re.match(r"\[\d/8\] [\w .]+$", line)]
+    """`err` is the error line and its hint (after any `[i/n] stage` progress lines)."""
+    lines = [line for line in err.strip().split("\n")
+             if not re.match(r"\[\d+/\d+\] [\w .]+$", line)]
     assert len(lines) == 2, err
     assert lines[0].startswith("error: ") and lines[1].startswith("hint: ")
     assert "Traceback" not in err
@@ -68,8 +69,10 @@ def test_fit_prints_stages_on_stderr_and_results_on_stdout(small_data, tmp_path,
     code, out, err = run_cli(capsys, "fit", small_data, "--out", tmp_path / "run", "--cache",
                              tmp_path / "cache", "--epochs", "3")
     assert code == 0
-    assert "[1/8] finding the images" in err and "[8/8] writing model.h5 and labels.txt" in err
-    assert "[3/8] setting aside files that cannot be decoded" in err
+    count = len(STAGES)
+    assert f"[1/{count}] finding the images" in err
+    assert f"[{count}/{count}] writing model.h5 and labels.txt" in err
+    assert f"[3/{count}] setting aside files that cannot be decoded" in err
     assert "test accuracy" in out and "0 from the cache, 30 computed" in out
     assert "skipped 1 files" in out and str(tmp_path / "run" / "model.h5") in out
     # stderr is not a terminal here: whole progress lines, no carriage-return redraws
@@ -367,3 +370,26 @@ def test_sigterm_during_extraction_keeps_the_computed_features(small_data, tmp_p
     monkeypatch.setattr(backbones, "load_backbone", loaded)
     code, out, _ = run_cli(capsys, *argv)
     assert code == 0 and "8 from the cache, 22 computed" in out
+
+
+def test_assert_accuracy_at_least_is_a_ci_gate(small_data, tmp_path, stand_in, capsys):
+    """Exit 0 when the test accuracy reaches X, 3 with a one-line message naming both
+    numbers when it does not (make_image_classifier's --assert_accuracy_at_least)."""
+    common = [small_data, "--cache", tmp_path / "cache", "--epochs", "1", "--lr", "0.0001",
+              "--test-percent", "30", "-q"]
+    code, out, _ = run_cli(capsys, "fit", *common, "--out", tmp_path / "a",
+                           "--assert-accuracy-at-least", "0")
+    assert code == 0
+    accuracy = json.loads((tmp_path / "a" / "metrics.json").read_text())["test"]["accuracy"]
+    assert accuracy < 1.0
+    code, out, err = run_cli(capsys, "fit", *common, "--out", tmp_path / "b",
+                             "--assert-accuracy-at-least", str(accuracy))
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "fit", *common, "--out", tmp_path / "c",
+                             "--assert-accuracy-at-least", str(accuracy + 0.001))
+    assert code == 3
+    assert err.strip().split("\n")[0] == (f"error: test accuracy {accuracy:.4f} is below "
+                                         f"--assert-accuracy-at-least {accuracy + 0.001:g}")
+    assert_one_error(err, "is below")
+    assert "test accuracy" in out          # the results are still printed and written
+    assert (tmp_path / "c" / "model.h5").is_file()

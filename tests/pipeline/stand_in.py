@@ -48,3 +48,50 @@ def use_stand_in(monkeypatch, seed=0):
 
     monkeypatch.setattr(backbones, "load_backbone", load_backbone)
     return forwards
+
+
+LITE_RECIPE = dict(RECIPE, input_size=[32, 32])
+
+
+def lite_stand_in(seed=0):
+    """The real EfficientNet-Lite0 graph at 32x32 with seeded random weights: named blocks
+    to fine-tune (block7a, top, ...) at a fraction of the cost of the ImageNet one."""
+    from retrain.backbones import efficientnet_lite0
+    from retrain.engine import set_random_seed
+
+    set_random_seed(seed)
+    model = efficientnet_lite0(include_top=False, pooling="avg", weights=None,
+                               input_shape=(32, 32, 3))
+    # Data-dependent init: each BatchNorm's moving statistics become those of its input on
+    # a random batch (momentum 0 for one training-mode pass), so activations keep their
+    # scale through the 17 blocks instead of vanishing as with mean 0 / variance 1.
+    norms = [layer for layer in model.layers if type(layer).__name__ == "BatchNormalization"]
+    for layer in norms:
+        layer.momentum = 0.0
+    model.forward(np.random.default_rng(seed).normal(size=(16, 32, 32, 3)), training=True)
+    for layer in norms:
+        layer.momentum = 0.99
+    model.trainable = False
+    model.metadata = {"backbone": "lite_stand_in", "preprocessing": dict(LITE_RECIPE),
+                      "provenance": {"source": "tests/pipeline/stand_in.py",
+                                     "weights_sha256": f"lite-stand-in-seed-{seed}"}}
+    return model
+
+
+def use_lite_stand_in(monkeypatch, seed=0):
+    """Make load_backbone return the Lite-shaped stand-in; returns a counter of the images
+    its bottom part (what the cache stores) runs on."""
+    from retrain import backbones
+    from retrain.engine import Model
+
+    forwards = {"images": 0}
+    predict = Model.predict
+
+    def counting_predict(self, x, *args, **kwargs):
+        if self.name.startswith("efficientnet_lite0"):
+            forwards["images"] += len(x)
+        return predict(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(Model, "predict", counting_predict)
+    monkeypatch.setattr(backbones, "load_backbone", lambda name: lite_stand_in(seed))
+    return forwards

@@ -42,7 +42,8 @@ def test_early_stopping_restores_the_best_epoch():
     y = rng.integers(0, 2, 60)                                 # can only overfit
     val = (rng.normal(size=(30, 20)).astype(np.float32), rng.integers(0, 2, 30))
     head, history = train_head((x, y), val, 2, HeadOptions(epochs=200, learning_rate=0.05,
-                                                           patience=3), progress=False)
+                                                           patience=3, label_smoothing=0.0),
+                               progress=False)
     epochs_run = len(history["val_loss"])
     best = int(np.argmin(history["val_loss"]))
     assert epochs_run < 200 and epochs_run == best + 1 + 3

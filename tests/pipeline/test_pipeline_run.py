@@ -57,7 +57,7 @@ def test_hostile_dataset_trains_to_the_end_listing_every_bad_file(hostile_datase
     assert metrics["classes"] == hostile_dataset.classes == result.metrics["classes"]
     assert metrics["skipped"] == len(hostile_dataset.bad)
     good = len(hostile_dataset.good)
-    assert metrics["cache"] == {"hits": 0, "misses": good}
+    assert metrics["cache"] == {"hits": 0, "misses": good, "view_hits": 0, "view_misses": 0}
     assert sum(metrics[s]["count"] for s in ("train", "val", "test")) == good
     assert 0 <= metrics["test"]["accuracy"] <= 1 and 0 <= metrics["val"]["accuracy"] <= 1
     split = json.loads((run_dir / "split.json").read_text(encoding="utf-8"))
@@ -82,8 +82,9 @@ def test_second_fit_reports_zero_cache_misses(image_tree, tmp_path, monkeypatch)
     assert forwards["images"] == 16
     second = run(data, tmp_path / "two", options(tmp_path / "cache", epochs=4))
     assert forwards["images"] == 16
-    assert first.metrics["cache"] == {"hits": 0, "misses": 16}
-    assert second.metrics["cache"] == {"hits": 16, "misses": 0}
+    assert first.metrics["cache"] == {"hits": 0, "misses": 16, "view_hits": 0, "view_misses": 0}
+    assert second.metrics["cache"] == {"hits": 16, "misses": 0, "view_hits": 0,
+                                       "view_misses": 0}
     assert second.history == first.history                      # seeded: the same run again
     assert second.metrics["test"] == first.metrics["test"]
 
@@ -196,7 +197,7 @@ def test_real_efficientnet_end_to_end_on_two_reference_photos(tmp_path):
     settings = options(tmp_path / "cache", epochs=3)
     settings.val_percent = settings.test_percent = 0
     result = run(data, tmp_path / "run", settings)
-    assert result.metrics["cache"] == {"hits": 0, "misses": 2}
+    assert result.metrics["cache"] == {"hits": 0, "misses": 2, "view_hits": 0, "view_misses": 0}
     assert result.metrics["train"]["count"] == 2
     model = load_model(result.model_path)
     cache = FeatureCache(tmp_path / "cache",

@@ -1,0 +1,80 @@
+"""The `retrain fit` options that say how the classifier trains (fit.HeadOptions), kept
+apart from cli.py so that each stays readable: parsing only, no printing."""
+import argparse
+
+from .cli_usage import positive_int
+from .errors import AccuracyBelowThreshold, ConfigError
+from .fit import HeadOptions
+
+__all__ = ["add_training_options", "check_accuracy", "training_options"]
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number; got {text!r}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number, 0 or more; got {text}")
+    return value
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number; got {text!r}")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be an accuracy from 0 to 1; got {text}")
+    return value
+
+
+def add_training_options(p):
+    p.add_argument("--fine-tune", type=_non_negative_int, default=0, metavar="N",
+                   help="train the top N blocks of the backbone with the head (0: the head "
+                        "alone; for EfficientNet-Lite the last 1x1 conv is the first block)")
+    p.add_argument("--augment", type=_non_negative_int, default=0, metavar="K",
+                   help="K augmented views of each training image (random resized crop, "
+                        "flip, brightness/contrast), cached like the plain one")
+    p.add_argument("--no-flip", dest="flip", action="store_false",
+                   help="no mirrored views (for data where a mirror image changes the class: "
+                        "text, digits)")
+    p.add_argument("--epochs", type=positive_int, default=50,
+                   help="most passes over the training images")
+    p.add_argument("--batch-size", type=positive_int, default=32,
+                   help="images per training step")
+    p.add_argument("--lr", "--learning-rate", type=float, default=0.001,
+                   help="the head's peak learning rate (AdamW, cosine schedule)")
+    p.add_argument("--backbone-lr", type=float, default=0.0001,
+                   help="peak learning rate of the fine-tuned blocks")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
+    p.add_argument("--warmup-epochs", type=_non_negative_int, default=1,
+                   help="epochs of linear learning-rate warmup before the cosine decay")
+    p.add_argument("--label-smoothing", type=float, default=0.1,
+                   help="label smoothing of the crossentropy (as make_image_classifier)")
+    p.add_argument("--assert-accuracy-at-least", type=_fraction, default=None, metavar="X",
+                   help="exit with status 3 if the test accuracy is below X (a CI gate)")
+
+
+def training_options(args):
+    """HeadOptions from the parsed `retrain fit` arguments."""
+    return HeadOptions(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                       patience=args.patience, hidden_units=args.hidden_units,
+                       dropout=args.dropout, seed=args.seed, fine_tune=args.fine_tune,
+                       augment=args.augment, flip=args.flip,
+                       backbone_learning_rate=args.backbone_lr, weight_decay=args.weight_decay,
+                       warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing)
+
+
+def check_accuracy(test, least):
+    """make_image_classifier's CI gate: AccuracyBelowThreshold (exit status 3) when the
+    test split's accuracy is below `least` (None: no gate)."""
+    if least is None:
+        return
+    if not test["count"]:
+        raise ConfigError("--assert-accuracy-at-least needs test images; the test split is "
+                          "empty.", hint="Raise --test-percent, or add a test/ folder.")
+    if test["accuracy"] < least:
+        raise AccuracyBelowThreshold(f"test accuracy {test['accuracy']:.4f} is below "
+                                     f"--assert-accuracy-at-least {least:g}",
+                                     hint="the run is complete: see its report.html")
