@@ -2,6 +2,7 @@
 skipped.tsv names that must name their files, FIFOs and devices, non-finite outputs."""
 import json
 import os
+import re
 
 import h5py
 import numpy as np
@@ -25,7 +26,9 @@ def one_error(err):
 def test_a_diverging_run_stops_with_one_line_and_writes_nothing(small_data, tmp_path,
                                                                 stand_in, capsys):
     assert fit(small_data, tmp_path / "run", tmp_path / "cache", "--lr", "1e38") == 2
-    assert "Training diverged: after epoch 1 the loss is" in one_error(capsys.readouterr().err)
+    # epoch 1 warms the learning rate up from 0, so the loss may stay finite through it
+    assert re.search(r"Training diverged: after epoch [12] the loss is",
+                     one_error(capsys.readouterr().err))
     assert not (tmp_path / "run").exists()
 
 
