@@ -45,7 +45,8 @@ pretrained: $(STAMP)
 retrain: $(STAMP) pretrained
 	@data=$(call shell_quote,$(DATA)); run=$(call shell_quote,$(RUN)); \
 	if [ -z "$$run" ]; then run="runs/$$(basename -- "$$data")"; fi; \
-	set -x; $(PY) -m retrain fit "$$data" --out "$$run" $(ARGS)
+	echo "$(PY) -m retrain fit '$$data' --out '$$run'" $(ARGS); \
+	$(PY) -m retrain fit "$$data" --out "$$run" $(ARGS)
 
 # report.html in headless Chromium at 1280 px: no console message, a screenshot in
 # runs/report-check.png (of a made-up 3-class run; REPORT=runs/x/report.html checks a real

@@ -103,7 +103,9 @@ def test_make_retrain_passes_data_run_and_args_to_fit_as_quoted(data, args, run,
     recipe = recipe.replace(".venv/bin/python -m retrain fit", echo)
     done = subprocess.run(["sh", "-c", recipe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == expected
+    shown, argv = done.stdout.strip().split("\n")
+    assert json.loads(argv) == expected
+    assert f"'{expected[0]}' --out '{expected[2]}'" in shown      # the command, as quoted
 
 
 def test_make_retrain_refuses_a_variable_it_would_ignore():
