@@ -40,7 +40,7 @@ class HeadOptions:
     image besides the plain one (`flip`: mirrored views allowed)."""
     epochs: int = 50
     batch_size: int = 32
-    learning_rate: float = 0.001
+    learning_rate: float = 0.002
     patience: int = 5
     hidden_units: int = 0          # 0: a single softmax Dense; >0: Dense(relu)+Dropout first
     dropout: float = 0.2
@@ -48,10 +48,10 @@ class HeadOptions:
     fine_tune: int = 0
     augment: int = 0
     flip: bool = True
-    backbone_learning_rate: float = 0.0001
+    backbone_learning_rate: float = 0.001
     weight_decay: float = 0.01
     warmup_epochs: int = 1
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.0
 
     def validate(self):
         for name in ("epochs", "batch_size"):

@@ -269,7 +269,7 @@ def test_a_bug_exits_1_with_one_line_and_a_debug_switch(small_data, tmp_path, mo
     (["fit", "d", "--out", "r", "--epochz", "5"], "retrain fit: unknown option --epochz",
      "did you mean --epochs?"),
     (["fit", "d", "--out", "r", "--lr", "abc"], "--lr must be a number; got 'abc'",
-     "For example --lr 0.001"),
+     "For example --lr 0.002"),
     (["fit", "d", "--out", "r", "--epochs", "0"], "--epochs must be a positive whole number",
      "For example --epochs 50"),
     (["fit", "d"], "retrain fit needs --out", "retrain fit DATA --out RUN"),

@@ -186,7 +186,7 @@ def test_fine_tuned_run_caches_cut_activations_and_views_and_exports_the_trained
         assert metrics["accuracy"] == first.metrics[split]["accuracy"]
         assert metrics["loss"] == pytest.approx(first.metrics[split]["loss"], abs=1e-4)
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert saved["training"]["backbone_learning_rate"] == 1e-4
+    assert saved["training"]["backbone_learning_rate"] == 1e-3
 
 
 def test_a_view_cache_killed_mid_write_resumes_without_a_corrupt_entry(tmp_path):
