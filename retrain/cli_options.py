@@ -1,39 +1,17 @@
 """The `retrain fit` options that say how the classifier trains (fit.HeadOptions), kept
 apart from cli.py so that each stays readable: parsing only, no printing."""
-import argparse
-
-from .cli_usage import positive_int
+from .cli_usage import fraction, non_negative_int, positive_int
 from .errors import AccuracyBelowThreshold, ConfigError
 from .fit import HeadOptions
 
 __all__ = ["add_training_options", "check_accuracy", "training_options"]
 
 
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number; got {text!r}")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number, 0 or more; got {text}")
-    return value
-
-
-def _fraction(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number; got {text!r}")
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be an accuracy from 0 to 1; got {text}")
-    return value
-
-
 def add_training_options(p):
-    p.add_argument("--fine-tune", type=_non_negative_int, default=0, metavar="N",
+    p.add_argument("--fine-tune", type=non_negative_int, default=0, metavar="N",
                    help="train the top N blocks of the backbone with the head (0: the head "
                         "alone; for EfficientNet-Lite the last 1x1 conv is the first block)")
-    p.add_argument("--augment", type=_non_negative_int, default=0, metavar="K",
+    p.add_argument("--augment", type=non_negative_int, default=0, metavar="K",
                    help="K augmented views of each training image (random resized crop, "
                         "flip, brightness/contrast), cached like the plain one")
     p.add_argument("--no-flip", dest="flip", action="store_false",
@@ -48,11 +26,11 @@ def add_training_options(p):
     p.add_argument("--backbone-lr", type=float, default=0.001,
                    help="peak learning rate of the fine-tuned blocks")
     p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
-    p.add_argument("--warmup-epochs", type=_non_negative_int, default=1,
+    p.add_argument("--warmup-epochs", type=non_negative_int, default=1,
                    help="epochs of linear learning-rate warmup before the cosine decay")
     p.add_argument("--label-smoothing", type=float, default=0.0,
                    help="label smoothing of the crossentropy (make_image_classifier uses 0.1; 0 measured better here: README)")
-    p.add_argument("--assert-accuracy-at-least", type=_fraction, default=None, metavar="X",
+    p.add_argument("--assert-accuracy-at-least", type=fraction, default=None, metavar="X",
                    help="exit with status 3 if the test accuracy is below X (a CI gate)")
 
 

@@ -10,7 +10,8 @@ import signal
 
 from .errors import UsageError
 
-__all__ = ["HelpFormatter", "Parser", "positive_int", "percent", "sigterm_as_ctrl_c"]
+__all__ = ["HelpFormatter", "Parser", "fraction", "non_negative_int", "positive_int", "percent",
+           "sigterm_as_ctrl_c"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -110,6 +111,26 @@ def positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive whole number (1 or more); "
                                          f"got {text}")
+    return value
+
+
+def non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number; got {text!r}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number, 0 or more; got {text}")
+    return value
+
+
+def fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number; got {text!r}")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be an accuracy from 0 to 1; got {text}")
     return value
 
 

@@ -150,10 +150,6 @@ class Classifier(Trainer):
         return (self.top or self.head).inputs[0].shape[1:]
 
     @property
-    def layers(self):
-        return [layer for part in self._parts for layer in part.layers]
-
-    @property
     def weights(self):
         return [w for part in self._parts for w in part.weights]
 

@@ -34,7 +34,6 @@ def split_backbone(backbone, blocks):
     lowest = names[-blocks]
     cut = block_layers(backbone, lowest)[0].inbound[0]
     bottom = Model(backbone.inputs[0], cut, name=f"{backbone.name}_below_{lowest}")
-    bottom.metadata = dict(getattr(backbone, "metadata", None) or {}, cut=lowest)
     top = clone_top(backbone, cut, name=f"{backbone.name}_from_{lowest}")
     top.trainable = True
     return bottom, top, lowest
