@@ -25,11 +25,11 @@ from .export import describe
 from .features import default_cache_dir
 from .model_file import load_model_file
 from .output import csv_line, json_line, printable
-from .cli_options import add_training_options, check_accuracy, training_options
+from .cli_options import add_export_parser, add_training_options, check_accuracy, training_options
+from .onnx_export import export_file
 from .pipeline import STAGES, RunOptions, evaluate_model, run
 
 __all__ = ["build_parser", "main"]
-
 
 
 def _out(text=""):
@@ -199,6 +199,11 @@ def cmd_info(args):
     return 0
 
 
+def cmd_export(args):
+    _out(f"wrote {export_file(args.model, getattr(args, 'out', None))}")
+    return 0
+
+
 def cmd_pretrained(args):
     for out, seconds in convert.ensure_pretrained_all(**vars(args)):
         _out(f"wrote {out} in {seconds:.1f} s" if seconds is not None
@@ -241,6 +246,7 @@ def build_parser():
     _add_evaluate_parser(commands)
     _add_classify_parser(commands)
     _add_info_parser(commands)
+    add_export_parser(commands, cmd_export)
     _add_pretrained_parser(commands)
     _add_backbones_parser(commands)
     return parser

@@ -1,10 +1,13 @@
 """The `retrain fit` options that say how the classifier trains (fit.HeadOptions), kept
 apart from cli.py so that each stays readable: parsing only, no printing."""
-from .cli_usage import fraction, non_negative_int, positive_int
+import argparse
+from pathlib import Path
+
+from .cli_usage import HelpFormatter, fraction, non_negative_int, positive_int
 from .errors import AccuracyBelowThreshold, ConfigError
 from .fit import HeadOptions
 
-__all__ = ["add_training_options", "check_accuracy", "training_options"]
+__all__ = ["add_export_parser", "add_training_options", "check_accuracy", "training_options"]
 
 
 def add_training_options(p):
@@ -56,3 +59,20 @@ def check_accuracy(test, least):
         raise AccuracyBelowThreshold(f"test accuracy {test['accuracy']:.4f} is below "
                                      f"--assert-accuracy-at-least {least:g}",
                                      hint="the run is complete: see its report.html")
+
+
+def add_export_parser(commands, func):
+    """`retrain export MODEL --format onnx [--out FILE]`, which runs func(args)."""
+    p = commands.add_parser(
+        "export", formatter_class=HelpFormatter, help="write a model file in another format",
+        description="Write MODEL (a model file from `retrain fit`, or a pretrained backbone) "
+                    "as an ONNX file for ONNX Runtime, OpenVINO and others: float32 NHWC input "
+                    "made by the preprocessing recipe, which travels with the labels in the "
+                    "file's metadata_props. Needs the onnx package: pip install "
+                    "'retrain[onnx]'.")
+    p.add_argument("model", metavar="MODEL", help="model file (.h5)")
+    p.add_argument("--format", choices=("onnx",), required=True, default=argparse.SUPPRESS,
+                   help="the format to write")
+    p.add_argument("--out", metavar="FILE", type=Path, default=argparse.SUPPRESS,
+                   help="the file to write (default: MODEL with the suffix .onnx)")
+    p.set_defaults(func=func)
