@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import inference_steps as steps
-from .errors import ShapeError, UnsupportedLayerError
+from .errors import ShapeError
 
 __all__ = ["DEFAULT_BATCH_SIZE", "InferencePlan", "inference_function"]
 
@@ -344,16 +344,13 @@ _PLANS = weakref.WeakKeyDictionary()
 def inference_function(model):
     """What predict runs on each batch: the model's InferencePlan, rebuilt whenever a layer or
     a weight array was replaced since it was built (optimizers, set_weights and load_weights
-    all replace them); model.forward if a layer has no inference step."""
+    all replace them). A layer class without a lowering runs its own forward inside the plan
+    (inference_steps.Forward), with an InferenceFallbackWarning."""
     if not model._graph:             # a Sequential that its first forward call will build
         return model.forward
     key = tuple(model._graph) + tuple(w.value for w in model.weights)
     cached = _PLANS.get(model)
     if cached is None or len(cached[0]) != len(key) or any(
             a is not b for a, b in zip(cached[0], key)):
-        try:
-            cached = (key, InferencePlan(model).run)
-        except UnsupportedLayerError:
-            cached = (key, None)
-        _PLANS[model] = cached
-    return cached[1] or model.forward
+        cached = _PLANS[model] = (key, InferencePlan(model).run)
+    return cached[1]

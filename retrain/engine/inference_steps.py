@@ -8,12 +8,12 @@ no arguments that computes all of the output (rows=None), or a band of rows of a
 the arrays of a workspace (`scratch(name, shape)` lends it temporaries).
 """
 import itertools
+import warnings
 from functools import partial
 
 import numpy as np
 
 from . import activations, kernels
-from .errors import UnsupportedLayerError
 from .layers import (Activation, Add, AveragePooling2D, BatchNormalization, Conv2D, Dense,
                      DepthwiseConv2D, Dropout, Flatten, GlobalAveragePooling2D,
                      GlobalMaxPooling2D, InputLayer, MaxPooling2D, ReLU, Softmax, ZeroPadding2D)
@@ -264,84 +264,120 @@ class Whole(Step):
         return partial(self.compute, arrays[self.inputs[0]], arrays[self.output])
 
 
-# -- compiling the graph into steps ---------------------------------------------------------
-def _conv_steps(layer, src, new_vid):
+# -- lowering each layer class into steps: (layer, input value ids, new_vid) -> steps ------
+def _conv_steps(layer, srcs, new_vid):
     """[a Pad for 'same'] then a Matmul (1x1, stride 1), Window or Depthwise step."""
     depthwise = type(layer) is DepthwiseConv2D
     kernel = (layer.depthwise_kernel if depthwise else layer.kernel).value
     if not depthwise and kernel.shape[:2] == (1, 1) and layer.strides == (1, 1):
-        return [Matmul([src], new_vid(), layer, kernel.reshape(kernel.shape[2:]))]
-    before = []
+        return [Matmul(srcs, new_vid(), layer, kernel.reshape(kernel.shape[2:]))]
+    before, src = [], srcs[0]
     if layer.padding == "same":
         before.append(Pad([src], new_vid(), lambda spatial: kernels.window_pads(
             spatial, kernel.shape[:2], layer.strides, layer.dilation_rate, "same")))
         src = before[0].output
-    return before + [(Depthwise if depthwise else Window)([src], new_vid(), layer,
-                                                                      kernel)]
+    return before + [(Depthwise if depthwise else Window)([src], new_vid(), layer, kernel)]
 
 
-def _whole_compute(layer):
-    """compute(x, out) for a layer that a Whole step runs."""
-    kind = type(layer)
-    if kind in (MaxPooling2D, AveragePooling2D):
-        forward = kernels.max_pool2d_forward if kind is MaxPooling2D else \
-            kernels.avg_pool2d_forward
-
-        def pool(x, out):
-            pads = kernels.window_pads(x.shape[1:3], layer.pool_size, layer.strides, (1, 1),
-                                       layer.padding)
-            out[...] = forward(x, layer.pool_size, layer.strides, pads)
-        return pool
-    if kind in (GlobalAveragePooling2D, GlobalMaxPooling2D):
-        reduce = np.mean if kind is GlobalAveragePooling2D else np.max
-        return lambda x, out: reduce(x, axis=(1, 2), keepdims=layer.keepdims, out=out)
-    if kind is Flatten:
-        return lambda x, out: np.copyto(out, x.reshape(out.shape))
-    return lambda x, out: np.copyto(out, activations.softmax(x, layer.axis))
+def _elementwise_steps(layer, srcs, new_vid):
+    """Activation, ReLU, BatchNormalization, Add, Softmax on the last axis: an Elementwise
+    step (a sum of its inputs, then the epilogue); Softmax on another axis: a Whole step."""
+    step = Elementwise(srcs, new_vid())
+    if type(layer) is BatchNormalization:
+        step.fold(*bn_affine(layer))
+    elif type(layer) is Softmax:
+        if layer.axis != -1:
+            return [Whole(srcs, step.output, layer, lambda x, out: np.copyto(
+                out, activations.softmax(x, layer.axis)))]
+        step.stages["activation"] = activations.softmax
+    else:
+        step.stages.update(follower_stages(layer) or {})
+    return [step]
 
 
-def _layer_steps(layer, srcs, new_vid):
-    kind = type(layer)
-    if kind in (Conv2D, DepthwiseConv2D):
-        return _conv_steps(layer, srcs[0], new_vid)
-    if kind is Dense:
-        return [Matmul(srcs, new_vid(), layer, layer.kernel.value)]
-    if kind is ZeroPadding2D:
-        return [Pad(srcs, new_vid(), lambda spatial: layer.padding)]
-    if kind in (Activation, ReLU, BatchNormalization, Add) or (kind is Softmax
-                                                               and layer.axis == -1):
-        step = Elementwise(srcs, new_vid())
-        if kind is BatchNormalization:
-            step.fold(*bn_affine(layer))
-        elif kind is Softmax:
-            step.stages["activation"] = activations.softmax
-        elif kind is not Add:
-            step.stages.update(follower_stages(layer))
-        return [step]
-    if kind in (MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
-                Flatten, Softmax):
-        return [Whole(srcs, new_vid(), layer, _whole_compute(layer))]
-    raise UnsupportedLayerError(f"Layer {layer.name!r} ({kind.__name__}) has no inference step.")
+def _pool_compute(layer):
+    forward = kernels.max_pool2d_forward if type(layer) is MaxPooling2D else \
+        kernels.avg_pool2d_forward
+
+    def pool(x, out):
+        pads = kernels.window_pads(x.shape[1:3], layer.pool_size, layer.strides, (1, 1),
+                                   layer.padding)
+        out[...] = forward(x, layer.pool_size, layer.strides, pads)
+    return pool
+
+
+def _whole(compute):
+    """Steps for a layer that one thread computes on whole samples: compute(layer)(x, out)."""
+    return lambda layer, srcs, new_vid: [Whole(srcs, new_vid(), layer, compute(layer))]
+
+
+def _global_pool_compute(layer):
+    reduce = np.mean if type(layer) is GlobalAveragePooling2D else np.max
+    return lambda x, out: reduce(x, axis=(1, 2), keepdims=layer.keepdims, out=out)
+
+
+class Forward(Whole):
+    """A layer class with no lowering, run by its own forward(x, training=False) on whole
+    samples; compile_graph reports each one (InferenceFallbackWarning)."""
+
+    def __init__(self, inputs, output, layer):
+        super().__init__(inputs, output, layer, None)
+
+    def bind(self, shapes):
+        given = [(None,) + shapes[v] for v in self.inputs]
+        shape = self.layer.compute_output_shape(given if len(given) > 1 else given[0])
+        return tuple(shape[1:]), {}
+
+    def prepare(self, arrays, rows, params, scratch):
+        xs = [arrays[v] for v in self.inputs]
+        return lambda: np.copyto(arrays[self.output], self.layer.forward(
+            xs if len(xs) > 1 else xs[0], training=False))
+
+
+class InferenceFallbackWarning(UserWarning):
+    """A layer of the model runs through its slower `forward` (it has no lowering)."""
+
+
+# The plan's one table: each layer class of the registry (layers.LAYERS) but InputLayer and
+# the step(s) it becomes; FALLS_BACK lists the classes left to their `forward` (none now).
+LOWERINGS = {
+    Conv2D: _conv_steps, DepthwiseConv2D: _conv_steps,
+    Dense: lambda layer, srcs, new_vid: [Matmul(srcs, new_vid(), layer, layer.kernel.value)],
+    ZeroPadding2D: lambda layer, srcs, new_vid: [Pad(srcs, new_vid(),
+                                                     lambda spatial: layer.padding)],
+    Activation: _elementwise_steps, ReLU: _elementwise_steps, Add: _elementwise_steps,
+    BatchNormalization: _elementwise_steps, Softmax: _elementwise_steps,
+    MaxPooling2D: _whole(_pool_compute), AveragePooling2D: _whole(_pool_compute),
+    GlobalAveragePooling2D: _whole(_global_pool_compute),
+    GlobalMaxPooling2D: _whole(_global_pool_compute),
+    Flatten: _whole(lambda layer: lambda x, out: np.copyto(out, x.reshape(out.shape))),
+    Dropout: lambda layer, srcs, new_vid: [],          # the identity at inference
+}
+FALLS_BACK = ()
 
 
 def compile_graph(model):
-    """(steps, input value ids, output value ids): the graph's layers in order, each
-    absorbing the layers after it that only it feeds (see inference_Fused.absorb)."""
+    """(steps, input value ids, output value ids): the graph's layers in order, each lowered
+    by LOWERINGS (or run by its Forward, with a warning) and absorbing the layers after it
+    that only it feeds (see Fused.absorb)."""
     readers, outputs = {}, {id(t) for t in model.outputs}
     for layer in model._graph:
         for t in layer.inbound:
             readers.setdefault(id(t), []).append(layer)
     new_vid = itertools.count().__next__
     vid_of = {id(t): new_vid() for t in model.inputs}
-    plan, absorbed = [], set()
+    plan, absorbed, fallbacks = [], set(), []
     for layer in model._graph:
         if isinstance(layer, InputLayer) or id(layer) in absorbed:
             continue
         srcs = [vid_of[id(t)] for t in layer.inbound]
-        if type(layer) is Dropout:
+        lower = LOWERINGS.get(type(layer))
+        new = lower(layer, srcs, new_vid) if lower else [Forward(srcs, new_vid(), layer)]
+        if not lower:
+            fallbacks.append(f"{layer.name} ({type(layer).__name__})")
+        if not new:
             vid_of[id(layer.outputs[0])] = srcs[0]
             continue
-        new = _layer_steps(layer, srcs, new_vid)
         tensor = layer.outputs[0]
         while isinstance(new[-1], Fused) and id(tensor) not in outputs \
                 and len(readers.get(id(tensor), [])) == 1 \
@@ -350,4 +386,8 @@ def compile_graph(model):
             tensor = readers[id(tensor)][0].outputs[0]
         vid_of[id(tensor)] = new[-1].output
         plan += new
+    if fallbacks:
+        warnings.warn(f"Model {model.name!r}: predict runs layer(s) {', '.join(fallbacks)} "
+                      "through their forward, which is slower: they have no inference step "
+                      "(inference_steps.LOWERINGS).", InferenceFallbackWarning, stacklevel=5)
     return plan, [vid_of[id(t)] for t in model.inputs], [vid_of[id(t)] for t in model.outputs]

@@ -3,6 +3,7 @@ proves against Keras and PyTorch: random models with every fusion the plan makes
 threading paths, plan caching, and the reference backbones through predict."""
 import os
 import signal
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,11 +11,12 @@ import numpy as np
 import pytest
 
 import retrain.engine
-from retrain.engine import Layer, Model, Sequential, inference, kernels
+from retrain.engine import Layer, Model, Sequential, inference, inference_steps, kernels
 from retrain.engine.layers import (Activation, Add, AveragePooling2D, BatchNormalization,
                                    Conv2D, Dense, DepthwiseConv2D, Dropout, Flatten,
                                    GlobalAveragePooling2D, GlobalMaxPooling2D, Input,
-                                   MaxPooling2D, ReLU, Softmax, ZeroPadding2D)
+                                   InputLayer, LAYERS, MaxPooling2D, ReLU, Softmax,
+                                   ZeroPadding2D)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -202,15 +204,32 @@ def test_predict_rebuilds_the_plan_when_weights_change():
         assert inference.inference_function(model) is not first
 
 
-def test_predict_falls_back_to_forward_for_unknown_layers():
+def test_every_registry_layer_lowers_or_is_listed_as_falling_back():
+    """One table says how the plan runs each layer class; a class in neither it nor
+    FALLS_BACK would silently take the slow path."""
+    registry = set(LAYERS.values()) - {InputLayer}
+    assert registry <= set(inference_steps.LOWERINGS) | set(inference_steps.FALLS_BACK)
+    assert not set(inference_steps.LOWERINGS) & set(inference_steps.FALLS_BACK)
+
+
+def test_a_layer_without_lowering_runs_its_forward_and_is_reported():
     class Double(Layer):
         def forward(self, x, training=False):
             return 2 * x
 
-    model = Sequential([Dense(3, input_shape=(4,)), Double()])
-    assert inference.inference_function(model) == model.forward
-    x = np.ones((2, 4), np.float32)
-    np.testing.assert_allclose(model.predict(x), 2 * (x @ model.layers[0].kernel.value))
+    dense = Dense(3, input_shape=(4,))
+    model = Sequential([dense, Double(name="double"), Dense(2, activation="softmax")])
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    with pytest.warns(inference_steps.InferenceFallbackWarning, match=r"double \(Double\)"):
+        got = model.predict(x)
+    np.testing.assert_allclose(got, model.forward(x), rtol=1e-6)
+    with pytest.warns(inference_steps.InferenceFallbackWarning):
+        steps = inference.InferencePlan(model).steps
+    assert [type(step).__name__ for step in steps] == ["Matmul", "Forward", "Matmul"]
+    # a plan of registry layers alone says nothing
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Sequential([Dense(3, input_shape=(4,))]).predict(x)
 
 
 def test_predict_default_batch_size_and_input_checks(monkeypatch):
