@@ -54,10 +54,14 @@ def model_labels(model):
     return list(labels)
 
 
-def predict_probabilities(model, paths, batch_size=32, workers=2):
+def predict_probabilities(model, paths, batch_size=32, workers=2, cluster=None):
     """Yield (done, probabilities) per batch: `done` = [(path, reason or None)] in order, and
-    the (n_usable, C) class probabilities of the usable files, in the same order."""
+    the (n_usable, C) class probabilities of the usable files, in the same order. With
+    `cluster` (cluster.Cluster), its workers run this per chunk of files, in order."""
     model_labels(model)
+    if cluster is not None:
+        yield from cluster.probabilities(model, paths, batch_size)
+        return
     recipe = model.metadata["preprocessing"]
     logits = model.metadata.get("outputs", "probabilities") == "logits"
     for done, inputs in iter_batches(paths, recipe, batch_size, workers):
@@ -68,12 +72,14 @@ def predict_probabilities(model, paths, batch_size=32, workers=2):
         yield done, softmax(out) if logits else out
 
 
-def classify(model, paths, top_k=3, batch_size=32, workers=2):
+def classify(model, paths, top_k=3, batch_size=32, workers=2, cluster=None):
     """Yield {"path", "top": [{"label", "probability"}, ...]} or {"path", "error"} for every
-    image file in `paths` (files, or folders searched recursively), in order."""
+    image file in `paths` (files, or folders searched recursively), in order; with
+    `cluster`, computed by its workers (the files listed first, then sent in chunks)."""
     labels = model_labels(model)
     files = iter_image_files(paths)
-    for done, probabilities in predict_probabilities(model, files, batch_size, workers):
+    for done, probabilities in predict_probabilities(model, files, batch_size, workers,
+                                                     cluster):
         tops = iter(top_predictions(probabilities, labels, top_k))
         finite = iter(np.isfinite(probabilities).all(axis=1))
         for path, reason in done:

@@ -25,7 +25,8 @@ from .export import describe
 from .features import default_cache_dir
 from .model_file import load_model_file
 from .output import csv_line, json_line, printable
-from .cli_options import add_export_parser, add_training_options, check_accuracy, training_options
+from .cli_options import (add_dask_option, add_export_parser, add_runtime_options,
+                          add_training_options, check_accuracy, open_cluster, training_options)
 from .onnx_export import export_file
 from .pipeline import STAGES, RunOptions, evaluate_model, run
 
@@ -53,7 +54,8 @@ def cmd_fit(args):
     head = training_options(args)
     options = RunOptions(backbone=args.backbone, val_percent=args.val_percent,
                          test_percent=args.test_percent, cache_dir=args.cache,
-                         workers=args.workers, progress=not args.quiet, head=head)
+                         workers=args.workers, progress=not args.quiet, head=head,
+                         cluster=args.cluster)
     earlier = (Path(args.out) / "model.h5").exists()
     if earlier:
         _err(f"note: {args.out} holds an earlier run; its files are replaced when this run "
@@ -100,7 +102,7 @@ def cmd_fit(args):
 def cmd_evaluate(args):
     model = load_model_file(args.model)
     metrics = evaluate_model(model, args.data, args.split, batch_size=args.batch_size,
-                             workers=args.workers)
+                             workers=args.workers, cluster=args.cluster)
     if args.json:
         _out(json_line(metrics))
         return 0
@@ -127,7 +129,7 @@ def cmd_evaluate(args):
 def cmd_classify(args):
     model = load_model_file(args.model)
     records = classify(model, args.paths, top_k=args.top_k, batch_size=args.batch_size,
-                       workers=args.workers)
+                       workers=args.workers, cluster=args.cluster)
     writer = {"table": _write_table, "csv": _write_csv, "json": _write_json}[args.format]
     if args.format == "table":
         writer = functools.partial(_write_table, labels=model_labels(model))
@@ -228,13 +230,6 @@ def cmd_backbones(args):
 
 
 # -- parser --------------------------------------------------------------------------------
-def _add_runtime_options(parser):
-    parser.add_argument("--batch-size", type=positive_int, default=32,
-                        help="images per forward pass")
-    parser.add_argument("--workers", type=positive_int, default=2,
-                        help="threads decoding and resizing images")
-
-
 def build_parser():
     parser = Parser(
         prog="retrain", formatter_class=HelpFormatter,
@@ -282,6 +277,7 @@ def _add_fit_parser(commands):
                         "retrain if set); safe to delete")
     p.add_argument("--workers", type=positive_int, default=2,
                    help="threads decoding and resizing images")
+    add_dask_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or stage lines")
     p.set_defaults(func=cmd_fit)
 
@@ -297,7 +293,7 @@ def _add_evaluate_parser(commands):
                    help="which images to score")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object shaped like a split in metrics.json")
-    _add_runtime_options(p)
+    add_runtime_options(p)
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -313,7 +309,7 @@ def _add_classify_parser(commands):
     p.add_argument("--format", choices=("table", "csv", "json"), default="table",
                    help="table: one line per image; csv: with a header row; json: one JSON "
                         "object per line")
-    _add_runtime_options(p)
+    add_runtime_options(p)
     p.set_defaults(func=cmd_classify)
 
 
@@ -369,7 +365,8 @@ def main(argv=None):
         args = parser.parse_args(argv)
         with warnings.catch_warnings(), sigterm_as_ctrl_c():
             warnings.simplefilter("ignore", RuntimeWarning)   # non-finite results are errors
-            return args.func(args)
+            with open_cluster(getattr(args, "dask", None)) as args.cluster:
+                return args.func(args)
     except Interrupted as stop:
         _err(f"\ninterrupted: the features of {stop.kept} of the {stop.total} images computed "
              "are kept in the cache; run the same command again to resume")

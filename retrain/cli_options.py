@@ -1,13 +1,53 @@
-"""The `retrain fit` options that say how the classifier trains (fit.HeadOptions), kept
-apart from cli.py so that each stays readable: parsing only, no printing."""
+"""The `retrain fit` options that say how the classifier trains (fit.HeadOptions), and
+`--dask` (fit, evaluate, classify), kept apart from cli.py so that each stays readable:
+parsing only, no printing."""
 import argparse
+import contextlib
 from pathlib import Path
 
-from .cli_usage import HelpFormatter, fraction, non_negative_int, positive_int
+from .cli_usage import HelpFormatter, dask_address, fraction, non_negative_int, positive_int
 from .errors import AccuracyBelowThreshold, ConfigError
 from .fit import HeadOptions
 
-__all__ = ["add_export_parser", "add_training_options", "check_accuracy", "training_options"]
+__all__ = ["add_dask_option", "add_export_parser", "add_runtime_options", "add_training_options",
+           "check_accuracy", "open_cluster", "training_options"]
+DASK_INSTALL = "pip install 'retrain[dask]'"
+
+
+def add_runtime_options(p):
+    """evaluate's and classify's options for running the model: batch size, threads, --dask."""
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass")
+    p.add_argument("--workers", type=positive_int, default=2,
+                   help="threads decoding and resizing images")
+    add_dask_option(p)
+
+
+def add_dask_option(p):
+    p.add_argument("--dask", metavar="ADDRESS", type=dask_address,
+                   default=argparse.SUPPRESS,
+                   help="run the backbone on a Dask cluster: its scheduler's address "
+                        "(tcp://HOST:8786), or local:N for N worker processes here; workers "
+                        f"must see the images at the same paths (needs {DASK_INSTALL})")
+
+
+@contextlib.contextmanager
+def open_cluster(address):
+    """The cluster.Cluster of `--dask ADDRESS` for the command's duration (None without:
+    the option's default is left out of the parsed arguments, hence getattr in cli.main)."""
+    if address is None:
+        yield None
+        return
+    try:
+        from . import cluster
+    except ImportError as error:
+        if (error.name or "").split(".")[0] not in ("dask", "distributed"):
+            raise
+        raise ConfigError(f"--dask needs Dask's distributed scheduler, which is not installed "
+                          f"here (no module named {error.name!r}).",
+                          hint=f"Install it with: {DASK_INSTALL} (or: pip install "
+                               "'dask[distributed]').") from None
+    with cluster.connect(address) as connected:
+        yield connected
 
 
 def add_training_options(p):

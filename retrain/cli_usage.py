@@ -10,8 +10,8 @@ import signal
 
 from .errors import UsageError
 
-__all__ = ["HelpFormatter", "Parser", "fraction", "non_negative_int", "positive_int", "percent",
-           "sigterm_as_ctrl_c"]
+__all__ = ["HelpFormatter", "Parser", "dask_address", "fraction", "non_negative_int",
+           "positive_int", "percent", "sigterm_as_ctrl_c"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -143,6 +143,20 @@ def percent(text):
         raise argparse.ArgumentTypeError(f"must be from 0 up to (not including) 100; "
                                          f"got {text}")
     return value
+
+
+def dask_address(text):
+    """--dask: a scheduler's address (tcp://HOST:PORT; Dask itself checks it when it
+    connects) or local:N, N worker processes on this machine."""
+    if text.startswith("local:"):
+        count = text[len("local:"):]
+        if not count.isdigit() or int(count) < 1:
+            raise argparse.ArgumentTypeError(f"local:N needs N, the number of worker "
+                                             f"processes, 1 or more; got {text!r}")
+    elif not text.strip():
+        raise argparse.ArgumentTypeError("must be a scheduler address (tcp://HOST:8786) or "
+                                         "local:N; got an empty one")
+    return text
 
 
 @contextlib.contextmanager

@@ -39,10 +39,14 @@ class UnsafeFileError(RetrainError, ValueError):
     """A file asks to run code or import something a weight file never needs."""
 
 
+class ClusterError(RetrainError, ConnectionError):
+    """The Dask cluster of `--dask` cannot be reached, or lost the work it was given."""
+
+
 class PretrainedMissingError(RetrainError, FileNotFoundError):
     """Pretrained weights are not on disk yet."""
 
 
 __all__ = ["RetrainError", "ConfigError", "ModelFileError", "ShapeError",
            "UnsupportedLayerError", "WeightsError", "UsageError", "Interrupted", "DataError", "ImageError",
-           "UnsafeFileError", "PretrainedMissingError"]
+           "UnsafeFileError", "PretrainedMissingError", "ClusterError"]

@@ -46,7 +46,7 @@ _FORMAT_VERSION = 1
 _STALE_TEMP_SECONDS = 24 * 3600
 
 __all__ = ["FeatureCache", "FeatureSet", "cache_namespace", "default_cache_dir",
-           "extract_features", "extract_views", "model_fingerprint"]
+           "extract_features", "extract_views", "forward_entries", "model_fingerprint"]
 
 
 def default_cache_dir():
@@ -203,13 +203,14 @@ def _hash_or_reason(path):
 
 
 def extract_features(paths, backbone, recipe, cache, batch_size=32, workers=2,
-                     chunk_size=512, flush_seconds=60.0, progress=True):
+                     chunk_size=512, flush_seconds=60.0, progress=True, cluster=None):
     """Features of `backbone` for every image in `paths`, computing only cache misses.
 
     Misses are written to `cache` every `chunk_size` images or `flush_seconds`, whichever
     comes first, so a killed run loses at most that much work. Files that cannot be read
     or decoded are returned in `skipped` with the reason, not raised. Identical files are
-    computed once."""
+    computed once. With `cluster` (cluster.Cluster), the misses are computed by its workers;
+    the hashing, and everything cached, stays here."""
     paths = [str(p) for p in paths]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         hashed = list(pool.map(_hash_or_reason, paths))
@@ -221,7 +222,7 @@ def extract_features(paths, backbone, recipe, cache, batch_size=32, workers=2,
             todo[key] = (path, None)
     cached = sum(key is not None for key in keys) - len(todo)    # the bar counts them done
     failed = _extract_misses(todo, backbone, recipe, cache, batch_size, workers,
-                             chunk_size, flush_seconds, progress, cached)
+                             chunk_size, flush_seconds, progress, cached, cluster=cluster)
     skipped += [(path, failed[key]) for path, key in zip(paths, keys) if key in failed]
     kept = [i for i, key in enumerate(keys) if key is not None and key not in failed]
     # A copy of an image computed in this run is neither: not a hit on a cold cache.
@@ -233,7 +234,7 @@ def extract_features(paths, backbone, recipe, cache, batch_size=32, workers=2,
 
 
 def extract_views(paths, keys, backbone, recipe, cache, views, augmentation, batch_size=32,
-                  workers=2, chunk_size=512, flush_seconds=60.0, progress=True):
+                  workers=2, chunk_size=512, flush_seconds=60.0, progress=True, cluster=None):
     """Augmented views 1..`views` of each image (`paths[i]`, content hash `keys[i]`): the
     outputs of `backbone` as float16 (len(paths), views, D), computing only cache misses
     (cached under "<key>:<k>" in `cache`, whose namespace names `augmentation`). Returns
@@ -246,7 +247,8 @@ def extract_views(paths, keys, backbone, recipe, cache, views, augmentation, bat
                 todo[entry] = (str(path), view_parameters(key, view, augmentation))
     cached = len(paths) * views - len(todo)
     failed = _extract_misses(todo, backbone, recipe, cache, batch_size, workers, chunk_size,
-                             flush_seconds, progress, cached, dtype=np.float16, desc="views")
+                             flush_seconds, progress, cached, dtype=np.float16, desc="views",
+                             cluster=cluster)
     if failed:
         entry, reason = next(iter(failed.items()))
         raise DataError(f"{todo[entry][0]} could not be decoded for its augmented views "
@@ -258,15 +260,19 @@ def extract_views(paths, keys, backbone, recipe, cache, views, augmentation, bat
 
 
 def _extract_misses(todo, backbone, recipe, cache, batch_size, workers, chunk_size,
-                    flush_seconds, progress, cached=0, dtype=np.float32, desc="features"):
+                    flush_seconds, progress, cached=0, dtype=np.float32, desc="features",
+                    cluster=None):
     """Run the backbone on `todo` {cache key: (path, view parameters or None)}, flushing to
     the cache in chunks. Outputs are stored flat (one row per entry) in `dtype`.
     Returns {cache key: reason} for the images that could not be decoded. Ctrl-C (or
     SIGTERM, which the CLI turns into KeyboardInterrupt) writes what is computed, then
-    raises Interrupted, so that the same command resumes from there."""
-    entries = list(todo)
-    paths = [todo[entry][0] for entry in entries]
-    views = [todo[entry][1] for entry in entries]
+    raises Interrupted, so that the same command resumes from there. With `cluster`
+    (cluster.Cluster), the forward passes run as Dask tasks on its workers and their
+    results arrive here a chunk at a time; caching, progress and Ctrl-C stay the same."""
+    items = [(key, path, view) for key, (path, view) in todo.items()]
+    results = (forward_entries(items, backbone, recipe, batch_size, workers, dtype)
+               if cluster is None else cluster.features(items, backbone, recipe, batch_size,
+                                                         dtype))
     failed, pending, saved = {}, [], [0]      # pending: (keys, features) per batch
 
     def flush():
@@ -276,30 +282,51 @@ def _extract_misses(todo, backbone, recipe, cache, batch_size, workers, chunk_si
             saved[0] += len(keys)
             pending.clear()
 
-    position, last_flush = 0, time.monotonic()
+    def take(result):
+        count, batch_failed, kept, block = result
+        failed.update(batch_failed)
+        if kept:          # one append, so that an interrupt never splits keys from features
+            pending.append((kept, block))
+        return count
+
+    last_flush = time.monotonic()
     try:
         with progress_bar(total=len(todo) + cached, initial=cached, unit="img",
                           desc=f"{desc} ({cached} cached)" if cached else desc,
                           disable=not progress) as bar:
-            for batch, inputs in iter_batches(paths, recipe, batch_size, workers, views):
-                batch_keys = entries[position:position + len(batch)]
-                position += len(batch)
-                failed.update((key, reason) for key, (_, reason) in zip(batch_keys, batch)
-                              if reason)
-                if len(inputs):
-                    outputs = backbone.predict(inputs, batch_size=len(inputs))
-                    block = np.asarray(outputs).reshape(len(inputs), -1).astype(dtype)
-                    # one append, so that an interrupt never splits keys from features
-                    pending.append(([key for key, (_, reason) in zip(batch_keys, batch)
-                                     if not reason], block))
-                bar.update(len(batch))
+            for result in results:
+                bar.update(take(result))
                 due = time.monotonic() - last_flush > flush_seconds
                 waiting = sum(len(keys) for keys, _ in pending)
                 if waiting and (waiting >= chunk_size or due):
                     flush()
                     last_flush = time.monotonic()
     except KeyboardInterrupt:
+        for result in getattr(results, "stop", list)():    # a cluster's finished chunks
+            take(result)
         flush()
         raise Interrupted(saved[0], len(todo)) from None
     flush()
     return failed
+
+
+def forward_entries(items, backbone, recipe, batch_size=32, workers=2, dtype=np.float32):
+    """Yield (count, failed, kept, block) per batch of `items` [(cache key, path, view
+    parameters or None)]: `count` entries done, `failed` {key: reason} for those that could
+    not be decoded, `kept` the keys of the others and `block` their outputs, flat, in
+    `dtype` ((len(kept), D), None when kept is empty). The one forward loop: in process,
+    and inside each Dask task of a cluster run."""
+    keys = [key for key, _, _ in items]
+    paths = [path for _, path, _ in items]
+    views = [view for _, _, view in items]
+    position = 0
+    for batch, inputs in iter_batches(paths, recipe, batch_size, workers, views):
+        batch_keys = keys[position:position + len(batch)]
+        position += len(batch)
+        failed = {key: reason for key, (_, reason) in zip(batch_keys, batch) if reason}
+        kept = [key for key, (_, reason) in zip(batch_keys, batch) if not reason]
+        block = None
+        if len(inputs):
+            outputs = backbone.predict(inputs, batch_size=len(inputs))
+            block = np.asarray(outputs).reshape(len(inputs), -1).astype(dtype)
+        yield len(batch), failed, kept, block

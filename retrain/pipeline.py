@@ -49,6 +49,7 @@ class RunOptions:
     extract_batch_size: int = 32
     workers: int = 2
     progress: bool = True
+    cluster: object = None           # cluster.Cluster: forward passes on its Dask workers
     head: HeadOptions = field(default_factory=HeadOptions)
 
     def validate(self):
@@ -133,7 +134,7 @@ def _features(dataset, options):
     paths = [dataset.path(i) for i in range(len(dataset.records))]
     found = extract_features(paths, bottom, extractor.recipe, cache,
                              batch_size=options.extract_batch_size, workers=options.workers,
-                             progress=options.progress)
+                             progress=options.progress, cluster=options.cluster)
     return extractor, found
 
 
@@ -149,7 +150,7 @@ def _views(dataset, keys, parts, extractor, options):
         [dataset.path(i) for i in train], [keys[i] for i in train], extractor.bottom,
         extractor.recipe, cache, options.head.augment, augmentation,
         batch_size=options.extract_batch_size, workers=options.workers,
-        progress=options.progress)
+        progress=options.progress, cluster=options.cluster)
     return {"views": views, "hits": hits, "misses": misses, "augmentation": augmentation}
 
 
@@ -254,12 +255,13 @@ def _model_metadata(data, backbone, options, metrics, dataset):
             "metrics": {name: {k: metrics[name][k] for k in summary_keys} for name in SPLITS}}
 
 
-def evaluate_model(model, data, split_name="test", batch_size=32, workers=2):
+def evaluate_model(model, data, split_name="test", batch_size=32, workers=2, cluster=None):
     """Metrics of an exported model on one split of `data` ("train", "val", "test" or "all"),
     the split recomputed from the file names with the model's own val/test percentages,
     after setting aside the files `run` set aside (recorded in the model, so that only the
     chosen split is decoded; models without that record have every file decoded to find
-    them). Returns the dict shaped as a split's entry in metrics.json."""
+    them). With `cluster`, its workers run the model. Returns the dict shaped as a split's
+    entry in metrics.json."""
     labels = model_labels(model)
     settings = model.metadata.get("split") or {}
     if split_name != "all" and not {"val_percent", "test_percent"} <= set(settings):
@@ -283,7 +285,8 @@ def evaluate_model(model, data, split_name="test", batch_size=32, workers=2):
                        np.int64)
     paths = [dataset.path(i) for i in index]
     blocks = []
-    for done, probabilities in predict_probabilities(model, paths, batch_size, workers):
+    for done, probabilities in predict_probabilities(model, paths, batch_size, workers,
+                                                     cluster):
         failed = [(path, reason) for path, reason in done if reason]
         if failed:
             raise DataError(f"{failed[0][0]} can no longer be decoded ({failed[0][1]}); "

@@ -1,0 +1,272 @@
+"""`--dask`: feature extraction, classification and evaluation on a Dask cluster give what an
+in-process run gives, survive a killed worker, stop cleanly on Ctrl-C, and fail in one line.
+
+One LocalCluster of 2 worker processes serves the whole module (starting one costs seconds).
+The client ships its model to the workers, so the stand-in backbones of stand_in.py run
+there too: monkeypatching load_backbone in the client is enough."""
+import functools
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")     # `make install` installs it; a bare pip may not
+
+import retrain                          # noqa: E402
+from retrain import cluster as cluster_module     # noqa: E402
+from retrain.cli import main            # noqa: E402
+from retrain.engine import load_model   # noqa: E402
+from retrain.errors import Interrupted  # noqa: E402
+from retrain.features import FeatureCache, extract_features   # noqa: E402
+from retrain.fit import HeadOptions     # noqa: E402
+from retrain.pipeline import RunOptions, run   # noqa: E402
+from stand_in import LITE_RECIPE, lite_stand_in, use_lite_stand_in, use_stand_in  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def shared_cluster():
+    with cluster_module.connect("local:2") as connected:
+        yield connected
+
+
+@pytest.fixture
+def cluster(shared_cluster):
+    """The module's cluster, with both workers up (a test may have killed one)."""
+    shared_cluster.client.wait_for_workers(2, timeout=60)
+    return shared_cluster
+
+
+def address(cluster):
+    return cluster.client.scheduler.address
+
+
+def photos(image_tree, count=120, broken=False):
+    """`count` generated 40x32 PNGs in two classes (+ one undecodable file)."""
+    root = image_tree({"a": count // 2, "b": count - count // 2}, size=(40, 32))
+    if broken:
+        (root / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    return root
+
+
+def cached_keys(cache_dir):
+    """Every key in every shard under `cache_dir`, duplicates included."""
+    keys = []
+    for shard in sorted(cache_dir.rglob("shard-*.h5")):
+        with h5py.File(shard, "r") as f:
+            keys += [key.decode() for key in f["keys"][...]]
+    return keys
+
+
+@functools.lru_cache(maxsize=1)
+def backbone():
+    """The real EfficientNet-Lite0 graph (32x32, seeded weights): one object, shipped to the
+    workers once per test that uses it (a shipment is ~14 MB)."""
+    return lite_stand_in()
+
+
+def extract(paths, cache_dir, cluster=None):
+    return extract_features(paths, backbone(), LITE_RECIPE,
+                            FeatureCache(cache_dir, "ns"), batch_size=4, progress=False,
+                            cluster=cluster)
+
+
+def test_features_are_those_of_an_in_process_run(cluster, image_tree, tmp_path, monkeypatch):
+    paths = sorted(photos(image_tree, count=40, broken=True).rglob("*.png"))
+    here = extract(paths, tmp_path / "here")
+    sent = []
+    features = cluster_module.Cluster.features
+    monkeypatch.setattr(cluster_module.Cluster, "features",
+                        lambda self, items, *rest: sent.append(len(items))
+                        or features(self, items, *rest))
+    there = extract(paths, tmp_path / "there", cluster)
+    assert there.keys == here.keys and there.kept == here.kept and there.misses == 40
+    assert there.skipped == here.skipped and "broken.png" in there.skipped[0][0]
+    np.testing.assert_allclose(there.features, here.features, rtol=0, atol=1e-6)
+    assert np.abs(there.features).max() > 0.1                   # not all zeros
+    # Only misses go to the cluster (the undecodable file is tried again, as in process); a
+    # second run, with or without it, is all hits.
+    again = extract(paths, tmp_path / "there", cluster)
+    assert (again.hits, again.misses) == (40, 0) and sent == [41, 1]
+    assert extract(paths, tmp_path / "there").hits == 40
+    good = [path for path in paths if path.name != "broken.png"]
+    assert extract(good[:20], tmp_path / "half").misses == 20
+    shutil.copytree(tmp_path / "half", tmp_path / "half-here")
+    rest = extract(paths, tmp_path / "half", cluster)
+    assert (rest.hits, rest.misses) == (20, 20) and sent[-1] == 21
+    np.testing.assert_allclose(rest.features, extract(paths, tmp_path / "half-here").features,
+                               rtol=0, atol=1e-6)
+
+
+def test_fit_over_the_cluster_gives_the_same_run(cluster, image_tree, tmp_path, monkeypatch,
+                                                 capsys):
+    data = photos(image_tree, count=40, broken=True)
+    use_stand_in(monkeypatch)
+    runs = {}
+    for name, extra in (("here", []), ("there", ["--dask", address(cluster)])):
+        argv = ["fit", str(data), "--out", str(tmp_path / name), "--cache",
+                str(tmp_path / f"cache-{name}"), "--epochs", "8", "-q"] + extra
+        assert main(argv) == 0, capsys.readouterr().err
+        runs[name] = tmp_path / name
+    for name in ("metrics.json", "history.json", "split.json", "skipped.tsv", "labels.txt"):
+        assert (runs["here"] / name).read_text() == (runs["there"] / name).read_text(), name
+    here, there = (load_model(runs[n] / "model.h5") for n in ("here", "there"))
+    for a, b in zip(here.get_weights(), there.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for model in (here, there):
+        model.metadata["provenance"].pop("created")
+    assert here.metadata == there.metadata
+
+
+def test_fine_tuning_and_augmented_views_over_the_cluster(cluster, image_tree, tmp_path,
+                                                          monkeypatch):
+    """The cut activations and the augmented views (float16) are computed by the workers."""
+    data = photos(image_tree, count=24)
+    use_lite_stand_in(monkeypatch)
+    results = {}
+    for name, where in (("here", None), ("there", cluster)):
+        options = RunOptions(cache_dir=tmp_path / f"cache-{name}", progress=False,
+                             extract_batch_size=4, cluster=where,
+                             head=HeadOptions(epochs=2, fine_tune=1, augment=2))
+        results[name] = run(data, tmp_path / name, options)
+    here, there = results["here"].metrics, results["there"].metrics
+    assert there["cache"]["view_misses"] == 2 * there["train"]["count"] > 0
+    assert there == here
+    assert results["there"].history == results["here"].history
+
+
+def test_a_worker_killed_mid_run(cluster, image_tree, tmp_path, monkeypatch):
+    """SIGKILL one worker while it runs a task: Dask runs the task again elsewhere, the run
+    completes, every image is cached exactly once, and a rerun has 0 misses."""
+    paths = sorted(photos(image_tree).rglob("*.png"))
+    client, killed = cluster.client, {}
+    results = cluster_module._Run.__iter__
+
+    def killing_a_worker(run):
+        for number, result in enumerate(results(run)):
+            if number == 0:
+                busy = {w: keys for w, keys in client.processing().items() if keys}
+                assert busy, "no task left running to interrupt: make the tasks longer"
+                victim = sorted(busy)[0]
+                pid = client.run(os.getpid, workers=[victim])[victim]
+                os.kill(pid, signal.SIGKILL)
+                killed.update(worker=victim, pid=pid, tasks=busy[victim])
+            yield result
+
+    monkeypatch.setattr(cluster_module._Run, "__iter__", killing_a_worker)
+    found = extract(paths, tmp_path / "cache", cluster)
+    assert killed["tasks"] and found.misses == len(paths) == 120
+    assert killed["pid"] not in client.run(os.getpid).values()
+    keys = cached_keys(tmp_path / "cache")
+    assert len(keys) == len(set(keys)) == 120 and set(keys) == set(found.keys)
+    np.testing.assert_allclose(found.features, extract(paths, tmp_path / "here").features,
+                               rtol=0, atol=1e-6)
+    monkeypatch.undo()
+    again = extract(paths, tmp_path / "cache", cluster)
+    assert (again.hits, again.misses) == (120, 0)
+
+
+def test_ctrl_c_cancels_pending_tasks_and_keeps_finished_chunks(cluster, image_tree,
+                                                                tmp_path, monkeypatch):
+    paths = sorted(photos(image_tree).rglob("*.png"))
+    client, seen = cluster.client, {}
+    as_completed = cluster_module.as_completed
+
+    def ctrl_c_after_the_first(futures):
+        for future in as_completed(futures):
+            yield future
+            deadline = time.monotonic() + 30
+            while sum(f.status == "finished" for f in futures) < 3:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            seen["finished"] = sum(f.result()[0] for f in futures if f.status == "finished")
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cluster_module, "as_completed", ctrl_c_after_the_first)
+    with pytest.raises(Interrupted) as stop:
+        extract(paths, tmp_path / "cache", cluster)
+    keys = cached_keys(tmp_path / "cache")
+    # the finished chunks, also those not yet taken, are cached; the others were cancelled
+    assert len(keys) == len(set(keys)) == stop.value.kept >= seen["finished"]
+    assert stop.value.kept < stop.value.total == 120
+    deadline = time.monotonic() + 10
+    while any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(client.processing().values())
+    left = client.run_on_scheduler(lambda dask_scheduler: [
+        key for key, task in dask_scheduler.tasks.items()
+        if str(key).startswith("retrain-features") and task.state != "memory"])
+    assert left == []
+    monkeypatch.undo()
+    again = extract(paths, tmp_path / "cache", cluster)
+    assert (again.hits, again.misses) == (len(keys), 120 - len(keys))
+
+
+@pytest.fixture
+def trained(image_tree, tmp_path, monkeypatch):
+    """A model exported by `retrain fit` (stand-in backbone) and its data folder."""
+    data = photos(image_tree, count=30, broken=True)
+    use_stand_in(monkeypatch)
+    result = run(data, tmp_path / "run", RunOptions(cache_dir=tmp_path / "cache",
+                                                    progress=False,
+                                                    head=HeadOptions(epochs=5)))
+    return result.model_path, data
+
+
+@pytest.mark.parametrize("argv", [["classify", "{model}", "{data}/b", "{data}/a",
+                                   "--format", "json", "--batch-size", "4"],
+                                  ["evaluate", "{model}", "{data}", "--split", "all",
+                                   "--json", "--batch-size", "4"]],
+                         ids=["classify", "evaluate"])
+def test_classify_and_evaluate_print_the_same_in_the_same_order(argv, cluster, trained,
+                                                                capsys):
+    model, data = trained
+    argv = [word.format(model=model, data=data) for word in argv]
+    assert main(argv) == 0
+    here = capsys.readouterr()
+    assert main(argv + ["--dask", address(cluster)]) == 0
+    there = capsys.readouterr()
+    assert there.out == here.out and there.err == here.err
+    there = there.out
+    if argv[0] == "classify":
+        rows = [json.loads(line) for line in there.splitlines()]
+        assert len(rows) == 31 and sum("error" in row for row in rows) == 1
+        assert [row["path"] for row in rows[:15]] == sorted(str(p) for p in
+                                                            (data / "b").iterdir())
+
+
+def test_an_unreachable_scheduler_is_one_line(monkeypatch, capsys, tmp_path):
+    with socket.socket() as probe:          # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(cluster_module, "CONNECT_TIMEOUT", 1)
+    code = main(["classify", str(tmp_path), str(tmp_path), "--dask", f"tcp://127.0.0.1:{port}"])
+    err = capsys.readouterr().err.strip().split("\n")
+    assert code == 2 and len(err) == 2, err
+    assert err[0].startswith(f"error: Cannot reach the Dask scheduler at tcp://127.0.0.1:{port}")
+    assert err[1].startswith("hint: Start one with `dask scheduler`")
+
+
+@pytest.mark.parametrize("value", ["local:0", "local:two", "local:", ""])
+def test_a_bad_local_cluster_size_is_a_usage_error(value, capsys, tmp_path):
+    assert main(["fit", str(tmp_path), "--out", str(tmp_path / "r"), "--dask", value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: retrain fit: --dask ") and "Traceback" not in err
+
+
+def test_without_dask_the_error_says_what_to_install(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "distributed", None)     # import distributed fails
+    monkeypatch.delitem(sys.modules, "retrain.cluster")
+    monkeypatch.delattr(retrain, "cluster")
+    code = main(["classify", str(tmp_path), str(tmp_path), "--dask", "local:2"])
+    err = capsys.readouterr().err.strip().split("\n")
+    assert code == 2 and len(err) == 2, err
+    assert "--dask needs Dask's distributed scheduler, which is not installed" in err[0]
+    assert err[1] == ("hint: Install it with: pip install 'retrain[dask]' "
+                      "(or: pip install 'dask[distributed]').")
