@@ -129,6 +129,11 @@ def test_fine_tuning_and_augmented_views_over_the_cluster(cluster, image_tree, t
     """The cut activations and the augmented views (float16) are computed by the workers."""
     data = photos(image_tree, count=24)
     use_lite_stand_in(monkeypatch)
+    sent, features = [], cluster_module.Cluster.features
+    monkeypatch.setattr(cluster_module.Cluster, "features",
+                        lambda self, items, model, recipe, batch_size, dtype:
+                        sent.append((len(items), np.dtype(dtype).name))
+                        or features(self, items, model, recipe, batch_size, dtype))
     results = {}
     for name, where in (("here", None), ("there", cluster)):
         options = RunOptions(cache_dir=tmp_path / f"cache-{name}", progress=False,
@@ -137,6 +142,7 @@ def test_fine_tuning_and_augmented_views_over_the_cluster(cluster, image_tree, t
         results[name] = run(data, tmp_path / name, options)
     here, there = results["here"].metrics, results["there"].metrics
     assert there["cache"]["view_misses"] == 2 * there["train"]["count"] > 0
+    assert sent == [(24, "float32"), (2 * there["train"]["count"], "float16")]
     assert there == here
     assert results["there"].history == results["here"].history
 
@@ -195,17 +201,34 @@ def test_ctrl_c_cancels_pending_tasks_and_keeps_finished_chunks(cluster, image_t
     # the finished chunks, also those not yet taken, are cached; the others were cancelled
     assert len(keys) == len(set(keys)) == stop.value.kept >= seen["finished"]
     assert stop.value.kept < stop.value.total == 120
-    deadline = time.monotonic() + 10
-    while any(client.processing().values()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(client.processing().values())
     left = client.run_on_scheduler(lambda dask_scheduler: [
         key for key, task in dask_scheduler.tasks.items()
         if str(key).startswith("retrain-features") and task.state != "memory"])
-    assert left == []
+    assert left == []                       # none waiting, queued or running: cancelled
     monkeypatch.undo()
     again = extract(paths, tmp_path / "cache", cluster)
     assert (again.hits, again.misses) == (len(keys), 120 - len(keys))
+
+
+def test_a_worker_refuses_a_file_that_is_not_the_one_hashed(image_tree, tmp_path):
+    """The worker side, run here: a task names each file by the client's content hash, and
+    a file that differs on the worker, or that it cannot read, is reported, not computed."""
+    paths = sorted(photos(image_tree, count=4).rglob("*.png"))
+    keys = [cluster_module.sha256_file(path) for path in paths]
+    backbone().save(tmp_path / "model.h5")
+    cluster_module._load("digest", (tmp_path / "model.h5").read_bytes())
+    items = [(keys[0], str(paths[0]), None), (keys[2], str(paths[1]), None),
+             ("0" * 64, str(tmp_path / "gone.png"), None), (keys[3], str(paths[3]), None)]
+    try:
+        count, failed, kept, block = cluster_module._features_task("digest", LITE_RECIPE,
+                                                                   items, 4, "float32")
+    finally:
+        cluster_module._MODELS.pop("digest")
+    assert count == 4 and kept == [keys[0], keys[3]] and block.shape == (2, 1280)
+    assert failed[keys[2]].startswith("the file differs on worker")
+    assert failed["0" * 64].startswith("cannot read the file on worker")
+    here = extract([paths[0], paths[3]], tmp_path / "cache")
+    np.testing.assert_array_equal(block, here.features)
 
 
 @pytest.fixture
