@@ -21,6 +21,9 @@ os.wait4, i.e. of that child alone) belongs to it and to nothing measured before
             own least-significant-bit noise, so every file has its own content hash and is a
             cache miss. Peak memory must not grow with the number of images (< 1 GB), and
             the time per image must stay about constant.
+  dask      features of 2,000 generated images in process and on `--dask local:2`,
+            images/s, the overhead of one Dask task, and a projection for 200,000 images
+            on 1, 4 and 16 workers (bench_dask.py; --sections dask runs it alone).
 
 Results go to bench.json (written atomically; sections measured by an earlier run and not
 by this one are kept, each with its "measured_at") and to a table on stdout.
@@ -28,6 +31,7 @@ Benchmarks are noisy: run on an idle machine; each section records the load aver
 its start.
 
     .venv/bin/python bench/bench.py [--quick] [--scale] [--sizes 1000,10000] [--sections ...]
+                                    [--dask-images 2000]
                                     [--backbones efficientnet_lite0,...]
 """
 import argparse
@@ -49,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "fashion-mnist-sample"
 PHOTOS = ROOT / "tests" / "fixtures" / "photos"
 BACKBONE = "efficientnet_lite0"       # the default backbone: decode, fit warm, scale
-SECTIONS = ("backbone", "decode", "fit", "scale")
+SECTIONS = ("backbone", "decode", "fit", "dask", "scale")
 RSS_LIMIT_BYTES = 1_000_000_000
 
 
@@ -156,8 +160,14 @@ def _timed(fn, *args):
     return time.perf_counter() - start
 
 
+def child_dask(images):
+    """The dask section: in process vs --dask local:2, and the scaling model (bench_dask.py)."""
+    import bench_dask        # beside this file: sys.path[0] when bench.py runs as a script
+    return bench_dask.child_dask(images, make_dataset)
+
+
 CHILDREN = {"backbone": child_backbone, "decode": child_decode, "reference": child_reference,
-            "machine": child_machine}
+            "machine": child_machine, "dask": child_dask}
 
 
 def _child_main(argv):
@@ -380,6 +390,9 @@ def table(data):
             rows.append((f"retrain fit {f['images']} images, cold, {name}: test accuracy "
                          + ("-" if accuracy is None else f"{accuracy:.3f}"),
                          f"{run['wall_s']:.1f} s", run["peak_rss_mb"]))
+    if "dask" in data:
+        import bench_dask
+        rows += bench_dask.table_rows(data["dask"])
     if "scale" in data:
         for run in data["scale"]["runs"]:
             rows.append((f"retrain fit {run['images']} generated images, cold",
@@ -404,11 +417,13 @@ def build_parser():
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="smaller counts and a 100-image fit: a smoke test of the harness")
-    p.add_argument("--sections", default="backbone,decode,fit",
+    p.add_argument("--sections", default="backbone,decode,fit,dask",
                    help=f"comma-separated, from {','.join(SECTIONS)}")
     p.add_argument("--scale", action="store_true", help="add the scale section")
     p.add_argument("--sizes", default=None,
                    help="image counts for the scale section (default 1000,10000; --quick 100,200)")
+    p.add_argument("--dask-images", type=int, default=2000,
+                   help="generated images for the dask section (--quick: 200)")
     p.add_argument("--backbones", default=None,
                    help="comma-separated backbones for the backbone and fit sections "
                         "(default: every registered one)")
@@ -443,6 +458,8 @@ def main(argv=None):
             runners = {"backbone": lambda: bench_backbone(args.quick, names),
                        "decode": lambda: bench_decode(args.quick),
                        "fit": lambda: bench_fit(args.quick, Path(tmp), names),
+                       "dask": lambda: measure("dask", images=200 if args.quick
+                                               else args.dask_images),
                        "scale": lambda: bench_scale(sizes, Path(tmp))}
             for section in (s for s in SECTIONS if s in sections):
                 print(f"bench: {section} ...", file=sys.stderr, flush=True)

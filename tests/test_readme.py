@@ -33,11 +33,15 @@ RETRAIN = [shlex.split(line, comments=True) for line in LINES
            if shlex.split(line, comments=True)[0].endswith("retrain")]
 MAKE = [shlex.split(line, comments=True) for line in LINES
         if shlex.split(line, comments=True)[0] == "make"]
+DASK = [shlex.split(line, comments=True) for line in LINES
+        if shlex.split(line, comments=True)[0] == "dask"]
+PIP = [shlex.split(line, comments=True) for line in LINES
+       if shlex.split(line, comments=True)[:2] == ["pip", "install"]]
 
 
 def test_the_readme_has_command_blocks_and_every_line_is_understood():
     assert len(RETRAIN) >= 5 and len(MAKE) >= 3
-    assert len(RETRAIN) + len(MAKE) == len(LINES), LINES   # no line this test ignores
+    assert len(RETRAIN) + len(MAKE) + len(DASK) + len(PIP) == len(LINES), LINES   # none ignored
 
 
 def test_extraction_sees_what_a_shell_sees():
@@ -113,3 +117,28 @@ def test_make_retrain_refuses_a_variable_it_would_ignore():
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "EPOCHS" in done.stderr and 'ARGS="--epochs 5"' in done.stderr
+
+
+@pytest.mark.parametrize("argv", DASK, ids=" ".join)
+def test_each_dask_line_is_one_the_dask_command_accepts(argv):
+    """`dask scheduler`, `dask worker ADDRESS --option ...`: the subcommand exists and
+    knows every option shown (the dask command comes with the `dask` extra)."""
+    dask = Path(sys.executable).parent / "dask"
+    if not dask.exists():
+        pytest.skip("the dask command is not installed (pip install 'retrain[dask]')")
+    done = subprocess.run([str(dask), argv[1], "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    for word in argv[2:]:
+        if word.startswith("--"):
+            assert f"{word.split('=')[0]} " in done.stdout, word
+
+
+@pytest.mark.parametrize("argv", PIP, ids=" ".join)
+def test_each_pip_line_names_an_extra_of_this_package(argv):
+    import tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    for word in argv[2:]:
+        name, _, extras = word.partition("[")
+        assert name == project["name"], word
+        assert set(extras.rstrip("]").split(",")) <= set(project["optional-dependencies"])
