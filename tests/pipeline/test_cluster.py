@@ -104,6 +104,22 @@ def test_features_are_those_of_an_in_process_run(cluster, image_tree, tmp_path, 
                                rtol=0, atol=1e-6)
 
 
+def test_each_worker_loads_the_model_once(cluster, image_tree, tmp_path):
+    """The model is loaded when shipped, then kept: every task of every later run on the
+    same cluster uses that one object (its id on each worker does not change)."""
+    paths = sorted(photos(image_tree, count=40).rglob("*.png"))
+    digest = cluster.ship(backbone())
+
+    def loaded():
+        return cluster.client.run(lambda: id(cluster_module._MODELS[digest][0]))
+
+    before = loaded()
+    assert len(before) == 2
+    extract(paths, tmp_path / "one", cluster)
+    extract(paths, tmp_path / "two", cluster)
+    assert loaded() == before
+
+
 def test_fit_over_the_cluster_gives_the_same_run(cluster, image_tree, tmp_path, monkeypatch,
                                                  capsys):
     data = photos(image_tree, count=40, broken=True)
