@@ -63,6 +63,9 @@ def connect(address, timeout=None):
             client = Client(local)
         else:
             client = Client(address, timeout=timeout or CONNECT_TIMEOUT)
+            _wait_for_a_worker(client, address, timeout or CONNECT_TIMEOUT)
+    except ClusterError:
+        raise
     except (OSError, TimeoutError, ValueError, TypeError) as error:
         if local is not None:
             local.close()
@@ -80,6 +83,18 @@ def connect(address, timeout=None):
         client.close()
         if local is not None:
             local.close()
+
+
+def _wait_for_a_worker(client, address, timeout):
+    """Tasks sent to a scheduler without workers would wait for ever: refuse it instead."""
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        client.close()
+        raise ClusterError(f"The Dask scheduler at {address} has no workers (none joined "
+                           f"within {timeout:g} s).",
+                           hint="Start workers with `dask worker "
+                                f"{address}` on the machines that see the data.") from None
 
 
 class Cluster:
@@ -190,11 +205,12 @@ class _Run:
         finished = [f for f in self._futures
                     if f.status == "finished" and f.key not in self._taken]
         self._cluster.client.cancel([f for f in self._futures if f.status != "finished"])
-        return [f.result() for f in finished]
+        return [_result(f) for f in finished]
 
 
 def _task_key(kind, digest, chunk):
-    """A task's name: what it computes and the hash of its entries (content hashes)."""
+    """A task's name: what it computes and the hash of its entries (the content hashes of
+    a feature task, the paths of a classify task)."""
     text = "\n".join(str(entry[0] if isinstance(entry, tuple) else entry) for entry in chunk)
     return f"retrain-{kind}-{hashlib.sha256((digest + text).encode()).hexdigest()[:24]}"
 

@@ -292,6 +292,20 @@ def test_an_unreachable_scheduler_is_one_line(monkeypatch, capsys, tmp_path):
     assert err[1].startswith("hint: Start one with `dask scheduler`")
 
 
+def test_a_scheduler_without_workers_is_one_line(monkeypatch, capsys, tmp_path):
+    from distributed import LocalCluster
+
+    monkeypatch.setattr(cluster_module, "CONNECT_TIMEOUT", 1)
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as empty:
+        code = main(["classify", str(tmp_path), str(tmp_path), "--dask",
+                     empty.scheduler_address])
+    err = capsys.readouterr().err.strip().split("\n")
+    assert code == 2 and len(err) == 2, err
+    assert err[0] == (f"error: The Dask scheduler at {empty.scheduler_address} has no workers "
+                      "(none joined within 1 s).")
+    assert err[1].startswith(f"hint: Start workers with `dask worker {empty.scheduler_address}`")
+
+
 @pytest.mark.parametrize("value", ["local:0", "local:two", "local:", ""])
 def test_a_bad_local_cluster_size_is_a_usage_error(value, capsys, tmp_path):
     assert main(["fit", str(tmp_path), "--out", str(tmp_path / "r"), "--dask", value]) == 2
