@@ -35,6 +35,7 @@ import numpy as np
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed
 from distributed.scheduler import KilledWorker
 
+from . import __version__
 from .classify import predict_probabilities
 from .engine import load_model
 from .errors import ClusterError, RetrainError
@@ -59,7 +60,7 @@ def connect(address, timeout=None):
         if address.startswith(_LOCAL):
             local = LocalCluster(n_workers=int(address[len(_LOCAL):]), threads_per_worker=1,
                                  processes=True, dashboard_address=":0",
-                                 silence_logs=logging.ERROR)
+                                 silence_logs=logging.CRITICAL)   # errors reach us anyway
             client = Client(local)
         else:
             client = Client(address, timeout=timeout or CONNECT_TIMEOUT)
@@ -162,7 +163,14 @@ class Cluster:
                 payload = handle.read()
         digest = hashlib.sha256(payload).hexdigest()
         name = f"retrain-model-{digest[:16]}"
-        self.client.register_plugin(_ModelPlugin(digest, payload), name=name)
+        try:
+            self.client.register_plugin(_ModelPlugin(digest, payload), name=name)
+        except Exception as error:    # raised on a worker: a missing module, an old retrain
+            raise ClusterError(f"The Dask workers could not load the model "
+                               f"({type(error).__name__}: {' '.join(str(error).split())}).",
+                               hint=f"Install this retrain ({__version__}), with its dask "
+                                    "extra, on every worker machine, then run again."
+                               ) from None
         self._shipped[name] = (model, digest)
         return digest
 

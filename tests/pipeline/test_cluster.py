@@ -20,6 +20,7 @@ import pytest
 pytest.importorskip("distributed")     # `make install` installs it; a bare pip may not
 
 import retrain                          # noqa: E402
+import retrain.engine                   # noqa: E402
 from retrain import cluster as cluster_module     # noqa: E402
 from retrain.cli import main            # noqa: E402
 from retrain.engine import load_model   # noqa: E402
@@ -278,6 +279,23 @@ def test_classify_and_evaluate_print_the_same_in_the_same_order(argv, cluster, t
         assert len(rows) == 31 and sum("error" in row for row in rows) == 1
         assert [row["path"] for row in rows[:15]] == sorted(str(p) for p in
                                                             (data / "b").iterdir())
+
+
+def test_workers_that_cannot_load_the_model_are_one_line(cluster, trained, monkeypatch,
+                                                        capsys):
+    """As when a worker lacks retrain: the plugin fails there, and the error says so."""
+    model, data = trained
+
+    def save_garbage(self, path, metadata=None):
+        with open(path, "wb") as handle:
+            handle.write(b"not an HDF5 file")
+
+    monkeypatch.setattr(retrain.engine.Model, "save", save_garbage)
+    code = main(["classify", str(model), str(data), "--dask", address(cluster)])
+    err = capsys.readouterr().err.strip().split("\n")
+    assert code == 2 and len(err) == 2, err
+    assert err[0].startswith("error: The Dask workers could not load the model (ModelFileError")
+    assert err[1].startswith(f"hint: Install this retrain ({retrain.__version__}), with its")
 
 
 def test_an_unreachable_scheduler_is_one_line(monkeypatch, capsys, tmp_path):
