@@ -21,7 +21,7 @@ $(error make retrain does not know $(UNKNOWN); give `retrain fit` options in ARG
 endif
 endif
 
-.PHONY: install test retrain pretrained bench bench-torch report-check clean
+.PHONY: install test retrain pretrained bench bench-extract bench-torch bench-peers report-check clean
 
 install: $(STAMP)
 
@@ -62,6 +62,10 @@ report-check: $(STAMP)
 bench: $(STAMP) pretrained
 	$(PY) bench/bench.py --scale
 
+# Only the cold `retrain fit` extraction rate against the backbone alone (a part of make bench).
+bench-extract: $(STAMP) pretrained
+	$(PY) bench/bench.py --sections extract
+
 # Optional: the same network in CPU PyTorch, in its own venv; never needed by tests or users.
 # The +cpu pin keeps pip from resolving a CUDA build.
 TORCH_VENV := .venv-torch
@@ -75,6 +79,19 @@ $(TORCH_STAMP):
 bench-torch: $(STAMP) pretrained $(TORCH_STAMP)
 	$(TORCH_VENV)/bin/python bench/bench_torch.py --python $(PY)
 
+# Optional: ONNX Runtime and OpenVINO on the file `retrain export --format onnx` writes, our
+# engine interleaved with them (bench/bench_peers.py); in its own venv, never a dependency.
+PEERS_VENV := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
+
+$(PEERS_STAMP):
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q 'onnxruntime==1.32.0' 'openvino==2026.4.1' numpy
+	touch $(PEERS_STAMP)
+
+bench-peers: $(STAMP) pretrained $(PEERS_STAMP)
+	$(PEERS_VENV)/bin/python bench/bench_peers.py --python $(PY)
+
 clean:
-	rm -rf $(VENV) $(TORCH_VENV) build *.egg-info .pytest_cache runs bench.json
+	rm -rf $(VENV) $(TORCH_VENV) $(PEERS_VENV) build *.egg-info .pytest_cache runs bench.json
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -16,6 +16,10 @@ os.wait4, i.e. of that child alone) belongs to it and to nothing measured before
             once with an empty feature cache (cold), then again with the filled one (warm);
             also the seconds of each pipeline stage, timed from the CLI's stage lines. Then
             once cold with each other backbone: its test accuracy, time and peak memory.
+  extract   the feature extraction of a cold `retrain fit` on the sample (images / seconds of
+            its "computing backbone features" stage, decoding included) against the
+            backbone alone (as in "backbone", at batch B), measured before and after the fit
+            in the same run; the ratio should be >= 0.9. `make bench-extract` runs it alone.
   scale     (--scale; `make bench` passes it) `retrain fit` with a cold cache on datasets of
             --sizes images made on the fly from the sample; each copy of an image gets its
             own least-significant-bit noise, so every file has its own content hash and is a
@@ -53,7 +57,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "fashion-mnist-sample"
 PHOTOS = ROOT / "tests" / "fixtures" / "photos"
 BACKBONE = "efficientnet_lite0"       # the default backbone: decode, fit warm, scale
-SECTIONS = ("backbone", "decode", "fit", "dask", "scale")
+SECTIONS = ("backbone", "decode", "fit", "extract", "dask", "scale")
+EXTRACT_STAGE = "computing backbone features"     # the CLI's line for the features stage
 RSS_LIMIT_BYTES = 1_000_000_000
 
 
@@ -338,6 +343,22 @@ def bench_fit(quick, work, names):
             "images": count, "cold": cold, "warm": warm, "other_backbones_cold": others}
 
 
+def bench_extract(quick, work):
+    """Cold-fit extraction rate / backbone-alone rate: backbone, cold fit, backbone."""
+    batch = measure("batch_size")["batch_size"]
+    data = make_dataset(100, work / "extract-data") if quick else SAMPLE
+    count = sum(1 for _ in Path(data).glob("*/*.png"))
+    alone = [measure("backbone", batch_size=batch, images=2 * batch, repeats=3)]
+    fit = run_fit(data, work / "extract-run", work / "extract-cache")
+    alone.append(measure("backbone", batch_size=batch, images=2 * batch, repeats=3))
+    runs = alone[0]["runs_s"] + alone[1]["runs_s"]
+    backbone_rate = 2 * batch / statistics.median(runs)
+    fit_rate = count / fit["stages_s"][EXTRACT_STAGE]
+    return {"images": count, "batch_size": batch, "fit": fit, "backbone": alone,
+            "fit_extract_images_per_s": fit_rate, "backbone_images_per_s": backbone_rate,
+            "ratio": fit_rate / backbone_rate}
+
+
 def bench_scale(sizes, work):
     runs = []
     for size in sizes:
@@ -393,6 +414,14 @@ def table(data):
     if "dask" in data:
         import bench_dask
         rows += bench_dask.table_rows(data["dask"])
+    if "extract" in data:
+        e = data["extract"]
+        rows.append((f"cold fit extraction, {e['images']} images",
+                     f"{e['fit_extract_images_per_s']:.1f} img/s", e["fit"]["peak_rss_mb"]))
+        rows.append((f"backbone alone, batch {e['batch_size']} (before and after the fit)",
+                     f"{e['backbone_images_per_s']:.1f} img/s",
+                     max(b["peak_rss_mb"] for b in e["backbone"])))
+        rows.append((f"    cold fit extraction / backbone alone: {e['ratio']:.2f}", None, None))
     if "scale" in data:
         for run in data["scale"]["runs"]:
             rows.append((f"retrain fit {run['images']} generated images, cold",
@@ -417,7 +446,7 @@ def build_parser():
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="smaller counts and a 100-image fit: a smoke test of the harness")
-    p.add_argument("--sections", default="backbone,decode,fit,dask",
+    p.add_argument("--sections", default="backbone,decode,fit,extract,dask",
                    help=f"comma-separated, from {','.join(SECTIONS)}")
     p.add_argument("--scale", action="store_true", help="add the scale section")
     p.add_argument("--sizes", default=None,
@@ -460,6 +489,7 @@ def main(argv=None):
                        "fit": lambda: bench_fit(args.quick, Path(tmp), names),
                        "dask": lambda: measure("dask", images=200 if args.quick
                                                else args.dask_images),
+                       "extract": lambda: bench_extract(args.quick, Path(tmp)),
                        "scale": lambda: bench_scale(sizes, Path(tmp))}
             for section in (s for s in SECTIONS if s in sections):
                 print(f"bench: {section} ...", file=sys.stderr, flush=True)
