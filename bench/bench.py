@@ -20,6 +20,12 @@ os.wait4, i.e. of that child alone) belongs to it and to nothing measured before
             its "computing backbone features" stage, decoding included) against the
             backbone alone (as in "backbone", at batch B), measured before and after the fit
             in the same run; the ratio should be >= 0.9. `make bench-extract` runs it alone.
+  finetune  `retrain fit --fine-tune N` (N = 1, 2, 3) on 1,000 generated images, 3 epochs:
+            seconds per epoch (the fit stage over the epochs run) and peak memory; then
+            --fine-tune 2 --augment 4 with a cold view cache and again warm (0 misses). With
+            --scale also on 10,000 images (N=2, K=4, one epoch, cold: 10,000 plain and
+            32,000 augmented cut activations; about 20 minutes on 2 cores): peak memory
+            must stay under 2 GB.
   scale     (--scale; `make bench` passes it) `retrain fit` with a cold cache on datasets of
             --sizes images made on the fly from the sample; each copy of an image gets its
             own least-significant-bit noise, so every file has its own content hash and is a
@@ -57,8 +63,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "fashion-mnist-sample"
 PHOTOS = ROOT / "tests" / "fixtures" / "photos"
 BACKBONE = "efficientnet_lite0"       # the default backbone: decode, fit warm, scale
-SECTIONS = ("backbone", "decode", "fit", "extract", "dask", "scale")
+SECTIONS = ("backbone", "decode", "fit", "extract", "finetune", "dask", "scale")
 EXTRACT_STAGE = "computing backbone features"     # the CLI's line for the features stage
+FINE_TUNE_EPOCHS = 3                  # epochs of each finetune-section run on 1,000 images
 RSS_LIMIT_BYTES = 1_000_000_000
 
 
@@ -238,22 +245,26 @@ def measure(name, python=sys.executable, **kwargs):
     return result
 
 
-def run_fit(data, run_dir, cache_dir, python=sys.executable, backbone=BACKBONE):
-    """`retrain fit` as a user runs it -> wall seconds, peak RSS of that process, the
-    seconds of each pipeline stage and the test accuracy. -q is not passed so that the CLI's
-    stage lines ("[2/8] computing backbone features") can be timed as they arrive; its
-    progress lines go to the pipe."""
+def run_fit(data, run_dir, cache_dir, python=sys.executable, backbone=BACKBONE, args=()):
+    """`retrain fit` as a user runs it (with `args` added) -> wall seconds, peak RSS of that
+    process, the seconds of each pipeline stage, the test accuracy, the cache counts and the
+    training record of metrics.json. -q is not passed so that the CLI's stage lines
+    ("[2/9] computing backbone features") can be timed as they arrive; its progress lines go
+    to the pipe."""
     _, wall, rss, lines = run_child([str(python), "-m", "retrain", "fit", str(data), "--out",
                                      str(run_dir), "--cache", str(cache_dir),
-                                     "--backbone", backbone], timed_stderr=True)
+                                     "--backbone", backbone, *args], timed_stderr=True)
     marks = [(t, m.group(1)) for t, line in lines
              if (m := re.fullmatch(r"\[\d+/\d+\] (.+)", line.strip()))]
     ends = [t for t, _ in marks[1:]] + [wall]
     stages = {"startup": marks[0][0] if marks else wall}
     stages.update((name, end - t) for (t, name), end in zip(marks, ends))
-    test = json.loads((Path(run_dir) / "metrics.json").read_text())["test"]
-    return {"backbone": backbone, "wall_s": wall, "peak_rss_mb": rss / 1e6, "stages_s": stages,
-            "test_accuracy": test.get("accuracy"), "test_images": test.get("count")}
+    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    test = metrics["test"]
+    return {"backbone": backbone, "args": list(args), "wall_s": wall, "peak_rss_mb": rss / 1e6,
+            "stages_s": stages, "test_accuracy": test.get("accuracy"),
+            "test_images": test.get("count"), "cache": metrics.get("cache"),
+            "training": metrics.get("training")}
 
 
 def make_dataset(count, out):
@@ -359,6 +370,39 @@ def bench_extract(quick, work):
             "ratio": fit_rate / backbone_rate}
 
 
+def bench_finetune(quick, work, sizes):
+    """`retrain fit --fine-tune N` for N = 1, 2, 3 on 1,000 generated images (--quick: 100) (each N has its
+    own cut point, so each starts with a cold cache), FINE_TUNE_EPOCHS epochs; then
+    --fine-tune 2 --augment 4 with its views cold, then again warm (no misses expected);
+    then the same on each of `sizes` images (--scale: 10,000) for one epoch, cold, to show
+    the peak memory that 50,000 cut activations need."""
+    from retrain.cli_text import STAGE_TEXT
+
+    def fit(name, data, n, k=0, epochs=FINE_TUNE_EPOCHS, cache=work / "finetune-cache"):
+        args = ["--fine-tune", str(n), "--augment", str(k), "--epochs", str(epochs),
+                "--patience", str(epochs)]
+        result = run_fit(data, work / name, cache, args=args)
+        result["s_per_epoch"] = (result["stages_s"].get(STAGE_TEXT["fit"], 0.0)
+                                 / max(1, result["training"]["epochs_run"]))
+        return result
+
+    count = 100 if quick else 1000
+    data = make_dataset(count, work / f"finetune-{count}")
+    runs = {f"N={n}": fit(f"finetune-n{n}", data, n) for n in (1, 2, 3)}
+    runs["N=2 K=4, views cold"] = fit("finetune-n2k4", data, 2, 4)
+    runs["N=2 K=4, views warm"] = fit("finetune-n2k4-warm", data, 2, 4)
+    shutil.rmtree(data)
+    scale = []
+    for size in sizes:
+        big = make_dataset(size, work / f"finetune-{size}")
+        scale.append({"images": size, **fit(f"finetune-{size}-run", big, 2, 4, epochs=1,
+                                            cache=work / f"finetune-{size}-cache")})
+        shutil.rmtree(work / f"finetune-{size}-cache")
+        shutil.rmtree(big)
+    return {"images": count, "epochs": FINE_TUNE_EPOCHS, "runs": runs, "scale": scale,
+            "max_peak_rss_mb": max(r["peak_rss_mb"] for r in [*runs.values(), *scale])}
+
+
 def bench_scale(sizes, work):
     runs = []
     for size in sizes:
@@ -422,6 +466,21 @@ def table(data):
                      f"{e['backbone_images_per_s']:.1f} img/s",
                      max(b["peak_rss_mb"] for b in e["backbone"])))
         rows.append((f"    cold fit extraction / backbone alone: {e['ratio']:.2f}", None, None))
+    if "finetune" in data:
+        f = data["finetune"]
+        for name, run in f["runs"].items():
+            cache = run["cache"]
+            misses = cache["misses"] + cache["view_misses"]
+            rows.append((f"retrain fit {f['images']} generated images, {name}: "
+                         f"{misses} cache misses, test accuracy {run['test_accuracy']:.3f}",
+                         f"{run['wall_s']:.1f} s ({run['s_per_epoch']:.1f} s/epoch)",
+                         run["peak_rss_mb"]))
+            rows.append(_stages_row(run))
+        for run in f["scale"]:
+            rows.append((f"retrain fit {run['images']} generated images, N=2 K=4, cold, 1 epoch",
+                         f"{run['wall_s']:.1f} s ({run['s_per_epoch']:.1f} s/epoch)",
+                         run["peak_rss_mb"]))
+            rows.append(_stages_row(run))
     if "scale" in data:
         for run in data["scale"]["runs"]:
             rows.append((f"retrain fit {run['images']} generated images, cold",
@@ -446,9 +505,10 @@ def build_parser():
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="smaller counts and a 100-image fit: a smoke test of the harness")
-    p.add_argument("--sections", default="backbone,decode,fit,extract,dask",
+    p.add_argument("--sections", default="backbone,decode,fit,extract,finetune,dask",
                    help=f"comma-separated, from {','.join(SECTIONS)}")
-    p.add_argument("--scale", action="store_true", help="add the scale section")
+    p.add_argument("--scale", action="store_true",
+                   help="add the scale section, and the 10,000-image run of the finetune one")
     p.add_argument("--sizes", default=None,
                    help="image counts for the scale section (default 1000,10000; --quick 100,200)")
     p.add_argument("--dask-images", type=int, default=2000,
@@ -490,6 +550,8 @@ def main(argv=None):
                        "dask": lambda: measure("dask", images=200 if args.quick
                                                else args.dask_images),
                        "extract": lambda: bench_extract(args.quick, Path(tmp)),
+                       "finetune": lambda: bench_finetune(
+                           args.quick, Path(tmp), [max(sizes)] if args.scale else []),
                        "scale": lambda: bench_scale(sizes, Path(tmp))}
             for section in (s for s in SECTIONS if s in sections):
                 print(f"bench: {section} ...", file=sys.stderr, flush=True)
