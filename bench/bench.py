@@ -82,12 +82,7 @@ def child_backbone(batch_size, images, repeats, backbone=BACKBONE):
     from retrain.backbones import load_backbone
     model = load_backbone(backbone)
     x = _sample_inputs(images, model.metadata["preprocessing"])
-    model.predict(x, batch_size=batch_size)
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.predict(x, batch_size=batch_size)
-        runs.append(time.perf_counter() - start)
+    runs = timed_calls(lambda: model.predict(x, batch_size=batch_size), repeats)
     return {"batch_size": batch_size, "images_per_run": images, "runs_s": runs,
             "images_per_s": images / statistics.median(runs),
             "best_images_per_s": images / min(runs)}
@@ -170,6 +165,13 @@ def _timed(fn, *args):
     start = time.perf_counter()
     fn(*args)
     return time.perf_counter() - start
+
+
+def timed_calls(call, repeats, warmups=1):
+    """Seconds of each of `repeats` calls of `call()`, after `warmups` untimed ones."""
+    for _ in range(warmups):
+        call()
+    return [_timed(call) for _ in range(repeats)]
 
 
 def child_dask(images):

@@ -36,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import BACKBONE, ROOT, machine_info, measure, now, run_child, update_json
+from bench import (BACKBONE, ROOT, machine_info, measure, now, run_child, timed_calls,
+                   update_json)
 
 THREADS = 2
 TOLERANCE = 1e-4
@@ -237,13 +238,7 @@ def time_peer(run, batch_size, images, repeats):
     def call():
         for chunk in chunks:
             run(chunk)
-    call()                                    # warm-up
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        runs.append(time.perf_counter() - start)
-    return runs
+    return timed_calls(call, repeats)
 
 
 def compare(path, python, batch_size, images, repeats, rounds):

@@ -26,7 +26,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import h5py
@@ -35,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import ROOT, machine_info, measure, now, update_json
+from bench import ROOT, machine_info, measure, now, timed_calls, update_json
 
 THREADS = 2
 TOLERANCE = 1e-3
@@ -192,15 +191,8 @@ def time_torch(model, batch_size, images, repeats, channels_last):
     def run():
         for chunk in chunks:
             model(chunk)
-    runs = []
-    with torch.no_grad():
-        for _ in range(2):                     # warm-up: oneDNN picks and caches kernels
-            run()
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run()
-            runs.append(time.perf_counter() - start)
-    return runs
+    with torch.no_grad():                      # 2 warm-ups: oneDNN picks and caches kernels
+        return timed_calls(run, repeats, warmups=2)
 
 
 def compare(model, python, batch_size, images, repeats, rounds):
