@@ -113,13 +113,26 @@ def crop_and_resize_view(image, recipe, params):
 
 def normalize(batch_uint8, recipe):
     """uint8 (N, h, w, 3) RGB -> float32 (x - mean) / std; mean and std are given in the
-    model input's channel order (after the swap to BGR, where the recipe asks for it)."""
-    x = np.asarray(batch_uint8, np.float32)
+    model input's channel order (after the swap to BGR, where the recipe asks for it).
+
+    A uint8 pixel has 256 values, so each channel's results are computed once, with the
+    same float32 arithmetic, into a 256-entry table, and the batch is one lookup: bit for
+    bit the arithmetic's result, at a quarter of its cost (three passes over the batch,
+    each allocating, were most of the time a cold `retrain fit` spent outside the model)."""
+    x = np.asarray(batch_uint8)
     if recipe["channel_order"] == "BGR":
         x = x[..., ::-1]
     mean = np.asarray(recipe["mean"], np.float32)
     std = np.asarray(recipe["std"], np.float32)
-    return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+    if x.dtype != np.uint8:
+        return np.ascontiguousarray((x.astype(np.float32) - mean) / std, dtype=np.float32)
+    table = (np.arange(256, dtype=np.float32)[:, None] - mean) / std      # (256, channels)
+    if (table == table[:, :1]).all():
+        return table[:, 0][x]
+    out = np.empty(x.shape, np.float32)
+    for channel in range(x.shape[-1]):
+        np.take(table[:, channel], x[..., channel], out=out[..., channel])
+    return out
 
 
 def preprocess_batch(images, recipe):
