@@ -84,7 +84,7 @@ def cmd_fit(args):
                     if m[split]["top_k"] else ""))
     _out(f"  features: {m['cache']['hits']} from the cache, {m['cache']['misses']} computed")
     ran, best = len(result.history["loss"]), result.history["best_epoch"]
-    if ran < args.epochs:
+    if ran < result.history["epochs_planned"]:
         _out(f"  stopped early at epoch {ran}; kept epoch {best} (best val loss)")
     elif best < ran:
         _out(f"  kept epoch {best} of {ran} (best val loss)")
@@ -260,9 +260,6 @@ def _add_fit_parser(commands):
                    help="pretrained ImageNet feature extractor (`retrain backbones` compares "
                         "them; `retrain pretrained --backbone NAME` converts its weights)")
     add_training_options(p)
-    p.add_argument("--patience", type=int, default=5,
-                   help="epochs without a better val loss before stopping (the best epoch's "
-                        "weights are kept)")
     p.add_argument("--hidden-units", type=int, default=0,
                    help="units of a hidden ReLU layer before the softmax (0: none)")
     p.add_argument("--dropout", type=float, default=0.2,

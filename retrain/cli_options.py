@@ -5,9 +5,10 @@ import argparse
 import contextlib
 from pathlib import Path
 
-from .cli_usage import HelpFormatter, dask_address, fraction, non_negative_int, positive_int
+from .cli_usage import (HelpFormatter, auto_or, dask_address, fraction, non_negative_int,
+                        positive_int)
 from .errors import AccuracyBelowThreshold, ConfigError
-from .fit import HeadOptions
+from .fit import AUTO, HeadOptions
 
 __all__ = ["add_dask_option", "add_export_parser", "add_runtime_options", "add_training_options",
            "check_accuracy", "open_cluster", "training_options"]
@@ -60,14 +61,22 @@ def add_training_options(p):
     p.add_argument("--no-flip", dest="flip", action="store_false",
                    help="no mirrored views (for data where a mirror image changes the class: "
                         "text, digits)")
-    p.add_argument("--epochs", type=positive_int, default=50,
-                   help="most passes over the training images")
+    p.add_argument("--epochs", type=auto_or(positive_int), default=AUTO,
+                   help="most passes over the training images (auto: 50 for the head alone; "
+                        "10 when fine-tuning, after --freeze-epochs)")
+    p.add_argument("--patience", type=auto_or(non_negative_int), default=AUTO,
+                   help="epochs without a better val loss before stopping, the best epoch's "
+                        "weights kept (auto: 5 for the head alone; when fine-tuning, none)")
+    p.add_argument("--freeze-epochs", type=non_negative_int, default=3,
+                   help="with --fine-tune: epochs of the head alone before the blocks train "
+                        "with it (as fastai's fine_tune and the Keras guide)")
     p.add_argument("--batch-size", type=positive_int, default=32,
                    help="images per training step")
     p.add_argument("--lr", "--learning-rate", type=float, default=0.002,
                    help="the head's peak learning rate (AdamW, cosine schedule)")
-    p.add_argument("--backbone-lr", type=float, default=0.001,
-                   help="peak learning rate of the fine-tuned blocks")
+    p.add_argument("--backbone-lr", type=float, default=0.0005,
+                   help="peak learning rate of the fine-tuned blocks (the head trains with "
+                        "them at half --lr)")
     p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
     p.add_argument("--warmup-epochs", type=non_negative_int, default=1,
                    help="epochs of linear learning-rate warmup before the cosine decay")
@@ -84,7 +93,8 @@ def training_options(args):
                        dropout=args.dropout, seed=args.seed, fine_tune=args.fine_tune,
                        augment=args.augment, flip=args.flip,
                        backbone_learning_rate=args.backbone_lr, weight_decay=args.weight_decay,
-                       warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing)
+                       warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
+                       freeze_epochs=args.freeze_epochs)
 
 
 def check_accuracy(test, least):

@@ -114,6 +114,21 @@ def positive_int(text):
     return value
 
 
+def auto_or(convert):
+    """An argparse type: "auto" (the option's value then depends on other options), or
+    what `convert` makes of the text."""
+    def parse(text):
+        if text == "auto":
+            return text
+        try:
+            return convert(text)
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(str(exc).replace("must be ", "must be auto or ",
+                                                              1)) from None
+    parse.__name__ = convert.__name__
+    return parse
+
+
 def non_negative_int(text):
     try:
         value = int(text)

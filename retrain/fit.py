@@ -16,10 +16,17 @@ The recipe (README, "Fine-tuning and augmentation", for the measurements behind 
   dataset are noisy and would shift what the layers above expect. Its gamma and beta do
   train: with the statistics fixed they are one per-channel scale and shift, which adapts
   the block to the new data cheaply.
+- Fine-tuning comes in two phases, as in the Keras guide and fastai's `fine_tune`: the new
+  head alone first (`freeze_epochs`, at the head's rate), so that the blocks never see the
+  gradients of a random head; then the blocks with the head, the head at half its rate
+  (fastai halves it too) and the blocks at theirs, for `epochs` epochs on a fresh
+  warmup-and-cosine schedule.
 - Each epoch trains on a different view of each image (plain, then augmented ones in turn);
-  validation uses the plain view. Early stopping on validation loss keeps the best epoch.
+  validation uses the plain view. The head alone stops early on validation loss and keeps
+  the best epoch. Fine-tuning by default runs its short schedule to the end and keeps the
+  last epoch: restoring the best val-loss epoch picked an early, noisy one (README).
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -29,37 +36,53 @@ from .engine import (AdamW, Callback, CosineDecay, Dense, Dropout, EarlyStopping
 from .errors import ConfigError, DataError
 from .progress import progress_bar
 
-__all__ = ["HeadOptions", "Classifier", "build_head", "balanced_class_weights", "train_head"]
+__all__ = ["AUTO", "HeadOptions", "Classifier", "build_head", "balanced_class_weights", "train_head"]
+
+
+AUTO = "auto"      # an option whose value depends on whether blocks are fine-tuned
 
 
 @dataclass
 class HeadOptions:
     """How the classifier is built and trained. `patience` epochs without a better val_loss
-    stop training, and the best epoch's weights are restored. `fine_tune` backbone blocks
-    (0: the head alone) train at `backbone_learning_rate`; `augment` views of each training
-    image besides the plain one (`flip`: mirrored views allowed)."""
-    epochs: int = 50
+    stop training, and the best epoch's weights are restored (None: no early stopping, the
+    last epoch's weights are kept). `fine_tune` backbone blocks (0: the head alone) train at
+    `backbone_learning_rate` after `freeze_epochs` epochs of the head alone; `augment` views
+    of each training image besides the plain one (`flip`: mirrored views allowed).
+    `epochs` and `patience` default to AUTO: 50 and 5 for the head alone, 10 and None when
+    fine-tuning (chosen by measurement: README, "Fine-tuning and augmentation")."""
+    epochs: object = AUTO
     batch_size: int = 32
     learning_rate: float = 0.002
-    patience: int = 5
+    patience: object = AUTO
     hidden_units: int = 0          # 0: a single softmax Dense; >0: Dense(relu)+Dropout first
     dropout: float = 0.2
     seed: int = 0
     fine_tune: int = 0
     augment: int = 0
     flip: bool = True
-    backbone_learning_rate: float = 0.001
+    backbone_learning_rate: float = 0.0005
     weight_decay: float = 0.01
     warmup_epochs: int = 1
     label_smoothing: float = 0.0
+    freeze_epochs: int = 3
+
+    def resolved(self):
+        """A copy with AUTO replaced by the value for this kind of training."""
+        tuning = self.fine_tune > 0 if isinstance(self.fine_tune, int) else False
+        return replace(self, epochs=(10 if tuning else 50) if self.epochs == AUTO else self.epochs,
+                       patience=(None if tuning else 5) if self.patience == AUTO
+                       else self.patience)
 
     def validate(self):
+        """The resolved options (see `resolved`), or ConfigError naming the bad one."""
+        self = self.resolved()
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer. "
                                   f"Received: {name}={value!r}.")
-        for name in ("fine_tune", "augment", "warmup_epochs"):
+        for name in ("fine_tune", "augment", "warmup_epochs", "freeze_epochs"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name} must be an integer >= 0. "
@@ -74,9 +97,13 @@ class HeadOptions:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1). "
                               f"Received: label_smoothing={self.label_smoothing!r}.")
-        if self.patience < 0 or self.hidden_units < 0:
-            raise ConfigError("patience and hidden_units must be >= 0. Received: "
-                              f"patience={self.patience}, hidden_units={self.hidden_units}.")
+        if self.patience is not None and not (isinstance(self.patience, int)
+                                              and self.patience >= 0):
+            raise ConfigError(f"patience must be an integer >= 0 (or None: no early "
+                              f"stopping). Received: patience={self.patience!r}.")
+        if self.hidden_units < 0:
+            raise ConfigError(f"hidden_units must be >= 0. Received: "
+                              f"hidden_units={self.hidden_units}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1). Received: dropout={self.dropout!r}.")
         return self
@@ -103,7 +130,8 @@ def balanced_class_weights(targets, num_classes):
 
 
 class _EpochBar(Callback):
-    """One tqdm bar over the epochs showing the latest losses and accuracies."""
+    """One tqdm bar over the epochs (of both phases) showing the latest losses and
+    accuracies; train_head closes it."""
 
     def __init__(self, epochs, progress):
         super().__init__()
@@ -112,9 +140,6 @@ class _EpochBar(Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.bar.set_postfix({k: f"{v:.4f}" for k, v in (logs or {}).items()}, refresh=False)
         self.bar.update(1)
-
-    def on_train_end(self, logs=None):
-        self.bar.close()
 
 
 class _StopWhenNotFinite(Callback):
@@ -174,8 +199,9 @@ class Classifier(Trainer):
         return self.head.forward(x, training=training)
 
     def backward(self, dy):
-        dx = self.head.backward(dy, input_grad=self.top is not None)
-        if self.top is not None:
+        train_top = self.top is not None and self.top.trainable
+        dx = self.head.backward(dy, input_grad=train_top)
+        if train_top:
             self.top.backward(dx)
 
     def predict(self, x, batch_size=None, verbose=0):
@@ -218,17 +244,20 @@ class _Views:
         self.order = self.rng.permutation(len(self.targets))
 
 
-def _optimizer(options, classifier, steps_per_epoch):
-    """AdamW on a cosine schedule with warmup; the top blocks at their own, lower rate."""
-    warmup = min(options.warmup_epochs, options.epochs - 1) * steps_per_epoch
-    decay = max(1, options.epochs * steps_per_epoch - warmup)
+def _optimizer(options, classifier, steps_per_epoch, head_rate=None, epochs=None):
+    """AdamW on a cosine schedule with warmup over `epochs` (default options.epochs); the
+    head at `head_rate` (default options.learning_rate), the top blocks, while they train, at
+    their own, lower rate."""
+    epochs = options.epochs if epochs is None else epochs
+    warmup = min(options.warmup_epochs, epochs - 1) * steps_per_epoch
+    decay = max(1, epochs * steps_per_epoch - warmup)
 
     def adamw(rate):
         return AdamW(learning_rate=CosineDecay(0.0 if warmup else rate, decay, warmup_target=(
             rate if warmup else None), warmup_steps=warmup), weight_decay=options.weight_decay)
 
-    head = adamw(options.learning_rate)
-    if classifier.top is None:
+    head = adamw(options.learning_rate if head_rate is None else head_rate)
+    if classifier.top is None or not classifier.top.trainable:
         return head
     return MultiOptimizer([(head, classifier.head.trainable_weights),
                            (adamw(options.backbone_learning_rate),
@@ -241,11 +270,13 @@ def train_head(train, val, num_classes, options, progress=True, top=None, views=
     or the activations at the cut point below `top`. `views`, if given, holds the training
     images' augmented views, (n, K, D) float16.
 
-    Returns (classifier, history): history maps "loss", "accuracy", "val_loss",
-    "val_accuracy" to per-epoch lists, plus "best_epoch" (1-based), "epochs_run" and
-    "class_weight". With an empty val set there is nothing to stop early on, so all epochs
-    run."""
-    options.validate()
+    With `top`, the head trains alone for `freeze_epochs` epochs first, then with the top
+    for `epochs` (see the module doc). Returns (classifier, history): history maps "loss",
+    "accuracy", "val_loss", "val_accuracy" to per-epoch lists over both phases, plus
+    "best_epoch" (1-based, the epoch whose weights were kept), "epochs_run",
+    "epochs_planned", "freeze_epochs", "restored_best" and "class_weight". With an empty
+    val set there is nothing to stop early on, so all epochs run."""
+    options = options.validate()
     x, y = train
     counts = np.bincount(np.asarray(y, np.int64), minlength=num_classes)
     if (counts == 0).any():
@@ -264,23 +295,51 @@ def train_head(train, val, num_classes, options, progress=True, top=None, views=
         batches = None
         data = {"x": x.reshape((len(x),) + shape), "y": y, "shuffle": True}
     steps = len(batches) if batches else -(-len(x) // options.batch_size)
-    classifier.compile(optimizer=_optimizer(options, classifier, steps),
-                       loss=SparseCategoricalCrossentropy(
-                           label_smoothing=options.label_smoothing),
-                       metrics=["accuracy"])
-    weights = balanced_class_weights(y, num_classes)
-    callbacks = [_StopWhenNotFinite(options.learning_rate), _EpochBar(options.epochs, progress)]
+    freeze = options.freeze_epochs if top is not None else 0
+    bar = _EpochBar(freeze + options.epochs, progress)
+    validation = (val[0].reshape((len(val[0]),) + shape), val[1]) if len(val[1]) else None
+    common = dict(**data, batch_size=options.batch_size, verbose=0, validation_data=validation,
+                  class_weight=balanced_class_weights(y, num_classes))
+    try:
+        logs, stopper = _train_phases(classifier, options, common, steps, freeze, bar)
+    finally:
+        bar.bar.close()
+    record = {k: [float(v) for log in logs for v in log[k]] for k in logs[-1]}
+    record["epochs_run"] = len(record["loss"])
+    record["epochs_planned"] = freeze + options.epochs
+    record["freeze_epochs"] = freeze
+    record["restored_best"] = stopper is not None
+    record["best_epoch"] = freeze + (stopper.best_epoch + 1 if stopper
+                                     else len(logs[-1]["loss"]))
+    record["class_weight"] = [common["class_weight"][c] for c in range(num_classes)]
+    return classifier, record
+
+
+def _train_phases(classifier, options, common, steps, freeze, bar):
+    """Phase 1 (`freeze` epochs of the head alone, if any), then phase 2 (the head with the
+    top, if any). Returns ([history per phase], phase 2's EarlyStopping or None)."""
+    top, logs = classifier.top, []
+    if freeze:          # phase 1: the head alone, the top frozen (and skipped by backward)
+        top.trainable = False
+        try:
+            _compile(classifier, options, _optimizer(options, classifier, steps, epochs=freeze))
+            logs.append(classifier.fit(**common, epochs=freeze, seed=options.seed, callbacks=[
+                _StopWhenNotFinite(options.learning_rate), bar]).history)
+        finally:
+            top.trainable = True
+    head_rate = options.learning_rate / 2 if freeze else options.learning_rate
+    _compile(classifier, options, _optimizer(options, classifier, steps, head_rate=head_rate))
+    callbacks = [_StopWhenNotFinite(options.learning_rate), bar]
     stopper = None
-    if len(val[1]):
+    if common["validation_data"] is not None and options.patience is not None:
         stopper = EarlyStopping(monitor="val_loss", patience=options.patience,
                                 restore_best_weights=True)
         callbacks.insert(0, stopper)
-    validation = (val[0].reshape((len(val[0]),) + shape), val[1]) if stopper else None
-    history = classifier.fit(**data, batch_size=options.batch_size, epochs=options.epochs,
-                             verbose=0, validation_data=validation, class_weight=weights,
-                             callbacks=callbacks, seed=options.seed)
-    record = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-    record["epochs_run"] = len(record["loss"])
-    record["best_epoch"] = (stopper.best_epoch if stopper else len(record["loss"]) - 1) + 1
-    record["class_weight"] = [weights[c] for c in range(num_classes)]
-    return classifier, record
+    logs.append(classifier.fit(**common, epochs=options.epochs, callbacks=callbacks,
+                               seed=None if freeze else options.seed).history)
+    return logs, stopper
+
+
+def _compile(classifier, options, optimizer):
+    classifier.compile(optimizer=optimizer, metrics=["accuracy"],
+                       loss=SparseCategoricalCrossentropy(label_smoothing=options.label_smoothing))

@@ -55,8 +55,7 @@ class RunOptions:
     def validate(self):
         """Refuse bad settings before any image is read."""
         check_percentages(self.val_percent, self.test_percent)
-        self.head.validate()
-        return self
+        return replace(self, head=self.head.validate())
 
 
 @dataclass
@@ -210,10 +209,14 @@ def _training_record(options, extractor, views, history):
             "augmentation": views["augmentation"] if views else None,
             "learning_rate": head.learning_rate,
             "backbone_learning_rate": head.backbone_learning_rate if head.fine_tune else None,
+            "fine_tune_head_learning_rate": head.learning_rate / 2 if head.fine_tune else None,
+            "freeze_epochs": history["freeze_epochs"],
             "optimizer": "AdamW", "weight_decay": head.weight_decay,
-            "schedule": f"cosine decay after {head.warmup_epochs} warmup epoch(s)",
-            "label_smoothing": head.label_smoothing, "epochs": head.epochs,
-            "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"]}
+            "schedule": f"cosine decay after {head.warmup_epochs} warmup epoch(s)"
+                        + (", restarted for the fine-tuning phase" if head.fine_tune else ""),
+            "label_smoothing": head.label_smoothing, "epochs": history["epochs_planned"],
+            "patience": head.patience, "epochs_run": history["epochs_run"],
+            "best_epoch": history["best_epoch"]}
 
 
 def _evaluate(dataset, features, parts, classifier, extractor, found, views, history, options,

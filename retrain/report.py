@@ -236,6 +236,12 @@ def _best_epoch_note(history):
     epochs = len(history.get("loss") or [])
     if "val_loss" not in history:
         return f"<p>{epochs} epochs; no validation images, so no early stopping.</p>"
+    freeze = history.get("freeze_epochs") or 0
+    phases = (f" (the head alone for {freeze}, then the fine-tuned blocks with it)"
+              if freeze else "")
+    if not history.get("restored_best", True):
+        return (f"<p>{epochs} epochs{phases}; the exported model has the last epoch's "
+                "weights (no early stopping when fine-tuning: --patience turns it on).</p>")
     return (f"<p>Best validation loss at epoch {history['best_epoch']} of {epochs}; the "
             "exported model has that epoch's weights.</p>")
 
@@ -247,7 +253,8 @@ def render_report(metrics, history, image_root, title="retrain report", mistakes
     that could not be used (None: only their count, from metrics, is shown)."""
     split = "test" if metrics.get("test", {}).get("count") else "val"
     shown = metrics.get(split)
-    best = history.get("best_epoch") if "val_loss" in history else None
+    best = (history.get("best_epoch") if "val_loss" in history
+            and history.get("restored_best", True) else None)
     body = [f"<h1>{html.escape(title)}</h1>",
             f"<p>{len(metrics['classes'])} classes: "
             f"{html.escape(', '.join(metrics['classes']))}. Backbone "

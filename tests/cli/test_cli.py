@@ -97,10 +97,10 @@ def test_fit_says_which_epoch_it_kept(ran, best, epochs, line, small_data, tmp_p
     metrics = {"classes": ["a", "b"], "train": {"count": 8}, "val": {"count": 0},
                "test": {"count": 0}, "cache": {"hits": 0, "misses": 8}, "skipped": 0}
     result = RunResult(tmp_path, tmp_path / "model.h5", tmp_path / "report.html", metrics,
-                           {"loss": [1.0] * ran, "best_epoch": best}, [], [])
+                           {"loss": [1.0] * ran, "best_epoch": best, "epochs_planned": epochs},
+                       [], [])
     monkeypatch.setattr(cli, "run", lambda *args, **kwargs: result)
-    code, out, _ = run_cli(capsys, "fit", small_data, "--out", tmp_path / "run", "--epochs",
-                           epochs, "-q")
+    code, out, _ = run_cli(capsys, "fit", small_data, "--out", tmp_path / "run", "-q")
     assert code == 0
     kept = [text for text in out.split("\n") if "kept epoch" in text]
     assert kept == ([line] if line else [])
@@ -270,8 +270,8 @@ def test_a_bug_exits_1_with_one_line_and_a_debug_switch(small_data, tmp_path, mo
      "did you mean --epochs?"),
     (["fit", "d", "--out", "r", "--lr", "abc"], "--lr must be a number; got 'abc'",
      "For example --lr 0.002"),
-    (["fit", "d", "--out", "r", "--epochs", "0"], "--epochs must be a positive whole number",
-     "For example --epochs 50"),
+    (["fit", "d", "--out", "r", "--epochs", "0"],
+     "--epochs must be auto or a positive whole number", "For example --epochs auto"),
     (["fit", "d"], "retrain fit needs --out", "retrain fit DATA --out RUN"),
     (["fit", "d", "--out", "r", "--val-percent", "60", "--test-percent", "60"],
      "--val-percent 60 and --test-percent 60 leave no images to train on",

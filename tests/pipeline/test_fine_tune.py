@@ -138,6 +138,38 @@ def test_top_blocks_train_with_batchnorm_in_inference_mode():
             np.testing.assert_array_equal(now, then)
 
 
+def test_the_head_trains_alone_first_then_with_the_top_at_half_its_rate(monkeypatch):
+    """Phase 1 (freeze_epochs) moves the head and leaves the top exactly as it was; phase 2
+    moves both, the head at half its rate and the top at the backbone rate; the history
+    holds both phases."""
+    model = lite_stand_in()
+    bottom, top, _ = split_backbone(model, 2)
+    rng = np.random.default_rng(0)
+    x = bottom.predict(rng.normal(size=(24, 32, 32, 3)).astype(np.float32))
+    flat, y = x.reshape(len(x), -1), np.arange(24) % 3
+    phases, fit = [], Classifier.fit
+
+    def recording_fit(self, *args, **kwargs):
+        before = [self.top.get_weights(), self.head.get_weights()]
+        rates = [o.learning_rate.warmup_target or o.learning_rate.initial_learning_rate
+                 for o, _ in getattr(self.optimizer, "pairs", [(self.optimizer, None)])]
+        history = fit(self, *args, **kwargs)
+        moved = [not all(np.array_equal(a, b) for a, b in zip(then, part.get_weights()))
+                 for then, part in zip(before, (self.top, self.head))]
+        phases.append((self.top.trainable, moved, rates, kwargs["epochs"]))
+        return history
+
+    monkeypatch.setattr(Classifier, "fit", recording_fit)
+    options = HeadOptions(epochs=2, freeze_epochs=2, fine_tune=2, learning_rate=0.004,
+                          backbone_learning_rate=0.001)
+    _, history = train_head((flat, y), (flat[:6], y[:6]), 3, options, progress=False, top=top)
+    assert phases == [(False, [False, True], [0.004], 2),
+                      (True, [True, True], [0.002, 0.001], 2)]
+    assert len(history["loss"]) == len(history["val_loss"]) == 4
+    assert (history["freeze_epochs"], history["best_epoch"], history["restored_best"]) == (
+        2, 4, False)
+
+
 def test_classifier_predict_equals_its_forward():
     model = lite_stand_in()
     _, top, _ = split_backbone(model, 1)
@@ -160,7 +192,8 @@ def test_fine_tuned_run_caches_cut_activations_and_views_and_exports_the_trained
     assert forwards["images"] == 36 + 2 * train
     record = first.metrics["training"]
     assert (record["fine_tune"], record["cut"], record["augment"]) == (2, "block7a", 2)
-    assert record["epochs_run"] == 3 and 1 <= record["best_epoch"] <= 3
+    # 3 epochs of the head alone, then 3 with the top; fine-tuning keeps the last epoch
+    assert (record["freeze_epochs"], record["epochs_run"], record["best_epoch"]) == (3, 6, 6)
     # a second run with the same N and K computes nothing; a third view computes only it
     again = run(data, tmp_path / "again", options(cache, fine_tune=2, augment=2))
     assert again.metrics["cache"] == {"hits": 36, "misses": 0, "view_hits": 2 * train,
@@ -186,7 +219,8 @@ def test_fine_tuned_run_caches_cut_activations_and_views_and_exports_the_trained
         assert metrics["accuracy"] == first.metrics[split]["accuracy"]
         assert metrics["loss"] == pytest.approx(first.metrics[split]["loss"], abs=1e-4)
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert saved["training"]["backbone_learning_rate"] == 1e-3
+    assert saved["training"]["backbone_learning_rate"] == 5e-4
+    assert saved["training"]["fine_tune_head_learning_rate"] == 1e-3
 
 
 def test_a_view_cache_killed_mid_write_resumes_without_a_corrupt_entry(tmp_path):

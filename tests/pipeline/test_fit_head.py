@@ -112,8 +112,19 @@ def test_a_class_without_training_images_is_refused():
     ({"batch_size": 2.5}, r"batch_size must be a positive integer"),
     ({"learning_rate": -1.0}, r"learning_rate must be positive"),
     ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
-    ({"patience": -1}, r"patience and hidden_units must be >= 0"),
+    ({"patience": -1}, r"patience must be an integer >= 0 \(or None"),
+    ({"hidden_units": -1}, r"hidden_units must be >= 0"),
+    ({"freeze_epochs": -1}, r"freeze_epochs must be an integer >= 0"),
+    ({"epochs": "many"}, r"epochs must be a positive integer"),
 ])
 def test_bad_options_are_refused(change, message):
     with pytest.raises(ConfigError, match=message):
         HeadOptions(**change).validate()
+
+
+def test_auto_epochs_and_patience_depend_on_fine_tuning():
+    head_alone, tuned = HeadOptions().validate(), HeadOptions(fine_tune=2).validate()
+    assert (head_alone.epochs, head_alone.patience) == (50, 5)
+    assert (tuned.epochs, tuned.patience) == (10, None)
+    given = HeadOptions(fine_tune=2, epochs=4, patience=2).validate()
+    assert (given.epochs, given.patience) == (4, 2)
