@@ -125,3 +125,18 @@ def test_iter_batches_decodes_at_most_two_batches_ahead(tmp_path, monkeypatch):
     next(batches)
     assert len(loaded) <= 10
     assert sum(len(done) for done, _ in batches) == 995
+
+
+@pytest.mark.parametrize("order", ["RGB", "BGR"])
+def test_the_lookup_table_gives_the_float32_arithmetic_bit_for_bit(order):
+    """normalize looks each uint8 value up in a table; it must equal computing
+    (x - mean) / std in float32 for every value, with ImageNet's uneven means and stds."""
+    pixels = np.stack(np.meshgrid(np.arange(256), np.arange(256), indexing="ij"), -1)
+    batch = np.concatenate([pixels, pixels[..., :1][:, ::-1]], -1).astype(np.uint8)[None]
+    mean, std = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+    recipe = dict(EFFNET, channel_order=order, mean=mean, std=std)
+    x = batch.astype(np.float32)[..., ::-1] if order == "BGR" else batch.astype(np.float32)
+    expected = (x - np.float32(mean)) / np.float32(std)
+    np.testing.assert_array_equal(normalize(batch, recipe), expected)
+    same = dict(recipe, mean=[127.5] * 3, std=[127.5] * 3)
+    np.testing.assert_array_equal(normalize(batch, same), (x - np.float32(127.5)) / np.float32(127.5))
