@@ -381,8 +381,9 @@ def bench_finetune(quick, work, sizes):
     from retrain.cli_text import STAGE_TEXT
 
     def fit(name, data, n, k=0, epochs=FINE_TUNE_EPOCHS, cache=work / "finetune-cache"):
+        # --freeze-epochs 0: every epoch timed is one of the blocks with the head
         args = ["--fine-tune", str(n), "--augment", str(k), "--epochs", str(epochs),
-                "--patience", str(epochs)]
+                "--patience", str(epochs), "--freeze-epochs", "0"]
         result = run_fit(data, work / name, cache, args=args)
         result["s_per_epoch"] = (result["stages_s"].get(STAGE_TEXT["fit"], 0.0)
                                  / max(1, result["training"]["epochs_run"]))

@@ -63,7 +63,7 @@ def add_training_options(p):
                         "text, digits)")
     p.add_argument("--epochs", type=auto_or(positive_int), default=AUTO,
                    help="most passes over the training images (auto: 50 for the head alone; "
-                        "10 when fine-tuning, after --freeze-epochs)")
+                        "15 when fine-tuning, after --freeze-epochs)")
     p.add_argument("--patience", type=auto_or(non_negative_int), default=AUTO,
                    help="epochs without a better val loss before stopping, the best epoch's "
                         "weights kept (auto: 5 for the head alone; when fine-tuning, none)")

@@ -49,7 +49,7 @@ class HeadOptions:
     last epoch's weights are kept). `fine_tune` backbone blocks (0: the head alone) train at
     `backbone_learning_rate` after `freeze_epochs` epochs of the head alone; `augment` views
     of each training image besides the plain one (`flip`: mirrored views allowed).
-    `epochs` and `patience` default to AUTO: 50 and 5 for the head alone, 10 and None when
+    `epochs` and `patience` default to AUTO: 50 and 5 for the head alone, 15 and None when
     fine-tuning (chosen by measurement: README, "Fine-tuning and augmentation")."""
     epochs: object = AUTO
     batch_size: int = 32
@@ -70,9 +70,9 @@ class HeadOptions:
     def resolved(self):
         """A copy with AUTO replaced by the value for this kind of training."""
         tuning = self.fine_tune > 0 if isinstance(self.fine_tune, int) else False
-        return replace(self, epochs=(10 if tuning else 50) if self.epochs == AUTO else self.epochs,
-                       patience=(None if tuning else 5) if self.patience == AUTO
-                       else self.patience)
+        epochs = (15 if tuning else 50) if self.epochs == AUTO else self.epochs
+        patience = (None if tuning else 5) if self.patience == AUTO else self.patience
+        return replace(self, epochs=epochs, patience=patience)
 
     def validate(self):
         """The resolved options (see `resolved`), or ConfigError naming the bad one."""

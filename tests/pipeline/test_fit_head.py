@@ -125,6 +125,6 @@ def test_bad_options_are_refused(change, message):
 def test_auto_epochs_and_patience_depend_on_fine_tuning():
     head_alone, tuned = HeadOptions().validate(), HeadOptions(fine_tune=2).validate()
     assert (head_alone.epochs, head_alone.patience) == (50, 5)
-    assert (tuned.epochs, tuned.patience) == (10, None)
+    assert (tuned.epochs, tuned.patience) == (15, None)
     given = HeadOptions(fine_tune=2, epochs=4, patience=2).validate()
     assert (given.epochs, given.patience) == (4, 2)
