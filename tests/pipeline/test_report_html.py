@@ -152,3 +152,17 @@ def test_confusion_counts_are_a_table_and_skipped_files_are_listed(tmp_path):
     assert "cat/bad20.png" not in page and "and 3 more: all are in skipped.tsv" in page
     one = render_report(metrics, {"loss": [1.0]}, tmp_path, skipped=skipped[:1])
     assert "1 file skipped" in one
+
+
+def test_a_fine_tuned_run_says_the_last_epoch_was_kept_and_marks_no_best_epoch(tmp_path):
+    metrics = metrics_for(["a", "b"], {"train": 6, "val": 4, "test": 4},
+                          np.random.default_rng(3))
+    losses = [1.0, 0.8, 0.9, 0.6, 0.7]
+    history = {"loss": losses, "accuracy": [0.5] * 5, "val_loss": losses,
+               "val_accuracy": [0.5] * 5, "best_epoch": 5, "freeze_epochs": 2,
+               "restored_best": False}
+    page = render_report(metrics, history, tmp_path)
+    assert_valid(page)
+    assert ("5 epochs (the head alone for 2, then the fine-tuned blocks with it); the "
+            "exported model has the last epoch's weights") in page
+    assert "Best validation loss" not in page and 'class="best"' not in page
