@@ -76,7 +76,7 @@ def add_training_options(p):
                    help="the head's peak learning rate (AdamW, cosine schedule)")
     p.add_argument("--backbone-lr", type=float, default=0.0005,
                    help="peak learning rate of the fine-tuned blocks (the head trains with "
-                        "them at half --lr)")
+                        "them at half --lr after --freeze-epochs, else at --lr)")
     p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
     p.add_argument("--warmup-epochs", type=non_negative_int, default=1,
                    help="epochs of linear learning-rate warmup before the cosine decay")

@@ -74,6 +74,12 @@ class HeadOptions:
         patience = (None if tuning else 5) if self.patience == AUTO else self.patience
         return replace(self, epochs=epochs, patience=patience)
 
+    @property
+    def tuning_head_rate(self):
+        """The head's rate once the blocks train with it: half `learning_rate` after a
+        head-alone phase (fastai halves it too), else `learning_rate`."""
+        return self.learning_rate / 2 if self.freeze_epochs > 0 else self.learning_rate
+
     def validate(self):
         """The resolved options (see `resolved`), or ConfigError naming the bad one."""
         self = self.resolved()
@@ -327,7 +333,7 @@ def _train_phases(classifier, options, common, steps, freeze, bar):
                 _StopWhenNotFinite(options.learning_rate), bar]).history)
         finally:
             top.trainable = True
-    head_rate = options.learning_rate / 2 if freeze else options.learning_rate
+    head_rate = options.tuning_head_rate if top is not None else options.learning_rate
     _compile(classifier, options, _optimizer(options, classifier, steps, head_rate=head_rate))
     callbacks = [_StopWhenNotFinite(options.learning_rate), bar]
     stopper = None

@@ -209,7 +209,7 @@ def _training_record(options, extractor, views, history):
             "augmentation": views["augmentation"] if views else None,
             "learning_rate": head.learning_rate,
             "backbone_learning_rate": head.backbone_learning_rate if head.fine_tune else None,
-            "fine_tune_head_learning_rate": head.learning_rate / 2 if head.fine_tune else None,
+            "fine_tune_head_learning_rate": head.tuning_head_rate if head.fine_tune else None,
             "freeze_epochs": history["freeze_epochs"],
             "optimizer": "AdamW", "weight_decay": head.weight_decay,
             "schedule": f"cosine decay after {head.warmup_epochs} warmup epoch(s)"

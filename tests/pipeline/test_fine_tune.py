@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -168,6 +169,13 @@ def test_the_head_trains_alone_first_then_with_the_top_at_half_its_rate(monkeypa
     assert len(history["loss"]) == len(history["val_loss"]) == 4
     assert (history["freeze_epochs"], history["best_epoch"], history["restored_best"]) == (
         2, 4, False)
+    # without a head-alone phase the head keeps its full rate from the start
+    phases.clear()
+    train_head((flat, y), (flat[:6], y[:6]), 3, replace(options, freeze_epochs=0),
+               progress=False, top=top)
+    assert [(trainable, rates) for trainable, _, rates, _ in phases] == [
+        (True, [0.004, 0.001])]
+    assert replace(options, freeze_epochs=0).tuning_head_rate == 0.004
 
 
 def test_classifier_predict_equals_its_forward():
