@@ -1,7 +1,7 @@
 """Backbone features for many images, through a crash-safe cache shared by all runs.
 
 Cache layout: `<cache dir>/<namespace>/shard-<id>.h5`. The namespace is a hash of the
-model that computes the entries (its layer types and weight values: the whole backbone for
+model that computes the entries (its architecture and weight values: the whole backbone for
 pooled features, the layers below the cut point for fine-tuning's cut activations), the
 preprocessing recipe, the augmentation recipe for augmented views, and this module's
 format version, so a different backbone, cut point or recipe can never read another's
@@ -25,6 +25,7 @@ of this run are kept in memory instead.
 """
 import hashlib
 import io
+import json
 import os
 import time
 import uuid
@@ -56,18 +57,29 @@ def default_cache_dir():
 
 
 def model_fingerprint(model):
-    """sha256 of what fixes a model's outputs: layer types, weight shapes and values.
+    """sha256 of what fixes a model's outputs: the architecture (each layer's type and
+    config, and which layer feeds which) and every weight's shape and values, trainable or
+    not (a backbone is loaded frozen, so its weights are all non-trainable).
 
-    Layer names are left out on purpose: auto names (conv2d_1...) change with what else
-    was built in the process, and must not turn a cache hit into a miss."""
+    Layer names and trainable flags are left out on purpose: auto names (conv2d_1...)
+    change with what else was built in the process, and freezing a layer does not change
+    what it computes; neither may turn a cache hit into a miss."""
+    layers = model.layers
+    position = {id(layer): index for index, layer in enumerate(layers)}
+    inputs = {id(t): index for index, t in enumerate(model.inputs)}
     digest = hashlib.sha256()
-    for layer in model.layers:
-        digest.update(type(layer).__name__.encode())
+    digest.update(repr([tuple(t.shape[1:]) for t in model.inputs]).encode())
+    for layer in layers:
+        config = {k: v for k, v in layer.get_config().items() if k not in ("name", "trainable")}
+        wiring = [f"layer{position[id(t.layer)]}" if id(t.layer) in position
+                  else f"input{inputs[id(t)]}" for t in layer.inbound]
+        digest.update(json.dumps([type(layer).__name__, config, wiring], sort_keys=True,
+                                 default=repr).encode())
         for weight in layer.weights:
             value = np.ascontiguousarray(weight.value, np.float32)
             digest.update(repr(value.shape).encode())
             digest.update(value.tobytes())
-    digest.update(repr(tuple(model.outputs[0].shape[1:])).encode())
+    digest.update(repr([tuple(t.shape[1:]) for t in model.outputs]).encode())
     return digest.hexdigest()
 
 

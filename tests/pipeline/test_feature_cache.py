@@ -22,6 +22,9 @@ from retrain.preprocess import preprocess_batch
 from stand_in import RECIPE, stand_in_backbone
 
 HERE = Path(__file__).resolve().parent
+# cache_namespace(stand_in_backbone(seed=0), RECIPE), and with augmentation {"flip": True}
+NAMESPACE = "0f88996d015bfeecfe5bd26ce91dc9d9"
+AUGMENTED_NAMESPACE = "d2d92ea7328b1f17b3182aabb8d5fffd"
 
 
 def make_images(folder, count):
@@ -169,6 +172,55 @@ def test_namespace_follows_weights_and_recipe_not_layer_names():
     assert cache_namespace(first, RECIPE) == cache_namespace(second, RECIPE)
     assert cache_namespace(first, dict(RECIPE, crop_fraction=0.5)) != \
         cache_namespace(first, RECIPE)
+
+
+def test_fingerprint_sees_every_weight_of_a_frozen_backbone():
+    """Backbones are loaded frozen: all their weights are non-trainable, and must count."""
+    first, second = stand_in_backbone(seed=0), stand_in_backbone(seed=1)
+    assert not first.trainable_weights and not second.trainable_weights
+    assert model_fingerprint(first) != model_fingerprint(second)
+    assert model_fingerprint(first) == model_fingerprint(stand_in_backbone(seed=0))
+    # freezing changes no output, so it changes no key
+    thawed = stand_in_backbone(seed=0)
+    thawed.trainable = True
+    assert model_fingerprint(thawed) == model_fingerprint(first)
+
+
+def test_fingerprint_sees_layer_configs_and_the_graph():
+    """Same weights, different outputs: a different activation, or a skip connection taken
+    from another layer, must give another key."""
+    from retrain.engine import Add, Model, ReLU
+
+    def dense(activation):
+        model = Sequential([Input((4,)), Dense(3, activation=activation)])
+        model.set_weights([np.eye(4, 3, dtype=np.float32), np.zeros(3, np.float32)])
+        return model
+
+    assert model_fingerprint(dense("relu")) != model_fingerprint(dense("linear"))
+
+    def skip(from_relu):
+        x = Input((3,))
+        a = Dense(3)(x)
+        b = ReLU()(a)
+        c = Dense(3)(b)
+        model = Model(x, Add()([b if from_relu else a, c]))
+        model.set_weights([np.eye(3, dtype=np.float32), np.full(3, -1.0, np.float32)] * 2)
+        return model
+
+    probe = np.array([[-3.0, 2.0, 3.0]], np.float32)
+    assert not np.allclose(skip(False).predict(probe), skip(True).predict(probe))
+    assert [type(l) for l in skip(False).layers] == [type(l) for l in skip(True).layers]
+    assert model_fingerprint(skip(False)) != model_fingerprint(skip(True))
+    assert model_fingerprint(skip(False)) == model_fingerprint(skip(False))
+
+
+def test_cache_keys_are_pinned():
+    """Golden values: a change of hash, digest slice or format changes every key, and old
+    caches would silently miss (or worse, another model's entries could hit). Changing
+    them must be a deliberate edit of this test (and of _FORMAT_VERSION if entries change)."""
+    assert cache_namespace(stand_in_backbone(seed=0), RECIPE) == NAMESPACE
+    assert cache_namespace(stand_in_backbone(seed=0), RECIPE, {"flip": True}) == \
+        AUGMENTED_NAMESPACE
 
 
 def test_chunks_are_flushed_as_separate_shards(tmp_path):

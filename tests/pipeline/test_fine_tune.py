@@ -182,6 +182,43 @@ def test_the_head_trains_alone_first_then_with_the_top_at_half_its_rate(monkeypa
     assert replace(options, freeze_epochs=0).tuning_head_rate == 0.004
 
 
+def test_the_second_phase_restarts_its_schedule_and_warmup_is_clipped(monkeypatch):
+    """Each phase gets a fresh schedule over its own epochs (documented; metrics.json
+    reports it): a linear warmup of warmup_epochs, clipped to leave at least one epoch of
+    cosine decay, then Keras's CosineDecay to 0 at the phase's end. Rates are read at every
+    optimizer step and compared with the formula written out here."""
+    from retrain.engine.optimizers import Optimizer
+
+    steps, apply = [], Optimizer.apply_gradients
+
+    def recording(self, grads_and_vars):
+        steps.append((id(self), self.current_learning_rate))
+        return apply(self, grads_and_vars)
+
+    monkeypatch.setattr(Optimizer, "apply_gradients", recording)
+    model = lite_stand_in()
+    bottom, top, _ = split_backbone(model, 2)
+    x = bottom.predict(np.random.default_rng(0).normal(size=(24, 32, 32, 3)).astype(np.float32))
+    flat, y = x.reshape(len(x), -1), np.arange(24) % 3
+    options = HeadOptions(epochs=3, freeze_epochs=1, warmup_epochs=1, fine_tune=2,
+                          batch_size=8, learning_rate=0.004, backbone_learning_rate=0.001)
+    train_head((flat, y), (flat[:0], y[:0]), 3, options, progress=False, top=top)
+    by_optimizer = {}
+    for owner, rate in steps:
+        by_optimizer.setdefault(owner, []).append(rate)
+    phase1_head, phase2_head, phase2_top = by_optimizer.values()
+
+    def expected(peak, epochs, warmup_epochs, per_epoch=3):
+        total, warmup = epochs * per_epoch, min(warmup_epochs, epochs - 1) * per_epoch
+        return [peak * s / warmup if s < warmup else
+                peak * 0.5 * (1 + np.cos(np.pi * (s - warmup) / (total - warmup)))
+                for s in range(total)]
+
+    np.testing.assert_allclose(phase1_head, expected(0.004, 1, 1), rtol=1e-12)
+    np.testing.assert_allclose(phase2_head, expected(0.002, 3, 1), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(phase2_top, expected(0.001, 3, 1), rtol=1e-12, atol=1e-15)
+
+
 def test_classifier_predict_equals_its_forward():
     model = lite_stand_in()
     _, top, _ = split_backbone(model, 1)

@@ -3,6 +3,7 @@ explicit split folders and the split.json round trip."""
 import json
 import unicodedata
 
+import numpy as np
 import pytest
 
 from retrain.errors import ConfigError
@@ -24,6 +25,48 @@ def test_hash_percentage_groups_nohash_and_normalises_unicode():
     assert hash_percentage("a_nohash_b/x.jpg") != hash_percentage("a_nohash_b/y.jpg")
     nfd = unicodedata.normalize("NFD", "cats/café.jpg")
     assert nfd != "cats/café.jpg" and hash_percentage(nfd) == hash_percentage("cats/café.jpg")
+
+
+# Golden values: sha1 of the NFC key's UTF-8 bytes, first 8 bytes big-endian, scaled to
+# [0, 100). Computed outside retrain: printf '%s' 'cats/café.jpg' | sha1sum (NFC é = c3 a9),
+# then int(first 16 hex digits, 16) / 2**64 * 100.
+GOLDEN = {"cats/café.jpg": 46.154183208728035, "dog/rex": 20.538371222956904,
+          "a/b/c.png": 60.4944581126018}
+
+
+def test_hash_percentage_is_pinned_to_known_values():
+    """A change of hash, normalisation or digest slice would move every file to another
+    split, and `evaluate` would score old models on their training images."""
+    for key, value in GOLDEN.items():
+        assert hash_percentage(key) == pytest.approx(value, rel=1e-12, abs=0)
+    assert hash_percentage(unicodedata.normalize("NFD", "cats/café.jpg")) == pytest.approx(
+        GOLDEN["cats/café.jpg"], rel=1e-12, abs=0)
+    assert hash_percentage("dog/rex_nohash_3.jpg") == pytest.approx(GOLDEN["dog/rex"],
+                                                                     rel=1e-12, abs=0)
+
+
+def test_a_stored_models_split_is_pinned(image_tree, tmp_path):
+    """`evaluate` recomputes the split from the percentages a model file stores: a model
+    that gets every image wrong lists exactly the files of the split it was scored on."""
+    from retrain.engine import Dense, Flatten, Input, Sequential, load_model
+    from retrain.pipeline import evaluate_model
+
+    data = image_tree({"a": 12, "b": 12})
+    model = Sequential([Input((8, 8, 3)), Flatten(), Dense(3, activation="softmax")])
+    model.set_weights([np.zeros((192, 3), np.float32), np.array([0, 0, 9], np.float32)])
+    recipe = {"input_size": [8, 8], "crop": "center", "crop_fraction": 1.0,
+              "resize_filter": "bilinear", "mean": [127.5] * 3, "std": [127.5] * 3,
+              "channel_order": "RGB"}
+    model.save(tmp_path / "model.h5", metadata={
+        "labels": ["a", "b", "never"], "preprocessing": recipe,
+        "split": {"val_percent": 20, "test_percent": 10, "set_aside": []}})
+    stored = load_model(tmp_path / "model.h5")
+    pinned = {"val": ["a/img007.png", "b/img002.png"],
+              "test": ["a/img001.png", "b/img000.png", "b/img004.png", "b/img009.png"]}
+    for name, files in pinned.items():
+        scored = evaluate_model(stored, data, name)
+        assert sorted(m["path"] for m in scored["misclassified"]) == files
+    assert evaluate_model(stored, data, "train")["count"] == 24 - 6
 
 
 def test_every_record_lands_in_exactly_one_split_in_about_the_asked_shares(image_tree):
