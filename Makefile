@@ -28,6 +28,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	@# Until 2026-12-07 this project installed as `retrain`, PyPI's name for another project.
+	$(PY) -m pip uninstall -q -y retrain 2>/dev/null || true; rm -rf retrain.egg-info
 	$(PY) -m pip install -q -e '.[test,dask]'
 	touch $(STAMP)
 

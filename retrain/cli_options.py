@@ -7,12 +7,13 @@ from pathlib import Path
 
 from .cli_usage import (HelpFormatter, auto_or, dask_address, fraction, non_negative_int,
                         positive_int)
+from .distribution import pip_install
 from .errors import AccuracyBelowThreshold, ConfigError
 from .fit import AUTO, HeadOptions
 
 __all__ = ["add_dask_option", "add_export_parser", "add_runtime_options", "add_training_options",
            "check_accuracy", "open_cluster", "training_options"]
-DASK_INSTALL = "pip install 'retrain[dask]'"
+DASK_INSTALL = pip_install("dask")
 
 
 def add_runtime_options(p):
@@ -45,8 +46,7 @@ def open_cluster(address):
             raise
         raise ConfigError(f"--dask needs Dask's distributed scheduler, which is not installed "
                           f"here (no module named {error.name!r}).",
-                          hint=f"Install it with: {DASK_INSTALL} (or: pip install "
-                               "'dask[distributed]').") from None
+                          hint=f"Install it with: {DASK_INSTALL}") from None
     with cluster.connect(address) as connected:
         yield connected
 
@@ -118,8 +118,7 @@ def add_export_parser(commands, func):
         description="Write MODEL (a model file from `retrain fit`, or a pretrained backbone) "
                     "as an ONNX file for ONNX Runtime, OpenVINO and others: float32 NHWC input "
                     "made by the preprocessing recipe, which travels with the labels in the "
-                    "file's metadata_props. Needs the onnx package: pip install "
-                    "'retrain[onnx]'.")
+                    f"file's metadata_props. Needs the onnx package: {pip_install('onnx')}")
     p.add_argument("model", metavar="MODEL", help="model file (.h5)")
     p.add_argument("--format", choices=("onnx",), required=True, default=argparse.SUPPRESS,
                    help="the format to write")

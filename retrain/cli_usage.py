@@ -7,6 +7,7 @@ import contextlib
 import difflib
 import re
 import signal
+import textwrap
 
 from .errors import UsageError
 
@@ -16,12 +17,20 @@ __all__ = ["HelpFormatter", "Parser", "dask_address", "fraction", "non_negative_
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Every option's help ends with its default, except flags (a `(default: False)` on a
-    switch says nothing)."""
+    switch says nothing). Lines break at spaces only, so that a path or a pip line shown in
+    a help text (`pip install -e '/home/me/re-train[dask]'`) is never cut at a hyphen."""
 
     def _get_help_string(self, action):
         if action.nargs == 0:
             return action.help
         return super()._get_help_string(action)
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    def _fill_text(self, text, width, indent):
+        return textwrap.fill(" ".join(text.split()), width, initial_indent=indent,
+                             subsequent_indent=indent, break_on_hyphens=False)
 
 
 class Parser(argparse.ArgumentParser):

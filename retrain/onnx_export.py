@@ -7,7 +7,7 @@ model file's metadata go into the file's metadata_props as JSON (`retrain.prepro
 `retrain.labels`, ...), so the file stays self-describing. Inside the graph 4-D values are
 NCHW, the layout ONNX's Conv and pooling operators define: one Transpose after each 4-D
 input and one before each 4-D output. BatchNormalization stays an ONNX BatchNormalization
-(runtimes fold it themselves). Needs the `onnx` package: pip install 'retrain[onnx]'.
+(runtimes fold it themselves). Needs the `onnx` package: the `onnx` extra.
 """
 import json
 import math
@@ -20,6 +20,7 @@ from .engine import (Activation, Add, AveragePooling2D, BatchNormalization, Conv
                      DepthwiseConv2D, Dropout, Flatten, GlobalAveragePooling2D,
                      GlobalMaxPooling2D, InputLayer, MaxPooling2D, ReLU, Softmax,
                      UnsupportedLayerError, ZeroPadding2D)
+from .distribution import pip_install
 from .errors import ConfigError
 from .files import atomic_write_bytes
 from .model_file import load_model_file
@@ -30,15 +31,15 @@ __all__ = ["OPSET", "export_file", "to_onnx", "write_onnx"]
 # Opset 17 with IR version 8: what ONNX Runtime has read since 1.13 and OpenVINO since 2022.
 OPSET = 17
 _IR_VERSION = 8
-_INSTALL = "pip install 'retrain[onnx]' (or pip install onnx)"
+_INSTALL = pip_install("onnx")
 
 
 def _onnx():
     try:
         import onnx
     except ImportError:
-        raise ConfigError(f"Exporting to ONNX needs the onnx package, which is not installed: "
-                          f"{_INSTALL}.") from None
+        raise ConfigError("Exporting to ONNX needs the onnx package, which is not installed.",
+                          hint=f"Install it with: {_INSTALL}") from None
     return onnx
 
 

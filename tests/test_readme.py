@@ -1,7 +1,9 @@
-"""Every command block in README.md runs as pasted: each `retrain ...` line parses with the
-real argument parser, the cheap ones (their files exist, no training) are run, and each
-`make ...` line is one the Makefile accepts, with DATA and ARGS reaching `retrain fit`
-as the user quoted them."""
+"""Every command block in README.md and docs/*.md runs as pasted: each `retrain ...` line
+parses with the real argument parser, the cheap ones (their files exist, no training) are
+run, each `make ...` line is one the Makefile accepts, with DATA and ARGS reaching
+`retrain fit` as the user quoted them, the README's files exist when its lines are run top
+to bottom, and every `pip install` line, there or in the command's help and hints,
+installs this project (PyPI's `retrain` is another one)."""
 import json
 import os
 import re
@@ -14,9 +16,11 @@ import pytest
 
 from retrain.backbones.weights import pretrained_dir
 from retrain.cli import build_parser, main
+from retrain.distribution import DISTRIBUTION
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def command_lines(text):
@@ -28,20 +32,56 @@ def command_lines(text):
     return lines
 
 
-LINES = command_lines(README.read_text(encoding="utf-8"))
-RETRAIN = [shlex.split(line, comments=True) for line in LINES
-           if shlex.split(line, comments=True)[0].endswith("retrain")]
-MAKE = [shlex.split(line, comments=True) for line in LINES
-        if shlex.split(line, comments=True)[0] == "make"]
-DASK = [shlex.split(line, comments=True) for line in LINES
-        if shlex.split(line, comments=True)[0] == "dask"]
-PIP = [shlex.split(line, comments=True) for line in LINES
-       if shlex.split(line, comments=True)[:2] == ["pip", "install"]]
+README_ARGVS = [shlex.split(line, comments=True)
+                for line in command_lines(README.read_text(encoding="utf-8"))]
+ARGVS = [shlex.split(line, comments=True) for page in PAGES
+         for line in command_lines(page.read_text(encoding="utf-8"))]
+RETRAIN = [argv for argv in ARGVS if argv[0].endswith("retrain")]
+MAKE = [argv for argv in ARGVS if argv[0] == "make"]
+DASK = [argv for argv in ARGVS if argv[0] == "dask"]
+PIP = [argv for argv in ARGVS if argv[:2] == ["pip", "install"]]
+SHELL = [argv for argv in ARGVS if argv[0] in ("mkdir", "cp")]   # making a folder of one's own
 
 
 def test_the_readme_has_command_blocks_and_every_line_is_understood():
     assert len(RETRAIN) >= 5 and len(MAKE) >= 3
-    assert len(RETRAIN) + len(MAKE) + len(DASK) + len(PIP) == len(LINES), LINES   # none ignored
+    assert len(RETRAIN) + len(MAKE) + len(DASK) + len(PIP) + len(SHELL) == len(ARGVS), ARGVS
+
+
+def _made_by(argv):
+    """The paths a README line creates (a run folder, an export, a folder of one's own)."""
+    words = [w for w in argv if w != "&&"]
+    if words[0] == "make" and words[1:2] == ["retrain"]:
+        given = dict(w.split("=", 1) for w in words[2:] if "=" in w)
+        data = given.get("DATA", "data/fashion-mnist-sample")
+        return [given.get("RUN") or f"runs/{Path(data).name}"]
+    if words[0].endswith("retrain") and words[1] in ("fit", "export"):
+        if "--out" in words:
+            return [words[words.index("--out") + 1]]
+        return [str(Path(words[2]).with_suffix(".onnx"))] if words[1] == "export" else []
+    if words[0] == "mkdir":
+        return [w for w in words[1:] if not w.startswith("-")][:1] + (
+            _made_by(words[words.index("cp"):]) if "cp" in words else [])
+    if words[0] == "cp":
+        return [str(Path(words[-1]) / Path(w).name) for w in words[1:-1] if not w.startswith("-")]
+    return []
+
+
+def test_the_readme_runs_top_to_bottom_on_a_fresh_clone():
+    """Each file a README line names exists in the clone (or after `make pretrained`), or an
+    earlier line made it: no `flowers/` that nobody has."""
+    made = [Path("pretrained")]      # make retrain and make test run make pretrained first
+    for argv in README_ARGVS:
+        if argv[0].endswith("retrain"):
+            args = vars(build_parser().parse_args(argv[1:]))
+        else:
+            args = {k.lower(): v for k, v in (w.split("=", 1) for w in argv if "=" in w)}
+        if argv[0].endswith("retrain") or argv[:2] == ["make", "retrain"]:
+            for word in [args.get("model"), args.get("data"), *args.get("paths", [])]:
+                path = Path(word or ".")
+                assert (ROOT / path).exists() or any(
+                    path == m or m in path.parents for m in made), (argv, word)
+        made += [Path(p) for p in _made_by(argv)]
 
 
 def test_extraction_sees_what_a_shell_sees():
@@ -125,7 +165,7 @@ def test_each_dask_line_is_one_the_dask_command_accepts(argv):
     knows every option shown (the dask command comes with the `dask` extra)."""
     dask = Path(sys.executable).parent / "dask"
     if not dask.exists():
-        pytest.skip("the dask command is not installed (pip install 'retrain[dask]')")
+        pytest.skip("the dask command is not installed (pip install -e '.[dask]')")
     done = subprocess.run([str(dask), argv[1], "--help"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
@@ -134,11 +174,53 @@ def test_each_dask_line_is_one_the_dask_command_accepts(argv):
             assert f"{word.split('=')[0]} " in done.stdout, word
 
 
-@pytest.mark.parametrize("argv", PIP, ids=" ".join)
-def test_each_pip_line_names_an_extra_of_this_package(argv):
+def _project(folder):
     import tomllib
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    for word in argv[2:]:
+    toml = Path(folder) / "pyproject.toml"
+    return tomllib.loads(toml.read_text(encoding="utf-8"))["project"] if toml.is_file() else {}
+
+
+def _help_texts():
+    """Every help text of the command line, and the hints that name a pip line."""
+    from retrain.cli_options import DASK_INSTALL
+    from retrain.onnx_export import _INSTALL as ONNX_INSTALL
+    parser = build_parser()
+    texts = [parser.format_help(), DASK_INSTALL, ONNX_INSTALL]
+    for action in parser._actions:
+        for sub in getattr(action, "choices", None) or {}:
+            if isinstance(action.choices, dict):
+                texts.append(action.choices[sub].format_help())
+    return texts
+
+
+def pip_lines(text):
+    """The `pip install ...` commands in a text, whatever line wrapping split them."""
+    text = " ".join(text.split())
+    return [["pip", "install", *shlex.split(m)]
+            for m in re.findall(r"pip install ((?:-e )?(?:'[^']*'|[^\s'),;]+))", text)]
+
+
+HELP_PIP = [argv for text in _help_texts() for argv in pip_lines(text)]
+
+
+def test_the_help_texts_name_their_pip_lines():
+    assert len(HELP_PIP) >= 3, HELP_PIP     # --dask (fit, classify, evaluate), export
+    assert pip_lines("needs pip install -e\n'/x y[dask]'), or") == [
+        ["pip", "install", "-e", "/x y[dask]"]]
+
+
+@pytest.mark.parametrize("argv", PIP + HELP_PIP, ids=" ".join)
+def test_each_pip_line_installs_this_project_and_its_extras(argv):
+    """`pip install 'retrain[dask]'` would install PyPI's unrelated retrain: each line names
+    this project's distribution, or a folder (the clone, `.`) whose pyproject.toml is it."""
+    ours = _project(ROOT)
+    words = [w for w in argv[2:] if w != "-e"]
+    assert words, argv
+    for word in words:
         name, _, extras = word.partition("[")
-        assert name == project["name"], word
-        assert set(extras.rstrip("]").split(",")) <= set(project["optional-dependencies"])
+        if argv[2] == "-e" or name == "." or "/" in name:
+            folder = ROOT / name if not Path(name).is_absolute() else Path(name)
+            assert _project(folder).get("name") == ours["name"], word
+        else:
+            assert name == ours["name"] == DISTRIBUTION, word
+        assert set(extras.rstrip("]").split(",")) <= set(ours["optional-dependencies"]), word

@@ -23,6 +23,7 @@ import retrain                          # noqa: E402
 import retrain.engine                   # noqa: E402
 from retrain import cluster as cluster_module     # noqa: E402
 from retrain.cli import main            # noqa: E402
+from retrain.distribution import pip_install   # noqa: E402
 from retrain.engine import load_model   # noqa: E402
 from retrain.errors import Interrupted  # noqa: E402
 from retrain.features import FeatureCache, extract_features   # noqa: E402
@@ -339,5 +340,4 @@ def test_without_dask_the_error_says_what_to_install(monkeypatch, capsys, tmp_pa
     err = capsys.readouterr().err.strip().split("\n")
     assert code == 2 and len(err) == 2, err
     assert "--dask needs Dask's distributed scheduler, which is not installed" in err[0]
-    assert err[1] == ("hint: Install it with: pip install 'retrain[dask]' "
-                      "(or: pip install 'dask[distributed]').")
+    assert err[1] == f"hint: Install it with: {pip_install('dask')}"

@@ -10,6 +10,7 @@ import pytest
 
 from retrain.backbones.weights import pretrained_dir
 from retrain.cli import main
+from retrain.distribution import pip_install
 from retrain.engine import (Activation, Add, AveragePooling2D, BatchNormalization, Conv2D,
                             Dense, DepthwiseConv2D, Dropout, Flatten, GlobalAveragePooling2D,
                             GlobalMaxPooling2D, Input, MaxPooling2D, Model, ReLU, Softmax,
@@ -142,8 +143,8 @@ def test_without_onnx_the_error_says_what_to_install(tmp_path, monkeypatch, caps
     monkeypatch.setitem(sys.modules, "onnx", None)             # import onnx -> ImportError
     assert main(["export", str(tmp_path / "model.h5"), "--format", "onnx"]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and \
-        "pip install 'retrain[onnx]'" in err[0]
+    assert len(err) == 2 and err[0].startswith("error: ") and "onnx package" in err[0]
+    assert err[1] == f"hint: Install it with: {pip_install('onnx')}"
 
 
 def test_export_refuses_to_overwrite_the_model_file(tmp_path, capsys):
