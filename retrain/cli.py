@@ -19,10 +19,12 @@ from . import __version__
 from .backbones import BACKBONES, DEFAULT_BACKBONE, convert, describe_backbones
 from .classify import classify, model_labels
 from .cli_text import STAGE_TEXT, ClassifyTable, info_lines
-from .cli_usage import HelpFormatter, Parser, percent, positive_int, sigterm_as_ctrl_c
+from .cli_usage import (HelpFormatter, Parser, int_from_to, path_argument, percent,
+                        positive_int, sigterm_as_ctrl_c)
 from .errors import ConfigError, Interrupted, RetrainError, UsageError
 from .export import describe
 from .features import default_cache_dir
+from .fit import MAX_HIDDEN_UNITS, MAX_SEED
 from .model_file import load_model_file
 from .output import csv_line, json_line, printable
 from .cli_options import (add_dask_option, add_export_parser, add_runtime_options,
@@ -254,13 +256,14 @@ def _add_fit_parser(commands):
                             "backbone. DATA holds one sub-folder of images per class (or "
                             "train/, val/, test/ folders of class folders).")
     p.add_argument("data", metavar="DATA", help="folder of class folders of images")
-    p.add_argument("--out", metavar="RUN", required=True, default=argparse.SUPPRESS,
+    p.add_argument("--out", metavar="RUN", type=path_argument, required=True,
+                   default=argparse.SUPPRESS,
                    help="folder for model.h5, report.html, metrics.json and the rest")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES),
                    help="pretrained ImageNet feature extractor (`retrain backbones` compares "
                         "them; `retrain pretrained --backbone NAME` converts its weights)")
     add_training_options(p)
-    p.add_argument("--hidden-units", type=int, default=0,
+    p.add_argument("--hidden-units", type=int_from_to(0, MAX_HIDDEN_UNITS), default=0,
                    help="units of a hidden ReLU layer before the softmax (0: none)")
     p.add_argument("--dropout", type=float, default=0.2,
                    help="dropout after the hidden layer (used with --hidden-units)")
@@ -268,8 +271,9 @@ def _add_fit_parser(commands):
                    help="share of each class for validation (early stopping)")
     p.add_argument("--test-percent", type=percent, default=10,
                    help="share of each class held out for the final test")
-    p.add_argument("--seed", type=int, default=0, help="seed for initialisation and shuffling")
-    p.add_argument("--cache", metavar="DIR", type=Path, default=default_cache_dir(),
+    p.add_argument("--seed", type=int_from_to(0, MAX_SEED), default=0,
+                   help="seed for initialisation and shuffling")
+    p.add_argument("--cache", metavar="DIR", type=path_argument, default=default_cache_dir(),
                    help="feature cache shared by all runs and datasets ($XDG_CACHE_HOME/"
                         "retrain if set); safe to delete")
     p.add_argument("--workers", type=positive_int, default=2,

@@ -3,10 +3,9 @@
 parsing only, no printing."""
 import argparse
 import contextlib
-from pathlib import Path
 
 from .cli_usage import (HelpFormatter, auto_or, dask_address, fraction, non_negative_int,
-                        positive_int)
+                        path_argument, positive_int)
 from .distribution import pip_install
 from .errors import AccuracyBelowThreshold, ConfigError
 from .fit import AUTO, HeadOptions
@@ -122,6 +121,6 @@ def add_export_parser(commands, func):
     p.add_argument("model", metavar="MODEL", help="model file (.h5)")
     p.add_argument("--format", choices=("onnx",), required=True, default=argparse.SUPPRESS,
                    help="the format to write")
-    p.add_argument("--out", metavar="FILE", type=Path, default=argparse.SUPPRESS,
+    p.add_argument("--out", metavar="FILE", type=path_argument, default=argparse.SUPPRESS,
                    help="the file to write (default: MODEL with the suffix .onnx)")
     p.set_defaults(func=func)

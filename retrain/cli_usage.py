@@ -8,11 +8,12 @@ import difflib
 import re
 import signal
 import textwrap
+from pathlib import Path
 
 from .errors import UsageError
 
-__all__ = ["HelpFormatter", "Parser", "dask_address", "fraction", "non_negative_int",
-           "positive_int", "percent", "sigterm_as_ctrl_c"]
+__all__ = ["HelpFormatter", "Parser", "dask_address", "fraction", "int_from_to",
+           "non_negative_int", "path_argument", "positive_int", "percent", "sigterm_as_ctrl_c"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -148,6 +149,21 @@ def non_negative_int(text):
     return value
 
 
+def int_from_to(low, high):
+    """An argparse type: a whole number from `low` to `high` (a seed, a layer width)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number; got {text!r}")
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to "
+                                             f"{high:,}; got {text}")
+        return value
+    parse.__name__ = "int"
+    return parse
+
+
 def fraction(text):
     try:
         value = float(text)
@@ -167,6 +183,14 @@ def percent(text):
         raise argparse.ArgumentTypeError(f"must be from 0 up to (not including) 100; "
                                          f"got {text}")
     return value
+
+
+def path_argument(text):
+    """A path option: an empty one would mean the current folder (`--out ""` would make
+    it the run folder), so it is refused."""
+    if not text:
+        raise argparse.ArgumentTypeError("must be a path; got an empty one")
+    return Path(text)
 
 
 def dask_address(text):

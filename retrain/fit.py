@@ -40,6 +40,10 @@ __all__ = ["AUTO", "HeadOptions", "Classifier", "build_head", "balanced_class_we
 
 
 AUTO = "auto"      # an option whose value depends on whether blocks are fine-tuned
+# The widest hidden layer: 16,384 units on 1,280 features are 84 MB of weights, and Adam
+# keeps three more copies; wider only turns a typo into an out-of-memory crash.
+MAX_HIDDEN_UNITS = 16384
+MAX_SEED = 2**32 - 1         # numpy's seeds are unsigned 32-bit words
 
 
 @dataclass
@@ -107,9 +111,12 @@ class HeadOptions:
                                               and self.patience >= 0):
             raise ConfigError(f"patience must be an integer >= 0 (or None: no early "
                               f"stopping). Received: patience={self.patience!r}.")
-        if self.hidden_units < 0:
-            raise ConfigError(f"hidden_units must be >= 0. Received: "
+        if not 0 <= self.hidden_units <= MAX_HIDDEN_UNITS:
+            raise ConfigError(f"hidden_units must be from 0 to {MAX_HIDDEN_UNITS}. Received: "
                               f"hidden_units={self.hidden_units}.")
+        if not (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED):
+            raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED}. "
+                              f"Received: seed={self.seed!r}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1). Received: dropout={self.dropout!r}.")
         return self

@@ -11,6 +11,7 @@ Two layouts are understood:
 on any dataset. `validate` decodes every candidate and moves the bad ones to `skipped`
 with a reason; `exclude` does the same for failures found elsewhere (feature extraction).
 """
+import errno
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -79,13 +80,16 @@ def ingest(data_dir, min_classes=2):
     else:
         layout, split_folders = "classes", ()
         class_parents = [root]
-    files_by_class, skipped, warnings = {}, [], []
-    for parent in class_parents:
-        for class_name in _subfolders(parent):
-            _check_class_name(parent / class_name, class_name)
-            files = files_by_class.setdefault(class_name, [])
-            seen = {os.path.realpath(root), os.path.realpath(parent)}
-            _walk(root, parent / class_name, seen, files, skipped, warnings)
+    class_folders = [(parent, name) for parent in class_parents for name in _subfolders(parent)]
+    owners = {os.path.realpath(parent / name): name for parent, name in class_folders}
+    found, skipped, warnings = {}, [], []        # found: file identity -> [(relative, class)]
+    for parent, class_name in class_folders:
+        _check_class_name(parent / class_name, class_name)
+        seen = {os.path.realpath(root), os.path.realpath(parent)}
+        _walk(root, parent / class_name, _Walk(class_name, owners, seen, found, skipped,
+                                               warnings))
+    files_by_class = {name: [] for _, name in class_folders}
+    _one_use_per_file(found, files_by_class, skipped)
     if layout == "splits":
         extra = sorted(set(top) - set(present))
         if extra:
@@ -163,34 +167,91 @@ def _assemble(root, files_by_class, skipped, warnings, layout, split_folders, mi
                    warnings=warnings, layout=layout, split_folders=split_folders)
 
 
-def _walk(root, folder, seen, files, skipped, warnings):
-    """Collect candidate images under `folder` (depth-first, sorted), each real folder once."""
+@dataclass
+class _Walk:
+    """What a walk of one class folder needs: its class, the class folders (real path ->
+    class), the real folders it has read, and where it puts what it finds."""
+    class_name: str
+    owners: dict
+    seen: set
+    found: dict
+    skipped: list
+    warnings: list
+
+
+def _walk(root, folder, walk):
+    """Collect candidate images under `folder` (each real folder once; a loop of one link
+    is skipped with its reason), iteratively: a tree 1,100 folders deep is no recursion."""
+    stack = [Path(folder)]
+    while stack:
+        folder = stack.pop()
+        if not _enter(root, folder, walk):
+            continue
+        try:
+            entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+        except OSError as exc:
+            walk.skipped.append((relative_posix(folder, root),
+                                 f"cannot list the folder: {exc.strerror}"))
+            continue
+        subfolders = []
+        for entry in entries:
+            if _hidden(entry.name):
+                continue
+            relative = relative_posix(entry.path, root)
+            try:
+                if entry.is_dir():
+                    subfolders.append(Path(entry.path))
+                elif is_image_file(entry.name):
+                    _add_file(entry, relative, walk)
+            except OSError as exc:        # a link to itself: ELOOP
+                if is_image_file(entry.name) or exc.errno != errno.ELOOP:
+                    walk.skipped.append((relative, f"cannot read it: {exc.strerror}"))
+        stack.extend(reversed(subfolders))
+
+
+def _enter(root, folder, walk):
+    """Whether to read `folder`: not one read already, not another class's folder."""
     real = os.path.realpath(folder)
-    if real in seen:
-        warnings.append(f"did not follow {relative_posix(folder, root)} again: it leads back to "
-                        "a folder already read (a symlink loop or a duplicate link)")
-        return
-    seen.add(real)
-    try:
-        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
-    except OSError as exc:
-        skipped.append((relative_posix(folder, root), f"cannot list the folder: {exc.strerror}"))
-        return
-    for entry in entries:
-        if _hidden(entry.name):
+    owner = next((walk.owners[p] for p in [real, *map(str, Path(real).parents)]
+                  if p in walk.owners), walk.class_name)
+    if owner != walk.class_name:
+        walk.warnings.append(f"did not follow {relative_posix(folder, root)}: it leads to the "
+                             f"class folder {owner!r}, whose images are not {walk.class_name!r}")
+        return False
+    if real in walk.seen:
+        walk.warnings.append(f"did not follow {relative_posix(folder, root)} again: it leads "
+                             "back to a folder already read (a symlink loop or a duplicate link)")
+        return False
+    walk.seen.add(real)
+    return True
+
+
+def _add_file(entry, relative, walk):
+    if not _utf8(relative):
+        walk.skipped.append((relative.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
+                             "the file name is not valid UTF-8; rename the file"))
+    elif entry.is_file():
+        status = entry.stat()
+        walk.found.setdefault((status.st_dev, status.st_ino), []).append(
+            (relative, walk.class_name))
+    else:
+        walk.skipped.append((relative, "broken symbolic link or not a regular file"))
+
+
+def _one_use_per_file(found, files_by_class, skipped):
+    """A file reached by several paths (links) is one file: used once, by its first path;
+    where the paths are in different classes its label is unknown, and none is used."""
+    for paths in found.values():
+        paths.sort()
+        (first, label), rest = paths[0], paths[1:]
+        classes = sorted({name for _, name in paths})
+        if len(classes) > 1:
+            skipped += [(relative, f"the same file is in the classes {classes} (links); "
+                                   "its label is ambiguous") for relative, _ in paths]
             continue
-        relative = relative_posix(entry.path, root)
-        if entry.is_dir():
-            _walk(root, Path(entry.path), seen, files, skipped, warnings)
-        elif not is_image_file(entry.name):
-            continue
-        elif not _utf8(relative):
-            skipped.append((relative.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
-                            "the file name is not valid UTF-8; rename the file"))
-        elif entry.is_file():
-            files.append(relative)
-        else:
-            skipped.append((relative, "broken symbolic link or not a regular file"))
+        files_by_class[label].append(first)
+        skipped += [(relative, f"the same file as {first} (a link); used once")
+                    for relative, _ in rest]
 
 
 def _check_class_name(folder, name):

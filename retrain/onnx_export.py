@@ -21,6 +21,7 @@ from .engine import (Activation, Add, AveragePooling2D, BatchNormalization, Conv
                      GlobalMaxPooling2D, InputLayer, MaxPooling2D, ReLU, Softmax,
                      UnsupportedLayerError, ZeroPadding2D)
 from .distribution import pip_install
+from .engine import check_replaceable
 from .errors import ConfigError
 from .files import atomic_write_bytes
 from .model_file import load_model_file
@@ -294,7 +295,6 @@ def write_onnx(model, path):
 def export_file(model_path, out=None):
     """`retrain export MODEL --format onnx [--out FILE]`: the model file at `model_path` (a
     RUN/model.h5, a pretrained backbone) as ONNX at `out` (default: beside it, .onnx)."""
-    _onnx()                                   # before the model is read: say it at once
     model_path = Path(model_path)
     out = model_path.with_suffix(".onnx") if out is None else Path(out)
     if out.is_dir():
@@ -303,4 +303,6 @@ def export_file(model_path, out=None):
     if out.resolve() == model_path.resolve():
         raise ConfigError(f"--out {out} is the model file itself; exporting would replace it.",
                           hint="Give an --out ending in .onnx.")
+    check_replaceable(out)                    # a device node, a FIFO: before any work
+    _onnx()                                   # before the model is read: say it at once
     return write_onnx(load_model_file(model_path), out)

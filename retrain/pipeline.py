@@ -30,7 +30,7 @@ from .files import atomic_write_json, atomic_write_text
 from .fit import HeadOptions, train_head
 from .ingest import exclude, ingest, validate
 from .report import write_report
-from .run_folder import run_folder
+from .run_folder import check_cache_outside, run_folder
 from .split import SPLITS, check_percentages, split, write_split
 
 __all__ = ["RunOptions", "RunResult", "run", "evaluate_model"]
@@ -76,6 +76,7 @@ def run(data, out, options=None, on_stage=None):
     skipped.tsv, history.json, metrics.json, report.html, model.h5 and labels.txt, each
     atomically, and all of them at once (run_folder.py): RUN holds one run's outputs."""
     options = (options or RunOptions()).validate()
+    check_cache_outside(options.cache_dir or default_cache_dir(), out)
     with run_folder(out) as staging:
         result = _run(data, staging, options, on_stage or (lambda name: None))
     run_dir = Path(out)

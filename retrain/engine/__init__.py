@@ -2,7 +2,7 @@
 
 It knows nothing of images, folders or the pipeline: arrays in, arrays out.
 """
-from .atomic import atomic_write, fsync_directory, remove_stale_temps
+from .atomic import atomic_write, check_replaceable, fsync_directory, remove_stale_temps
 from .errors import (ConfigError, EngineError, ModelFileError, ShapeError,
                      UnsupportedLayerError, WeightsError)
 from .initializers import set_random_seed
@@ -29,5 +29,5 @@ __all__ = ["ConfigError", "EngineError", "ModelFileError", "ShapeError", "Unsupp
            "categorical_crossentropy", "sparse_categorical_crossentropy", "SGD", "Adam", "AdamW",
            "Optimizer", "MultiOptimizer", "CosineDecay", "LearningRateSchedule", "load_model",
            "read_metadata", "model_from_config", "model_to_config",
-           "DEFAULT_BATCH_SIZE", "atomic_write", "fsync_directory",
+           "DEFAULT_BATCH_SIZE", "atomic_write", "check_replaceable", "fsync_directory",
            "remove_stale_temps", "softmax"] + list(_layer_names)

@@ -9,13 +9,14 @@ by a killed process is removed by `remove_stale_temps`.
 """
 import contextlib
 import os
+import stat
 import time
 import uuid
 from pathlib import Path
 
 from .errors import ConfigError
 
-__all__ = ["atomic_write", "fsync_directory", "remove_stale_temps"]
+__all__ = ["atomic_write", "check_replaceable", "fsync_directory", "remove_stale_temps"]
 
 
 @contextlib.contextmanager
@@ -25,6 +26,7 @@ def atomic_write(path, mode="w", encoding="utf-8"):
     if mode not in ("w", "wb"):
         raise ConfigError(f"atomic_write supports mode 'w' or 'wb'. Received: mode={mode!r}")
     path = Path(path)
+    check_replaceable(path)
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
@@ -38,6 +40,26 @@ def atomic_write(path, mode="w", encoding="utf-8"):
             os.unlink(temp)
         raise
     fsync_directory(path.parent)
+
+
+def check_replaceable(path):
+    """Refuse a target that is there and is not a regular file: the rename would replace a
+    device node (/dev/null itself, as root), a FIFO or a socket with a regular file."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:   # ELOOP, EACCES...: the open of the temporary file tells
+        if exc.errno is None:
+            raise
+        return
+    if stat.S_ISDIR(mode):
+        raise ConfigError(f"Cannot write {path}: it is a folder.",
+                          hint="Give the path of a file to write.")
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"Cannot write {path}: it is not a regular file (a device, FIFO "
+                          "or socket), and writing would replace it.",
+                          hint="Give the path of a new file, or of a regular file to replace.")
 
 
 def fsync_directory(directory):

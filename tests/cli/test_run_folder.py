@@ -1,13 +1,21 @@
 """A run folder always holds one run's complete outputs (issue 9): a second fit into a
 folder in use is refused, a failed or killed run leaves the old set as it was (a full disk
-during export included), and leftovers of killed runs are removed."""
+during export included), and leftovers of killed runs are removed. And never a user's file
+(issue 21): a folder with anything else in it, dotfiles included, a mount point and a cache
+inside RUN are refused before any work; RUN's name is never a glob pattern."""
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from retrain.cli import main
-from retrain.run_folder import run_folder
+from retrain.fit import HeadOptions
+from retrain.pipeline import RunOptions
+from retrain.pipeline import run as pipeline_run
+from retrain.run_folder import _staging_prefix, run_folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))
 from full_disk import fill_disk_at_write  # noqa: E402
@@ -85,7 +93,7 @@ def test_a_folder_with_other_files_is_refused(small_data, tmp_path, stand_in, ca
 def test_leftovers_of_killed_runs_are_removed_and_the_new_set_replaces_the_old(
         trained, small_data, tmp_path, capsys):
     (trained / ".model.h5.0123456789ab.tmp").write_bytes(b"half a model")
-    staging = tmp_path / ".run.staging-killed"
+    staging = tmp_path / f"{_staging_prefix('run')}killed"
     staging.mkdir()
     (staging / "metrics.json").write_text("{}")
     old = snapshot(trained)
@@ -108,3 +116,95 @@ def test_out_may_be_the_current_folder_or_a_symlink(small_data, tmp_path, stand_
     assert (tmp_path / "link").is_symlink()
     assert sorted(snapshot(here)) == ["history.json", "labels.txt", "metrics.json", "model.h5",
                                       "report.html", "skipped.tsv", "split.json"]
+
+
+# -- issue 21: the user's files are never thrown away with an old run ----------------------
+def test_hidden_files_in_out_are_kept_by_refusing_the_folder(small_data, tmp_path, stand_in,
+                                                            capsys):
+    """`git init proj; fit --out proj` lost .git and .env: dot-entries count as the user's."""
+    project = tmp_path / "proj"
+    (project / ".git").mkdir(parents=True)
+    (project / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (project / ".env").write_text("SECRET=s\n")
+    assert fit(small_data, project, tmp_path / "cache") == 2
+    assert "holds files that retrain did not write (.env, .git)" in error_lines(
+        capsys.readouterr().err)
+    assert stand_in["images"] == 0
+    assert (project / ".env").read_text() == "SECRET=s\n"
+    assert (project / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
+
+
+def test_a_file_put_into_run_while_it_trains_is_kept(small_data, tmp_path, stand_in):
+    """The folder was checked at the start; what appears later is the user's too, and moves
+    into the new set instead of going with the old one."""
+    run = tmp_path / "run"
+
+    def on_stage(name):
+        if name == "fit":
+            (run / "notes.txt").write_text("written during the run")
+
+    options = RunOptions(cache_dir=tmp_path / "cache", progress=False,
+                         head=HeadOptions(epochs=2))
+    pipeline_run(small_data, run, options, on_stage=on_stage)
+    assert (run / "notes.txt").read_text() == "written during the run"
+    assert (run / "model.h5").exists()
+
+
+def test_glob_characters_in_a_run_name_touch_no_other_run(small_data, tmp_path, stand_in):
+    """`--out 'g/run[lr]'` once removed `g/.runl.staging-*`, the folder a run into g/runl was
+    writing."""
+    other = tmp_path / "g" / f"{_staging_prefix('runl')}working"
+    other.mkdir(parents=True)
+    (other / "metrics.json").write_text("{}")
+    for name in ("run[lr]", "run*", "run?"):
+        assert fit(small_data, tmp_path / "g" / name, tmp_path / "cache") == 0
+    assert (other / "metrics.json").read_text() == "{}"
+
+
+def test_a_cache_inside_or_equal_to_out_is_refused_before_any_work(small_data, tmp_path,
+                                                                   stand_in, capsys):
+    """Each commit swapped the cache away with the old run: 0 hits, every run, unsaid."""
+    run = tmp_path / "run"
+    for cache in (run, run / "cache", run / "." / "deeper" / "cache"):
+        assert fit(small_data, run, cache) == 2
+        assert f"--cache {cache} is inside --out {run}" in error_lines(capsys.readouterr().err)
+    assert stand_in["images"] == 0 and not run.exists()
+
+
+@pytest.fixture
+def mount_point(tmp_path, monkeypatch):
+    """An empty tmpfs mount where this process may mount one (root), else a folder that
+    os.path.ismount says is one."""
+    folder = tmp_path / "volume"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "none", str(folder)],
+                             capture_output=True).returncode == 0 if shutil.which("mount") \
+        else False
+    if not mounted:
+        real_ismount = os.path.ismount
+        monkeypatch.setattr(os.path, "ismount",
+                            lambda p: os.path.realpath(p) == str(folder) or real_ismount(p))
+    yield folder
+    if mounted:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_mount_point_run_folder_is_refused_before_any_work(small_data, tmp_path,
+                                                             mount_point, stand_in, capsys):
+    """A tmpfs or a Docker volume cannot be swapped: every stage ran, then "Device or
+    resource busy" and nothing written."""
+    assert fit(small_data, mount_point, tmp_path / "cache") == 2
+    line = error_lines(capsys.readouterr().err)
+    assert f"--out {mount_point} is a mount point" in line
+    assert stand_in["images"] == 0 and list(mount_point.iterdir()) == []
+
+
+def test_a_run_name_of_250_bytes_works(small_data, tmp_path, stand_in):
+    """The staging folder's name adds bytes to RUN's: 250 + 18 passed the 255 allowed."""
+    run = tmp_path / ("r" * 125 + "é" * 62 + "x")            # 250 bytes in UTF-8
+    assert len(os.fsencode(run.name)) == 250
+    assert fit(small_data, run, tmp_path / "cache") == 0
+    assert fit(small_data, run, tmp_path / "cache", "--seed", "3") == 0
+    assert sorted(snapshot(run)) == ["history.json", "labels.txt", "metrics.json", "model.h5",
+                                     "report.html", "skipped.tsv", "split.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["cache", "data", run.name])

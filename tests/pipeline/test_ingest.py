@@ -153,3 +153,57 @@ def test_copied_dataset_gives_the_same_records(tmp_path, hostile_dataset):
     copy = tmp_path / "copy"
     shutil.copytree(hostile_dataset.root, copy, symlinks=True)
     assert ingest(copy).records == ingest(hostile_dataset.root).records
+
+
+# -- issue 21: odd trees are read, never fatal, and a file is one file ---------------------
+def test_a_link_to_itself_is_skipped_with_its_reason(image_tree):
+    """`loop.png -> loop.png` stopped fit: "Too many levels of symbolic links", exit 2."""
+    root = image_tree({"a": 2, "b": 2})
+    os.symlink("loop.png", root / "a" / "loop.png")
+    os.symlink("notes", root / "a" / "notes")            # not a candidate: not listed
+    dataset = ingest(root)
+    assert dataset.skipped == [("a/loop.png", "cannot read it: Too many levels of symbolic links")]
+    assert len(dataset.records) == 4
+
+
+def test_a_class_folder_linked_into_another_is_not_read_as_that_class(image_tree):
+    """`bag/more -> ../coat` trained coat's images as "bag" too, without a word."""
+    root = image_tree({"bag": 2, "coat": 3})
+    os.symlink("../coat", root / "bag" / "more")
+    dataset = ingest(root)
+    assert [(relative, dataset.classes[label]) for relative, label in dataset.records] == [
+        ("bag/img000.png", "bag"), ("bag/img001.png", "bag"), ("coat/img000.png", "coat"),
+        ("coat/img001.png", "coat"), ("coat/img002.png", "coat")]
+    assert dataset.warnings == ["did not follow bag/more: it leads to the class folder 'coat', "
+                                "whose images are not 'bag'"]
+
+
+def test_a_file_reached_twice_is_used_once_or_refused_where_labels_disagree(image_tree):
+    root = image_tree({"bag": 2, "coat": 2})
+    os.link(root / "bag" / "img000.png", root / "bag" / "same.png")       # one class: once
+    os.symlink("../coat/img001.png", root / "bag" / "jacket.png")         # two classes: none
+    os.mkdir(root / "coat" / "sub")
+    os.symlink("../img000.png", root / "coat" / "sub" / "again.png")
+    dataset = ingest(root)
+    assert [relative for relative, _ in dataset.records] == ["bag/img000.png", "bag/img001.png",
+                                                              "coat/img000.png"]
+    assert sorted(dataset.skipped) == [
+        ("bag/jacket.png", "the same file is in the classes ['bag', 'coat'] (links); its label "
+                           "is ambiguous"),
+        ("bag/same.png", "the same file as bag/img000.png (a link); used once"),
+        ("coat/img001.png", "the same file is in the classes ['bag', 'coat'] (links); its "
+                            "label is ambiguous"),
+        ("coat/sub/again.png", "the same file as coat/img000.png (a link); used once")]
+
+
+def test_folders_nested_1100_deep_are_read(image_tree):
+    """They were "unexpected RecursionError", exit 1."""
+    root = image_tree({"a": 1, "b": 1})
+    deep = root / "a"
+    for _ in range(1100):                      # os.makedirs would recurse too deep itself
+        deep = deep / "d"
+        deep.mkdir()
+    shutil.copy(root / "b" / "img000.png", deep / "x.png")
+    dataset = ingest(root)
+    assert len(dataset.records) == 3 and dataset.skipped == []
+    assert dataset.records[0][0] == "a/" + "d/" * 1100 + "x.png"
