@@ -1,4 +1,5 @@
 """ingest, validate and exclude on the hostile dataset and on each layout rule."""
+import itertools
 import os
 import re
 import shutil
@@ -196,14 +197,30 @@ def test_a_file_reached_twice_is_used_once_or_refused_where_labels_disagree(imag
         ("coat/sub/again.png", "the same file as coat/img000.png (a link); used once")]
 
 
-def test_folders_nested_1100_deep_are_read(image_tree):
-    """They were "unexpected RecursionError", exit 1."""
+@pytest.fixture
+def deep_tree(image_tree):
+    """DATA whose class a holds one image 1,100 folders down. Removed by renaming each level
+    beside DATA first: shutil.rmtree (pytest's clean-up of old tmp folders too) recurses once
+    per level and would fail on it, for every later pytest run of this user."""
     root = image_tree({"a": 1, "b": 1})
     deep = root / "a"
-    for _ in range(1100):                      # os.makedirs would recurse too deep itself
-        deep = deep / "d"
-        deep.mkdir()
-    shutil.copy(root / "b" / "img000.png", deep / "x.png")
-    dataset = ingest(root)
+    try:
+        for _ in range(1100):                  # os.makedirs would recurse too deep itself
+            deep = deep / "d"
+            deep.mkdir()
+        shutil.copy(root / "b" / "img000.png", deep / "x.png")
+        yield root
+    finally:
+        level = root / "a"
+        for number in itertools.count():
+            if not (level / "d").is_dir():
+                break
+            os.rename(level / "d", root.parent / f"level{number}")
+            level = root.parent / f"level{number}"
+
+
+def test_folders_nested_1100_deep_are_read(deep_tree):
+    """They were "unexpected RecursionError", exit 1."""
+    dataset = ingest(deep_tree)
     assert len(dataset.records) == 3 and dataset.skipped == []
     assert dataset.records[0][0] == "a/" + "d/" * 1100 + "x.png"
