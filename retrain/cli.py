@@ -18,7 +18,7 @@ from pathlib import Path
 from . import __version__
 from .backbones import BACKBONES, DEFAULT_BACKBONE, convert, describe_backbones
 from .classify import classify, model_labels
-from .cli_text import STAGE_TEXT, ClassifyTable, info_lines
+from .cli_text import STAGE_TEXT, ClassifyTable, info_lines, metrics_lines, selection_lines
 from .cli_usage import (HelpFormatter, Parser, int_from_to, path_argument, percent,
                         positive_int, sigterm_as_ctrl_c)
 from .errors import ConfigError, Interrupted, RetrainError, UsageError
@@ -108,22 +108,12 @@ def cmd_evaluate(args):
     if args.json:
         _out(json_line(metrics))
         return 0
-    _out(f"split: {args.split} ({metrics['count']} images)")
-    if not metrics["count"]:
-        return 0
-    _out(f"accuracy        {metrics['accuracy']:.4f}\n"
-         + (f"top-{metrics['top_k']} accuracy  {metrics['top_k_accuracy']:.4f}\n"
-            if metrics["top_k"] else "")
-         + f"loss            {metrics['loss']:.4f}\n"
-         f"macro F1        {metrics['macro_f1']:.4f}\n")
-    width = max(len("class"), *(len(n) for n in metrics["per_class"]))
-    _out(f"{'class':<{width}}  precision  recall      f1  support")
-    for name, c in metrics["per_class"].items():
-        _out(f"{name:<{width}}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:6.4f}"
-             f"  {c['support']:7d}")
-    _out("\nconfusion matrix (rows: true class, columns: predicted, in the order above)")
-    for row in metrics["confusion_matrix"]:
-        _out(" ".join(f"{v:5d}" for v in row))
+    lines = selection_lines(metrics["selection"], args.data)
+    _out(lines[0])
+    for line in lines[1:]:
+        _err(line)
+    for line in metrics_lines(metrics):
+        _out(line)
     return 0
 
 
@@ -286,12 +276,16 @@ def _add_fit_parser(commands):
 def _add_evaluate_parser(commands):
     p = commands.add_parser(
         "evaluate", formatter_class=HelpFormatter, help="score a model on a split of DATA",
-        description="Score MODEL on DATA. The split is recomputed from the file names with "
-                    "the percentages stored in the model, exactly as `retrain fit` made it.")
+        description="Score MODEL on DATA, a folder of class folders. The model records the "
+                    "content (sha256) of the images it trained and validated on, so the "
+                    "default scores every image it has not seen: all of a new folder, the "
+                    "test images and any added since in its training folder. A model file "
+                    "written before 2026-12-07 has its split recomputed from the file names.")
     p.add_argument("model", metavar="MODEL", help="model file from `retrain fit`")
     p.add_argument("data", metavar="DATA", help="folder of class folders of images")
     p.add_argument("--split", choices=("test", "val", "train", "all"), default="test",
-                   help="which images to score")
+                   help="which images to score: test = those the model neither trained nor "
+                        "validated on; val, train = those it used so; all")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object shaped like a split in metrics.json")
     add_runtime_options(p)

@@ -1,7 +1,7 @@
 """What the CLI prints, as lines of text built from plain data (cli.py does the printing):
 `retrain info`'s readable key: value lines and `retrain classify`'s table."""
 
-__all__ = ["STAGE_TEXT", "ClassifyTable", "info_lines"]
+__all__ = ["STAGE_TEXT", "ClassifyTable", "info_lines", "metrics_lines", "selection_lines"]
 
 # `retrain fit`'s stage lines: what each stage of pipeline.STAGES does
 STAGE_TEXT = {"ingest": "finding the images", "features": "computing backbone features",
@@ -77,10 +77,60 @@ def info_lines(info, path):
         width = max(len(key) for key, _ in rows) + 1
         for key, value in rows:
             lines.append(f"  {key + ':':<{width}} {value}")
+    if info.get("seen"):
+        lines.append(f"learnt from:  {info['seen']['train']} training and {info['seen']['val']} "
+                     "validation images, recorded by content (evaluate leaves them out)")
+    elif info["labels"] and info["split"]:
+        lines.append("learnt from:  not recorded (a file from before 2026-12-07): evaluate "
+                     "recomputes the split from file names")
     for split, m in (info["metrics"] or {}).items():
         if m.get("count"):
             lines.append(f"{split} accuracy at export: {m['accuracy']:.4f} "
                          f"({m['count']} images)")
+    return lines
+
+
+def selection_lines(selection, data):
+    """`retrain evaluate`'s first lines: which images of DATA were scored, and why (the
+    "selection" of pipeline.evaluate_model), then a note on each file skipped."""
+    n, images, split = selection["scored"], selection["images"], selection["split"]
+    if selection["by"] == "name":
+        lines = [f"scored {n} of {images} images in {data}: the {split} split, recomputed "
+                 "from the file names",
+                 "note: this model file does not record which images it trained on (written "
+                 "before 2026-12-07), so the split is right only in the folder it was trained "
+                 "on; fit again to record it"]
+    else:
+        seen = {"train": selection["trained_on"], "val": selection["validated_on"]}
+        which = {"test": "the ones the model neither trained nor validated on",
+                 "val": "the ones the model validated on",
+                 "train": "the ones the model trained on",
+                 "all": "all of them, training images included"}[split]
+        if split == "test" and not seen["train"] + seen["val"]:
+            which = "the model has seen none of them"
+        lines = [f"scored {n} of {images} images in {data}: {which} (by content; "
+                 f"{seen['train']} trained on, {seen['val']} validated on)"]
+    lines += [f"note: skipped {item['path']}: {item['reason']}" for item in
+              selection["skipped"]]
+    return lines
+
+
+def metrics_lines(metrics):
+    """`retrain evaluate`'s table: accuracy, loss, per-class scores, confusion matrix."""
+    if not metrics["count"]:
+        return []
+    lines = [f"accuracy        {metrics['accuracy']:.4f}"]
+    if metrics["top_k"]:
+        lines.append(f"top-{metrics['top_k']} accuracy  {metrics['top_k_accuracy']:.4f}")
+    lines += [f"loss            {metrics['loss']:.4f}",
+              f"macro F1        {metrics['macro_f1']:.4f}", ""]
+    width = max(len("class"), *(len(n) for n in metrics["per_class"]))
+    lines.append(f"{'class':<{width}}  precision  recall      f1  support")
+    for name, c in metrics["per_class"].items():
+        lines.append(f"{name:<{width}}  {c['precision']:9.4f}  {c['recall']:6.4f}  "
+                     f"{c['f1']:6.4f}  {c['support']:7d}")
+    lines.append("\nconfusion matrix (rows: true class, columns: predicted, in the order above)")
+    lines += [" ".join(f"{v:5d}" for v in row) for row in metrics["confusion_matrix"]]
     return lines
 
 

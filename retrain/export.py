@@ -61,6 +61,8 @@ def describe(model):
             "backbone": metadata.get("backbone"),
             "provenance": metadata.get("provenance"),
             "split": metadata.get("split"),
+            "seen": ({name: len(metadata["seen"][name]) for name in ("train", "val")}
+                     if metadata.get("seen") else None),
             "metrics": metadata.get("metrics")}
 
 

@@ -1,9 +1,12 @@
 """Open a model file for info, classify and evaluate: the engine reads the layers and
 weights safely; here the retrain metadata (labels, recipe, metrics...) is checked before
 anything uses it. Every problem is a ModelFileError naming the file."""
+import re
+
 from .engine import load_model
 from .errors import ConfigError, ModelFileError
 from .preprocess import validate_recipe
+from .split import SEEN_DIGITS
 
 __all__ = ["load_model_file", "check_metadata"]
 
@@ -11,6 +14,7 @@ __all__ = ["load_model_file", "check_metadata"]
 # layer's output for fixed sizes).
 _MAX_INPUT_SIDE = 2048
 _NUMERIC_METRICS = ("count", "accuracy", "top_k", "top_k_accuracy", "loss", "macro_f1")
+_HEX = re.compile(f"[0-9a-f]{{{SEEN_DIGITS}}}")
 _HINT = "The file's metadata is damaged or was not written by `retrain fit`."
 
 
@@ -41,13 +45,14 @@ def _check(model, metadata):
     if metadata.get("preprocessing") is not None:
         _check_recipe(model, validate_recipe(metadata["preprocessing"]))
     for key, kind in (("backbone", str), ("outputs", str), ("provenance", dict),
-                      ("split", dict), ("metrics", dict)):
+                      ("split", dict), ("metrics", dict), ("seen", dict)):
         if metadata.get(key) is not None and not isinstance(metadata[key], kind):
             raise ConfigError(f"{key} must be a {kind.__name__}. "
                               f"Received: {_short(metadata[key])}.")
     if metadata.get("outputs") not in (None, "probabilities", "logits"):
         raise ConfigError(f"outputs must be 'probabilities' or 'logits'. "
                           f"Received: {_short(metadata['outputs'])}.")
+    _check_seen(metadata.get("seen"))
     backbone_provenance = (metadata.get("provenance") or {}).get("backbone_provenance")
     if backbone_provenance is not None and not isinstance(backbone_provenance, dict):
         raise ConfigError("provenance.backbone_provenance must be a dict. "
@@ -62,6 +67,17 @@ def _check(model, metadata):
                     isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise ConfigError(f"metrics[{split!r}][{key!r}] must be a number. "
                                   f"Received: {_short(value)}.")
+
+
+def _check_seen(seen):
+    """The content record of the training and validation images (split.seen_record):
+    lists of hex digests, which evaluate compares with the sha256 of each file it scores."""
+    for name in ("train", "val") if seen is not None else ():
+        digests = seen.get(name)
+        if not isinstance(digests, list) or not all(
+                isinstance(d, str) and _HEX.fullmatch(d) for d in digests):
+            raise ConfigError(f"seen[{name!r}] must be a list of hex digests of "
+                              f"{SEEN_DIGITS} digits. Received: {_short(digests)}.")
 
 
 def _check_recipe(model, recipe):

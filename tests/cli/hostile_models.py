@@ -179,6 +179,14 @@ def non_numeric_metrics(folder):
     return path
 
 
+def bad_seen_record(folder):
+    """The record of the images a model learnt from, holding something that is no digest."""
+    path = write_base(folder / "seen.h5")
+    with h5py.File(path, "a") as f:
+        _set_metadata(f, seen={"train": ["0123456789abcdef", {"x": 1}], "val": []})
+    return path
+
+
 def escape_sequences(folder):
     """Labels, provenance, backbone and a layer name that would drive the terminal."""
     path = write_base(folder / "escapes.h5", labels=[f"ant{ESCAPES}", "bee", "cat"],
@@ -262,6 +270,6 @@ def string_weights(folder):
 REFUSED = [external_file, external_fifo, virtual_dataset, huge_dense_units, unstored_dataset,
            huge_input_size, deep_json, deep_metadata, non_string_labels, non_numeric_metrics,
            lambda_layer, unknown_class, module_registered_name, soft_link_loop, external_link,
-           nan_weights, mismatched_labels, string_weights]
+           nan_weights, mismatched_labels, string_weights, bad_seen_record]
 # Legitimate but unusual: must work, and print nothing that drives a terminal.
 ACCEPTED = [long_chain, escape_sequences]

@@ -114,12 +114,13 @@ def test_evaluate_json_matches_the_split_in_metrics_json(trained, small_data, ca
         assert code == 0 and err == ""
         assert len(out.strip().split("\n")) == 1
         scored = json.loads(out)
-        assert scored.keys() == metrics[split].keys()
+        assert scored.keys() == metrics[split].keys() | {"selection"}
         for key in ("count", "accuracy", "top_k", "top_k_accuracy", "confusion_matrix"):
             assert scored[key] == metrics[split][key]
         assert scored["loss"] == pytest.approx(metrics[split]["loss"], abs=1e-5)
     code, out, _ = run_cli(capsys, "evaluate", trained / "model.h5", small_data)
-    assert code == 0 and out.startswith(f"split: test ({metrics['test']['count']} images)")
+    assert code == 0 and out.startswith(f"scored {metrics['test']['count']} of ")
+    assert "the ones the model neither trained nor validated on" in out.split("\n")[0]
     assert "precision" in out and "confusion matrix" in out
 
 

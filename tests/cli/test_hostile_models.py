@@ -88,6 +88,7 @@ def test_error_names_the_problem(results):
                 "soft_link_loop": "is a link (SoftLink)",
                 "external_link": "is a link (ExternalLink)",
                 "nan_weights": "not finite", "mismatched_labels": "3 outputs but",
-                "string_weights": "dtype |S1"}
+                "string_weights": "dtype |S1",
+                "bad_seen_record": "seen['train'] must be a list of hex digests"}
     for name, words in expected.items():
         assert words in results[f"info {name}"]["stderr"].splitlines()[0], name

@@ -20,6 +20,7 @@ from retrain.features import FeatureCache, cache_namespace
 from retrain.files import sha256_file
 from retrain.fit import HeadOptions
 from retrain import ingest, preprocess
+from retrain.cli import main
 from retrain.pipeline import STAGES, RunOptions, evaluate_model, run
 from stand_in import use_stand_in
 
@@ -234,7 +235,88 @@ def test_evaluate_decodes_only_the_split_it_scores(image_tree, tmp_path, monkeyp
                             or real_decode(path, *a, **k))
     metrics = evaluate_model(load_model(result.model_path), data, "test")
     assert metrics["accuracy"] == result.metrics["test"]["accuracy"]
-    assert len(decoded) == metrics["count"] == result.metrics["test"]["count"] < 20
+    assert len(decoded) - 1 == metrics["count"] == result.metrics["test"]["count"] < 20
+    assert metrics["selection"]["skipped"] == [{"path": "a/broken.png",
+                                                "reason": metrics["selection"]["skipped"][0]
+                                                ["reason"]}]
+
+
+def test_evaluate_scores_every_image_of_a_folder_it_never_saw(image_tree, tmp_path,
+                                                               monkeypatch, capsys):
+    """The issue's case: 100 new images gave `split: test` and 16 scored."""
+    use_stand_in(monkeypatch)
+    data = image_tree({"a": 12, "b": 12})
+    result = run(data, tmp_path / "run", options(tmp_path / "cache", epochs=2))
+    new = image_tree({"a": 50, "b": 50}, root=tmp_path / "new", size=(9, 9))
+    metrics = evaluate_model(load_model(result.model_path), new, "test")
+    assert metrics["count"] == 100
+    assert metrics["selection"] == {"by": "content", "split": "test", "images": 100,
+                                    "trained_on": 0, "validated_on": 0, "unseen": 100,
+                                    "skipped": [], "scored": 100}
+    assert main(["evaluate", str(result.model_path), str(new)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"scored 100 of 100 images in {new}: the model has seen none of them")
+
+
+def test_evaluate_on_the_training_folder_scores_exactly_what_it_did_not_train_on(
+        image_tree, tmp_path, monkeypatch):
+    """By content, whatever the names: a copy of a training image under a new name is a
+    training image, a test image renamed is still a test image, a new image is scored."""
+    use_stand_in(monkeypatch)
+    data = image_tree({"a": 15, "b": 15})
+    result = run(data, tmp_path / "run", options(tmp_path / "cache", epochs=2))
+    parts = json.loads((result.run_dir / "split.json").read_text())
+    shutil.copy(data / parts["train"][0], data / "a" / "copy-of-a-training-image.png")
+    renamed = parts["test"][0].replace(".png", "-renamed.png")
+    (data / parts["test"][0]).rename(data / renamed)
+    image_tree({"a": 2}, root=tmp_path / "more", size=(9, 9))
+    shutil.copy(tmp_path / "more" / "a" / "img001.png", data / "a" / "new.png")
+    model = load_model(result.model_path)
+
+    def scored(split):
+        metrics = evaluate_model(model, data, split)
+        everything = {m["path"] for m in evaluate_model(model, data, "all")["misclassified"]}
+        assert {m["path"] for m in metrics["misclassified"]} <= everything
+        return metrics
+
+    test = scored("test")
+    assert test["count"] == len(parts["test"]) + 1
+    assert test["selection"]["trained_on"] == len(parts["train"]) + 1
+    assert test["selection"]["validated_on"] == len(parts["val"])
+    assert scored("train")["count"] == len(parts["train"]) + 1
+    assert scored("val")["count"] == len(parts["val"])
+    # Which files: a model that always answers "a" lists every b image it scores as a
+    # mistake, one that always answers "b" every a image.
+    answers = []
+    for label in (0, 1):
+        always = load_model(result.model_path)
+        kernel, bias = always.layers[-1].get_weights()
+        always.layers[-1].set_weights([np.zeros_like(kernel),
+                                       np.eye(2, dtype=bias.dtype)[label] * 9])
+        answers.append(always)
+    for split, expected in (("test", parts["test"][1:] + [renamed, "a/new.png"]),
+                            ("train", parts["train"] + ["a/copy-of-a-training-image.png"]),
+                            ("val", parts["val"])):
+        listed = [m["path"] for model in answers
+                  for m in evaluate_model(model, data, split)["misclassified"]]
+        assert sorted(listed) == sorted(expected), split
+
+
+def test_an_older_model_file_without_the_record_is_split_by_name(image_tree, tmp_path,
+                                                                  monkeypatch, capsys):
+    use_stand_in(monkeypatch)
+    data = image_tree({"a": 15, "b": 15})
+    result = run(data, tmp_path / "run", options(tmp_path / "cache", epochs=2))
+    model = load_model(result.model_path)
+    metadata = {k: v for k, v in model.metadata.items() if k != "seen"}
+    model.save(tmp_path / "old.h5", metadata=metadata)
+    metrics = evaluate_model(load_model(tmp_path / "old.h5"), data, "test")
+    assert metrics["selection"]["by"] == "name"
+    assert metrics["confusion_matrix"] == result.metrics["test"]["confusion_matrix"]
+    assert main(["evaluate", str(tmp_path / "old.h5"), str(data)]) == 0
+    out, err = capsys.readouterr()
+    assert "the test split, recomputed from the file names" in out.split("\n")[0]
+    assert "does not record which images it trained on" in err
 
 
 def test_a_class_with_no_training_images_is_named_before_split_json(image_tree, tmp_path,
