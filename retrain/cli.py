@@ -18,7 +18,8 @@ from pathlib import Path
 from . import __version__
 from .backbones import BACKBONES, DEFAULT_BACKBONE, convert, describe_backbones
 from .classify import classify, model_labels
-from .cli_text import STAGE_TEXT, ClassifyTable, info_lines, metrics_lines, selection_lines
+from .cli_text import (STAGE_TEXT, ClassifyTable, accuracy_text, info_lines, metrics_lines,
+                       selection_lines)
 from .cli_usage import (HelpFormatter, Parser, int_from_to, path_argument, percent,
                         positive_int, sigterm_as_ctrl_c)
 from .errors import ConfigError, Interrupted, RetrainError, UsageError
@@ -81,8 +82,9 @@ def cmd_fit(args):
          f"in {time.monotonic() - started:.1f} s")
     for split in ("val", "test"):
         if m[split]["count"]:
-            _out(f"  {split} accuracy {m[split]['accuracy']:.4f} ({m[split]['count']} images)"
-                 + (f", top-{m[split]['top_k']} {m[split]['top_k_accuracy']:.4f}"
+            n = m[split]["count"]
+            _out(f"  {split} accuracy {accuracy_text(m[split]['accuracy'], n)} ({n} images)"
+                 + (f", top-{m[split]['top_k']} {accuracy_text(m[split]['top_k_accuracy'], n)}"
                     if m[split]["top_k"] else ""))
     _out(f"  features: {m['cache']['hits']} from the cache, {m['cache']['misses']} computed")
     ran, best = len(result.history["loss"]), result.history["best_epoch"]

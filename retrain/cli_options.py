@@ -105,7 +105,9 @@ def check_accuracy(test, least):
         raise ConfigError("--assert-accuracy-at-least needs test images; the test split is "
                           "empty.", hint="Raise --test-percent, or add a test/ folder.")
     if test["accuracy"] < least:
-        raise AccuracyBelowThreshold(f"test accuracy {test['accuracy']:.4f} is below "
+        low, high = test["accuracy_interval"]
+        raise AccuracyBelowThreshold(f"test accuracy {test['accuracy']:.4f} (95% CI "
+                                     f"{low:.3f}-{high:.3f}) is below "
                                      f"--assert-accuracy-at-least {least:g}",
                                      hint="the run is complete: see its report.html")
 

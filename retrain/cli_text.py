@@ -1,7 +1,10 @@
 """What the CLI prints, as lines of text built from plain data (cli.py does the printing):
 `retrain info`'s readable key: value lines and `retrain classify`'s table."""
 
-__all__ = ["STAGE_TEXT", "ClassifyTable", "info_lines", "metrics_lines", "selection_lines"]
+from .evaluate import wilson_interval
+
+__all__ = ["STAGE_TEXT", "ClassifyTable", "accuracy_text", "info_lines", "metrics_lines",
+           "selection_lines"]
 
 # `retrain fit`'s stage lines: what each stage of pipeline.STAGES does
 STAGE_TEXT = {"ingest": "finding the images", "features": "computing backbone features",
@@ -40,6 +43,13 @@ class ClassifyTable:
 
     def _fit(self, label):
         return label if len(label) <= self.width else label[:self.width - 1] + "…"
+
+
+def accuracy_text(accuracy, count):
+    """An accuracy with its 95% Wilson interval: '0.8614 (95% CI 0.779-0.916)'. The
+    interval is recomputed from the count, so older model files' figures get one too."""
+    low, high = wilson_interval(round(accuracy * count), count)
+    return f"{accuracy:.4f} (95% CI {low:.3f}-{high:.3f})"
 
 
 def info_lines(info, path):
@@ -85,7 +95,7 @@ def info_lines(info, path):
                      "recomputes the split from file names")
     for split, m in (info["metrics"] or {}).items():
         if m.get("count"):
-            lines.append(f"{split} accuracy at export: {m['accuracy']:.4f} "
+            lines.append(f"{split} accuracy at export: {accuracy_text(m['accuracy'], m['count'])} "
                          f"({m['count']} images)")
     return lines
 
@@ -119,9 +129,11 @@ def metrics_lines(metrics):
     """`retrain evaluate`'s table: accuracy, loss, per-class scores, confusion matrix."""
     if not metrics["count"]:
         return []
-    lines = [f"accuracy        {metrics['accuracy']:.4f}"]
+    n = metrics["count"]
+    lines = [f"accuracy        {accuracy_text(metrics['accuracy'], n)}"]
     if metrics["top_k"]:
-        lines.append(f"top-{metrics['top_k']} accuracy  {metrics['top_k_accuracy']:.4f}")
+        lines.append(f"top-{metrics['top_k']} accuracy  "
+                     f"{accuracy_text(metrics['top_k_accuracy'], n)}")
     lines += [f"loss            {metrics['loss']:.4f}",
               f"macro F1        {metrics['macro_f1']:.4f}", ""]
     width = max(len("class"), *(len(n) for n in metrics["per_class"]))

@@ -243,7 +243,8 @@ def _evaluate(dataset, features, parts, classifier, extractor, found, views, his
 
 
 def _model_metadata(data, backbone, options, metrics, dataset, seen):
-    summary_keys = ("count", "accuracy", "top_k", "top_k_accuracy", "loss", "macro_f1")
+    summary_keys = ("count", "accuracy", "accuracy_interval", "top_k", "top_k_accuracy",
+                    "top_k_accuracy_interval", "loss", "macro_f1")
     return {"backbone": backbone.metadata["backbone"],
             "preprocessing": backbone.metadata["preprocessing"],
             "provenance": {"backbone": backbone.metadata["backbone"],

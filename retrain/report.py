@@ -40,18 +40,27 @@ def _fmt(value, digits=4):
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _with_interval(value, interval):
+    """An accuracy and its 95% Wilson interval (evaluate.wilson_interval)."""
+    if value is None or not interval:
+        return _fmt(value)
+    return f"{value:.4f} <small>({interval[0]:.3f}–{interval[1]:.3f})</small>"
+
+
 def _summary_table(metrics):
     rows = []
     for split in _SPLITS:
         m = metrics.get(split)
         if not m:
             continue
-        top = f"<td>{_fmt(m['top_k_accuracy'])}</td>" if m["top_k"] else ""
-        rows.append(f"<tr><td>{split}</td><td>{m['count']}</td><td>{_fmt(m['accuracy'])}</td>"
+        top = (f"<td>{_with_interval(m['top_k_accuracy'], m.get('top_k_accuracy_interval'))}"
+               "</td>" if m["top_k"] else "")
+        accuracy = _with_interval(m["accuracy"], m.get("accuracy_interval"))
+        rows.append(f"<tr><td>{split}</td><td>{m['count']}</td><td>{accuracy}</td>"
                     f"{top}<td>{_fmt(m['loss'])}</td><td>{_fmt(m['macro_f1'])}</td></tr>")
     k = next((metrics[s]["top_k"] for s in _SPLITS if metrics.get(s)), None)
-    return ("<table><tr><th>split</th><th>images</th><th>accuracy</th>"
-            + (f"<th>top-{k} accuracy</th>" if k else "") + "<th>loss</th><th>macro F1</th></tr>"
+    return ("<table><tr><th>split</th><th>images</th><th>accuracy (95% interval)</th>"
+            + (f"<th>top-{k} accuracy (95% interval)</th>" if k else "") + "<th>loss</th><th>macro F1</th></tr>"
             + "".join(rows) + "</table>")
 
 

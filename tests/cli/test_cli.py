@@ -121,6 +121,8 @@ def test_evaluate_json_matches_the_split_in_metrics_json(trained, small_data, ca
     code, out, _ = run_cli(capsys, "evaluate", trained / "model.h5", small_data)
     assert code == 0 and out.startswith(f"scored {metrics['test']['count']} of ")
     assert "the ones the model neither trained nor validated on" in out.split("\n")[0]
+    low, high = metrics["test"]["accuracy_interval"]
+    assert f"accuracy        {metrics['test']['accuracy']:.4f} (95% CI {low:.3f}-{high:.3f})" in out
     assert "precision" in out and "confusion matrix" in out
 
 
@@ -381,7 +383,8 @@ def test_assert_accuracy_at_least_is_a_ci_gate(small_data, tmp_path, stand_in, c
     code, out, _ = run_cli(capsys, "fit", *common, "--out", tmp_path / "a",
                            "--assert-accuracy-at-least", "0")
     assert code == 0
-    accuracy = json.loads((tmp_path / "a" / "metrics.json").read_text())["test"]["accuracy"]
+    test = json.loads((tmp_path / "a" / "metrics.json").read_text())["test"]
+    accuracy, (low, high) = test["accuracy"], test["accuracy_interval"]
     assert accuracy < 1.0
     code, out, err = run_cli(capsys, "fit", *common, "--out", tmp_path / "b",
                              "--assert-accuracy-at-least", str(accuracy))
@@ -389,8 +392,9 @@ def test_assert_accuracy_at_least_is_a_ci_gate(small_data, tmp_path, stand_in, c
     code, out, err = run_cli(capsys, "fit", *common, "--out", tmp_path / "c",
                              "--assert-accuracy-at-least", str(accuracy + 0.001))
     assert code == 3
-    assert err.strip().split("\n")[0] == (f"error: test accuracy {accuracy:.4f} is below "
-                                         f"--assert-accuracy-at-least {accuracy + 0.001:g}")
+    assert [line for line in err.strip().split("\n") if line.startswith("error")][0] == (
+        f"error: test accuracy {accuracy:.4f} (95% CI {low:.3f}-{high:.3f}) is below "
+        f"--assert-accuracy-at-least {accuracy + 0.001:g}")
     assert_one_error(err, "is below")
     assert "test accuracy" in out          # the results are still printed and written
     assert (tmp_path / "c" / "model.h5").is_file()

@@ -176,7 +176,9 @@ def test_report_is_self_contained_valid_html_with_decodable_images(hostile_datas
             decoded.load()
             assert decoded.format == "PNG" and decoded.width > 0
     text = " ".join(checker.text)
-    assert f"{result.metrics['test']['accuracy']:.4f}" in text
+    low, high = result.metrics["test"]["accuracy_interval"]
+    assert re.search(fr"{result.metrics['test']['accuracy']:.4f}\s+\({low:.3f}–{high:.3f}\)",
+                     text)
     assert page.count("<svg") == 2 and "日本" in text
     skipped = result.skipped
     assert f"{len(skipped)} files skipped:" in text and len(skipped) >= 2
