@@ -113,7 +113,7 @@ def test_a_class_without_training_images_is_refused():
     ({"learning_rate": -1.0}, r"learning_rate must be positive"),
     ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
     ({"patience": -1}, r"patience must be an integer >= 0 \(or None"),
-    ({"hidden_units": -1}, r"hidden_units must be >= 0"),
+    ({"hidden_units": -1}, r"hidden_units must be from 0 to 16384"),
     ({"freeze_epochs": -1}, r"freeze_epochs must be an integer >= 0"),
     ({"epochs": "many"}, r"epochs must be a positive integer"),
 ])
