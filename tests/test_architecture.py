@@ -88,7 +88,9 @@ def _code_lines(path):
 
 def test_engine_line_budget():
     total = sum(_code_lines(p) for p in MODULES if ENGINE in p.parents)
-    assert total <= 3100, f"the engine has {total} lines of code; its budget is 3,100"
+    # 3,100 before each layer class took in its ONNX lowering (about 130 lines that left
+    # onnx_export.py), and room for a few more layer kinds.
+    assert total <= 3300, f"the engine has {total} lines of code; its budget is 3,300"
 
 
 @pytest.mark.parametrize("path", MODULES, ids=_rel)

@@ -31,46 +31,24 @@ __all__ = ["ensure_pretrained_all", "ensure_pretrained", "convert", "convert_sta
 LABELS_FILE = Path(__file__).with_name("imagenet_classes.txt")
 
 
-def _oihw_to_hwio(w):
-    return w.transpose(2, 3, 1, 0)
-
-
-def _depthwise_to_hwcm(w):
-    """torch (C, 1, kh, kw) -> Keras (kh, kw, C, 1)."""
-    return w.transpose(2, 3, 0, 1)
-
-
-def _same(w):
-    return w
-
-
-# Per layer kind: our weight name -> (torch parameter name, layout change).
-_KINDS = {
-    "conv": {"kernel": ("weight", _oihw_to_hwio)},
-    "depthwise": {"depthwise_kernel": ("weight", _depthwise_to_hwcm)},
-    "bn": {"gamma": ("weight", _same), "beta": ("bias", _same),
-           "moving_mean": ("running_mean", _same), "moving_variance": ("running_var", _same)},
-    "dense": {"kernel": ("weight", np.transpose), "bias": ("bias", _same)},
-}
 # BatchNorm's training-step counter: 0 everywhere here (the weights came from TF), unused.
 _IGNORED_SUFFIX = ".num_batches_tracked"
 
 
 def torch_layer_map(name=DEFAULT_BACKBONE):
     """The explicit name mapping of EfficientNet-Lite variant `name`: [(lukemelas module, our
-    layer name, kind)] in file order."""
-    mapping = [("_conv_stem", "stem_conv", "conv"), ("_bn0", "stem_bn", "bn")]
+    layer name)] in file order. Each layer's class says how its weights are named and laid
+    out in PyTorch (`torch_weights`)."""
+    mapping = [("_conv_stem", "stem_conv"), ("_bn0", "stem_bn")]
     for index, spec in enumerate(block_specs(name)):
         src, dst = f"_blocks.{index}", spec["name"]
         if spec["expand_ratio"] != 1:
-            mapping += [(f"{src}._expand_conv", f"{dst}_expand_conv", "conv"),
-                        (f"{src}._bn0", f"{dst}_expand_bn", "bn")]
-        mapping += [(f"{src}._depthwise_conv", f"{dst}_dwconv", "depthwise"),
-                    (f"{src}._bn1", f"{dst}_bn", "bn"),
-                    (f"{src}._project_conv", f"{dst}_project_conv", "conv"),
-                    (f"{src}._bn2", f"{dst}_project_bn", "bn")]
-    return mapping + [("_conv_head", "top_conv", "conv"), ("_bn1", "top_bn", "bn"),
-                      ("_fc", "predictions", "dense")]
+            mapping += [(f"{src}._expand_conv", f"{dst}_expand_conv"),
+                        (f"{src}._bn0", f"{dst}_expand_bn")]
+        mapping += [(f"{src}._depthwise_conv", f"{dst}_dwconv"), (f"{src}._bn1", f"{dst}_bn"),
+                    (f"{src}._project_conv", f"{dst}_project_conv"),
+                    (f"{src}._bn2", f"{dst}_project_bn")]
+    return mapping + [("_conv_head", "top_conv"), ("_bn1", "top_bn"), ("_fc", "predictions")]
 
 
 def convert_state_dict(model, state):
@@ -78,19 +56,20 @@ def convert_state_dict(model, state):
     its top, whose name is the variant). Every tensor must find its layer and every layer
     weight its tensor."""
     used = set()
-    for module, layer_name, kind in torch_layer_map(model.name):
+    for module, layer_name in torch_layer_map(model.name):
         layer = model.get_layer(layer_name)
+        names = type(layer).torch_weights
         for weight in layer.weights:
-            if weight.name not in _KINDS[kind]:
+            if weight.name not in names:
                 raise WeightsError(f"Layer {layer_name!r} has a weight {weight.name!r} that "
                                    f"no tensor of {module!r} maps to.")
-            param, to_keras = _KINDS[kind][weight.name]
+            param, axes = names[weight.name]
             key = f"{module}.{param}"
             if key not in state:
                 raise WeightsError(f"The checkpoint has no tensor {key!r} for layer "
                                    f"{layer_name!r} weight {weight.name!r}.")
             try:
-                weight.assign(to_keras(state[key]))
+                weight.assign(state[key] if axes is None else state[key].transpose(axes))
             except ShapeError as exc:
                 raise WeightsError(f"Tensor {key!r} of shape {state[key].shape} does not fit "
                                    f"layer {layer_name!r}: {exc}") from exc

@@ -6,6 +6,10 @@ A step reads the values `inputs` and writes the value `output` (integer ids). `b
 its output shape and parameters for a per-sample input shape; `prepare` gives a function of
 no arguments that computes all of the output (rows=None), or a band of rows of a 4-D one, in
 the arrays of a workspace (`scratch(name, shape)` lends it temporaries).
+
+Which steps a layer becomes is the layer class's own business (`Layer.to_inference`, beside
+its forward and backward); this module holds the steps and the compiler, and knows no layer
+class by name.
 """
 import itertools
 import warnings
@@ -14,9 +18,6 @@ from functools import partial
 import numpy as np
 
 from . import activations, kernels
-from .layers import (Activation, Add, AveragePooling2D, BatchNormalization, Conv2D, Dense,
-                     DepthwiseConv2D, Dropout, Flatten, GlobalAveragePooling2D,
-                     GlobalMaxPooling2D, InputLayer, MaxPooling2D, ReLU, Softmax, ZeroPadding2D)
 
 
 def _band(array, rows):
@@ -30,28 +31,6 @@ def activation_stages(name):
     if name in ("relu", "relu6"):
         return {"clip": (0.0, 6.0 if name == "relu6" else None)}
     return {"activation": activations.get(name).forward}
-
-
-def follower_stages(layer):
-    """Epilogue stages for a Dropout (none at inference), Activation or ReLU layer; None for
-    any other layer."""
-    if type(layer) is Activation:
-        return activation_stages(layer.activation.name)
-    if type(layer) is ReLU:
-        if layer.negative_slope == 0.0 and layer.threshold == 0.0:
-            return {"clip": (0.0, layer.max_value)}
-        return {"activation": lambda x: activations.relu(
-            x, layer.negative_slope, layer.max_value, layer.threshold)}
-    return {} if type(layer) is Dropout else None
-
-
-def bn_affine(bn):
-    """An inference-mode BatchNormalization as (factor, shift): y = x * factor + shift."""
-    factor = 1 / np.sqrt(bn.moving_variance.value + bn.epsilon)
-    if bn.gamma is not None:
-        factor = factor * bn.gamma.value
-    shift = -bn.moving_mean.value * factor
-    return factor, shift if bn.beta is None else shift + bn.beta.value
 
 
 class Step:
@@ -79,31 +58,38 @@ class Fused(Step):
     BatchNormalization (folded into its weights), then an activation, then a residual Add."""
     takes_residual = True
 
-    def __init__(self, inputs, output):
+    def __init__(self, inputs, output, stages=None):
         super().__init__(inputs, output)
-        self.stages = {}
+        self.stages = dict(stages or {})
 
     def reads(self):
         residual = self.stages.get("residual")
         return self.inputs + ([] if residual is None else [residual])
 
     def absorb(self, layer, tensor, vid_of):
-        """Take over `layer`, the only reader of this step's output `tensor`, if possible."""
+        """Take over `layer`, the only reader of this step's output `tensor`, if possible:
+        what it offers (`layer.inference_epilogue()`) is an affine map to fold, epilogue
+        stages, or to be the residual sum; each only before the epilogue has ended."""
+        offer = layer.inference_epilogue()
         ended = {"clip", "activation", "residual"} & self.stages.keys()
-        if type(layer) is BatchNormalization and not ended:
-            self.fold(*bn_affine(layer))
-            return True
-        stages = follower_stages(layer)
-        if stages is not None and not (ended and stages):
-            self.stages.update(stages)
-            return True
-        if type(layer) is Add and self.takes_residual and "residual" not in ended \
-                and len(layer.inbound) == 2:
+        if offer is None:
+            return False
+        if "affine" in offer:
+            if not ended:
+                self.fold(*offer["affine"])
+            return not ended
+        if "residual" in offer:
+            if not self.takes_residual or ended or len(layer.inbound) != 2:
+                return False
             other = layer.inbound[1] if layer.inbound[0] is tensor else layer.inbound[0]
-            if id(other) in vid_of:           # computed before this step runs
-                self.stages["residual"] = vid_of[id(other)]
-                return True
-        return False
+            if id(other) not in vid_of:       # not computed before this step runs
+                return False
+            self.stages["residual"] = vid_of[id(other)]
+            return True
+        if ended and offer:
+            return False
+        self.stages.update(offer)
+        return True
 
     def bind(self, shapes):
         """Also the epilogue's stages for this shape: scale and bias tiled along a row of a
@@ -264,58 +250,6 @@ class Whole(Step):
         return partial(self.compute, arrays[self.inputs[0]], arrays[self.output])
 
 
-# -- lowering each layer class into steps: (layer, input value ids, new_vid) -> steps ------
-def _conv_steps(layer, srcs, new_vid):
-    """[a Pad for 'same'] then a Matmul (1x1, stride 1), Window or Depthwise step."""
-    depthwise = type(layer) is DepthwiseConv2D
-    kernel = (layer.depthwise_kernel if depthwise else layer.kernel).value
-    if not depthwise and kernel.shape[:2] == (1, 1) and layer.strides == (1, 1):
-        return [Matmul(srcs, new_vid(), layer, kernel.reshape(kernel.shape[2:]))]
-    before, src = [], srcs[0]
-    if layer.padding == "same":
-        before.append(Pad([src], new_vid(), lambda spatial: kernels.window_pads(
-            spatial, kernel.shape[:2], layer.strides, layer.dilation_rate, "same")))
-        src = before[0].output
-    return before + [(Depthwise if depthwise else Window)([src], new_vid(), layer, kernel)]
-
-
-def _elementwise_steps(layer, srcs, new_vid):
-    """Activation, ReLU, BatchNormalization, Add, Softmax on the last axis: an Elementwise
-    step (a sum of its inputs, then the epilogue); Softmax on another axis: a Whole step."""
-    step = Elementwise(srcs, new_vid())
-    if type(layer) is BatchNormalization:
-        step.fold(*bn_affine(layer))
-    elif type(layer) is Softmax:
-        if layer.axis != -1:
-            return [Whole(srcs, step.output, layer, lambda x, out: np.copyto(
-                out, activations.softmax(x, layer.axis)))]
-        step.stages["activation"] = activations.softmax
-    else:
-        step.stages.update(follower_stages(layer) or {})
-    return [step]
-
-
-def _pool_compute(layer):
-    forward = kernels.max_pool2d_forward if type(layer) is MaxPooling2D else \
-        kernels.avg_pool2d_forward
-
-    def pool(x, out):
-        pads = kernels.window_pads(x.shape[1:3], layer.pool_size, layer.strides, (1, 1),
-                                   layer.padding)
-        out[...] = forward(x, layer.pool_size, layer.strides, pads)
-    return pool
-
-
-def _whole(compute):
-    """Steps for a layer that one thread computes on whole samples: compute(layer)(x, out)."""
-    return lambda layer, srcs, new_vid: [Whole(srcs, new_vid(), layer, compute(layer))]
-
-
-def _global_pool_compute(layer):
-    reduce = np.mean if type(layer) is GlobalAveragePooling2D else np.max
-    return lambda x, out: reduce(x, axis=(1, 2), keepdims=layer.keepdims, out=out)
-
-
 class Forward(Whole):
     """A layer class with no lowering, run by its own forward(x, training=False) on whole
     samples; compile_graph reports each one (InferenceFallbackWarning)."""
@@ -338,28 +272,10 @@ class InferenceFallbackWarning(UserWarning):
     """A layer of the model runs through its slower `forward` (it has no lowering)."""
 
 
-# The plan's one table: each layer class of the registry (layers.LAYERS) but InputLayer and
-# the step(s) it becomes; FALLS_BACK lists the classes left to their `forward` (none now).
-LOWERINGS = {
-    Conv2D: _conv_steps, DepthwiseConv2D: _conv_steps,
-    Dense: lambda layer, srcs, new_vid: [Matmul(srcs, new_vid(), layer, layer.kernel.value)],
-    ZeroPadding2D: lambda layer, srcs, new_vid: [Pad(srcs, new_vid(),
-                                                     lambda spatial: layer.padding)],
-    Activation: _elementwise_steps, ReLU: _elementwise_steps, Add: _elementwise_steps,
-    BatchNormalization: _elementwise_steps, Softmax: _elementwise_steps,
-    MaxPooling2D: _whole(_pool_compute), AveragePooling2D: _whole(_pool_compute),
-    GlobalAveragePooling2D: _whole(_global_pool_compute),
-    GlobalMaxPooling2D: _whole(_global_pool_compute),
-    Flatten: _whole(lambda layer: lambda x, out: np.copyto(out, x.reshape(out.shape))),
-    Dropout: lambda layer, srcs, new_vid: [],          # the identity at inference
-}
-FALLS_BACK = ()
-
-
 def compile_graph(model):
     """(steps, input value ids, output value ids): the graph's layers in order, each lowered
-    by LOWERINGS (or run by its Forward, with a warning) and absorbing the layers after it
-    that only it feeds (see Fused.absorb)."""
+    by its `to_inference` (or run by its Forward, with a warning, where that gives None) and
+    absorbing the layers after it that only it feeds (see Fused.absorb)."""
     readers, outputs = {}, {id(t) for t in model.outputs}
     for layer in model._graph:
         for t in layer.inbound:
@@ -368,13 +284,13 @@ def compile_graph(model):
     vid_of = {id(t): new_vid() for t in model.inputs}
     plan, absorbed, fallbacks = [], set(), []
     for layer in model._graph:
-        if isinstance(layer, InputLayer) or id(layer) in absorbed:
+        if not layer.inbound or id(layer) in absorbed:       # an input, or absorbed
             continue
         srcs = [vid_of[id(t)] for t in layer.inbound]
-        lower = LOWERINGS.get(type(layer))
-        new = lower(layer, srcs, new_vid) if lower else [Forward(srcs, new_vid(), layer)]
-        if not lower:
+        new = layer.to_inference(srcs, new_vid)
+        if new is None:
             fallbacks.append(f"{layer.name} ({type(layer).__name__})")
+            new = [Forward(srcs, new_vid(), layer)]
         if not new:
             vid_of[id(layer.outputs[0])] = srcs[0]
             continue
@@ -389,5 +305,5 @@ def compile_graph(model):
     if fallbacks:
         warnings.warn(f"Model {model.name!r}: predict runs layer(s) {', '.join(fallbacks)} "
                       "through their forward, which is slower: they have no inference step "
-                      "(inference_steps.LOWERINGS).", InferenceFallbackWarning, stacklevel=5)
+                      "(Layer.to_inference).", InferenceFallbackWarning, stacklevel=5)
     return plan, [vid_of[id(t)] for t in model.inputs], [vid_of[id(t)] for t in model.outputs]

@@ -9,6 +9,8 @@ from . import initializers
 from .errors import ConfigError, ShapeError
 
 _name_counts = {}
+# Every layer class a model file may name: Keras class_name -> class (see `register`).
+LAYERS = {}
 # Weight values that add_weight may still create (None: no limit); see weight_budget.
 _budget = contextvars.ContextVar("weight_budget", default=None)
 
@@ -41,6 +43,15 @@ def unique_name(base):
 def clear_session():
     """Reset the auto-name counters (Keras's `clear_session`)."""
     _name_counts.clear()
+
+
+def register(cls):
+    """Class decorator: make `cls` a layer kind that model files may name (LAYERS). Nothing
+    else lists layer kinds: what a kind is, it says itself (Layer's lowerings)."""
+    if cls.__name__ in LAYERS:
+        raise ConfigError(f"Two layer classes are named {cls.__name__!r}.")
+    LAYERS[cls.__name__] = cls
+    return cls
 
 
 class Variable:
@@ -84,10 +95,14 @@ class Layer:
     """Base of every layer. Subclasses define, in this order: `__init__` (validate arguments),
     `build(input_shape)` (create weights with `add_weight`), `forward(x, training)` (store what
     backward needs in `self._cache`), `backward(dy)` (return dx, and *add* into each weight's
-    `.grad`), `compute_output_shape(input_shape)` and `get_config()`.
+    `.grad`), the lowerings `to_inference` and `to_onnx` (and `inference_epilogue` where a
+    step before it may absorb it), `compute_output_shape(input_shape)` and `get_config()`.
+    `torch_weights` maps each weight to its PyTorch parameter, for weight converters.
 
     Layers with several inputs (Add) receive and return lists in forward/backward.
     """
+    # weight name -> (PyTorch parameter name, axes permutation to Keras's layout, or None)
+    torch_weights = {}
 
     def __init__(self, name=None, trainable=True, dtype="float32", input_shape=None,
                  batch_input_shape=None, batch_shape=None, **kwargs):
@@ -209,6 +224,26 @@ class Layer:
 
     def backward(self, dy):
         raise NotImplementedError
+
+    # -- lowerings: the same math for the inference plan and for ONNX --------------------
+    def to_inference(self, srcs, new_vid):
+        """The inference plan's steps (engine/inference_steps.py) computing this layer from
+        the value ids `srcs`, each new value numbered by `new_vid()`; [] for the identity.
+        None: no lowering, the plan runs `forward` (and warns that it is slower)."""
+        return None
+
+    def inference_epilogue(self):
+        """What a fused step (a convolution, a sum) whose output only this layer reads may
+        take over: {"affine": (factor, shift)}, epilogue stages ({} for the identity), or
+        {"residual": True} for a sum. None: nothing, the layer stays a step of its own."""
+        return None
+
+    def to_onnx(self, graph, xs, shapes):
+        """ONNX nodes computing this layer, added through `graph` (the exporter's builder:
+        node, constant, activation, pads, channels_last, channels_first) from the values
+        named `xs` (4-D ones NCHW) of Keras shapes `shapes`; returns the output's name.
+        None: the layer has no ONNX form."""
+        return None
 
     def compute_output_shape(self, input_shape):
         return input_shape

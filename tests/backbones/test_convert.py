@@ -204,17 +204,18 @@ def test_a_view_outside_its_storage_is_refused(fake_torch, tmp_path):
 def _random_lukemelas_state(rng):
     """A state dict with every EfficientNet-Lite0 tensor, in torch layouts, random values."""
     model = efficientnet_lite0(include_top=True, weights=None)
-    torch_shapes = {"conv": lambda s: (s[3], s[2], s[0], s[1]),        # HWIO -> OIHW
-                    "depthwise": lambda s: (s[2], 1, s[0], s[1])}      # (k,k,C,1) -> (C,1,k,k)
+    torch_shapes = {"Conv2D": lambda s: (s[3], s[2], s[0], s[1]),           # HWIO -> OIHW
+                    "DepthwiseConv2D": lambda s: (s[2], 1, s[0], s[1])}  # (k,k,C,1) -> (C,1,k,k)
     state = OrderedDict()
-    for module, layer_name, kind in convert.torch_layer_map():
+    for module, layer_name in convert.torch_layer_map():
         layer = model.get_layer(layer_name)
-        if kind == "bn":
+        kind = type(layer).__name__
+        if kind == "BatchNormalization":
             n = layer.weights[0].shape[0]
             for field in ("weight", "bias", "running_mean", "running_var"):
                 state[f"{module}.{field}"] = rng.random(n, dtype=np.float32)
             state[f"{module}.num_batches_tracked"] = np.array(0, np.int64)
-        elif kind == "dense":
+        elif kind == "Dense":
             units_in, units = layer.weights[0].shape
             state[f"{module}.weight"] = rng.random((units, units_in), dtype=np.float32)
             state[f"{module}.bias"] = rng.random(units, dtype=np.float32)
@@ -255,8 +256,8 @@ def test_every_layer_weight_is_mapped_once(name):
     mapping = convert.torch_layer_map(name)
     model = BACKBONES[name].builder(include_top=True, weights=None)
     weighted = [layer.name for layer in model.layers if layer.weights]
-    assert sorted(name for _, name, _ in mapping) == sorted(weighted)
-    assert len({module for module, _, _ in mapping}) == len(mapping)
+    assert sorted(name for _, name in mapping) == sorted(weighted)
+    assert len({module for module, _ in mapping}) == len(mapping)
 
 
 def test_conversion_names_missing_extra_and_misshapen_tensors():

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 import retrain.engine
+from layer_cases import CASES, one_layer_model
+from numerics import float32_paths_atol
 from retrain.engine import Layer, Model, Sequential, inference, inference_steps, kernels
 from retrain.engine.layers import (Activation, Add, AveragePooling2D, BatchNormalization,
                                    Conv2D, Dense, DepthwiseConv2D, Dropout, Flatten,
@@ -204,12 +206,16 @@ def test_predict_rebuilds_the_plan_when_weights_change():
         assert inference.inference_function(model) is not first
 
 
-def test_every_registry_layer_lowers_or_is_listed_as_falling_back():
-    """One table says how the plan runs each layer class; a class in neither it nor
-    FALLS_BACK would silently take the slow path."""
-    registry = set(LAYERS.values()) - {InputLayer}
-    assert registry <= set(inference_steps.LOWERINGS) | set(inference_steps.FALLS_BACK)
-    assert not set(inference_steps.LOWERINGS) & set(inference_steps.FALLS_BACK)
+@pytest.mark.parametrize("class_name", sorted(CASES))
+def test_every_layer_kind_runs_in_the_plan_as_its_forward(class_name):
+    """Each kind's `to_inference`, alone in a model, computes its forward (inference mode),
+    without falling back to that forward."""
+    model, x = one_layer_model(class_name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", inference_steps.InferenceFallbackWarning)
+        got = model.predict(x)
+    want = model.forward(x)
+    np.testing.assert_allclose(got, want, rtol=0, atol=float32_paths_atol(model, want) + 1e-7)
 
 
 def test_a_layer_without_lowering_runs_its_forward_and_is_reported():
@@ -308,9 +314,9 @@ def test_efficientnet_reference_through_predict(monkeypatch):
 @pytest.mark.parametrize("use_bias, scale, center", [(True, True, True), (False, False, True),
                                                      (True, True, False), (False, True, False)])
 def test_the_plan_folds_batch_norm_into_the_layer_before(kind, use_bias, scale, center):
-    """bn_affine + Weighted.fold, the folding predict uses, against the two layers' own
+    """BN's affine map + Weighted.fold, the folding predict uses, against the two layers' own
     forward passes (BN in inference mode), in float64 to a tight tolerance."""
-    from retrain.engine.inference_steps import Depthwise, Matmul, Window, bn_affine
+    from retrain.engine.inference_steps import Depthwise, Matmul, Window
     layer = (Dense(4, use_bias=use_bias) if kind is Dense else
              DepthwiseConv2D(3, depth_multiplier=2, use_bias=use_bias)
              if kind is DepthwiseConv2D else Conv2D(4, 3, use_bias=use_bias))
@@ -321,7 +327,7 @@ def test_the_plan_folds_batch_norm_into_the_layer_before(kind, use_bias, scale, 
     want = bn.forward(layer.forward(x), training=False)
     step = {Dense: Matmul, Conv2D: Window, DepthwiseConv2D: Depthwise}[kind](
         [0], 1, layer, layer.weights[0].value.astype(np.float64))     # the kernel
-    step.fold(*bn_affine(bn))
+    step.fold(*bn.inference_epilogue()["affine"])
     if kind is Dense:
         got = x @ step.kernel
     else:

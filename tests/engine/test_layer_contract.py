@@ -4,42 +4,57 @@ argument errors and the few Keras behaviours a generic test cannot see."""
 import numpy as np
 import pytest
 
-from retrain.engine import ConfigError, ShapeError, initializers
+from layer_cases import CASES, KERAS_CASES, inputs, keras_fixture
+from numerics import gamma
+from retrain.engine import ConfigError, Layer, ShapeError, initializers
 from retrain.engine.layer import KerasTensor
 from retrain.engine.layers import (LAYERS, Add, BatchNormalization, Conv2D, Dense, Dropout,
                                    GlobalMaxPooling2D, InputLayer)
-
-# class name -> (constructor kwargs, input shape(s), parameter count, weight names in order)
-CASES = {
-    "Dense": (dict(units=3, activation="relu"), (2, 5), 18, ["kernel", "bias"]),
-    "Flatten": ({}, (2, 3, 4, 2), 0, []),
-    "Dropout": (dict(rate=0.3), (2, 6), 0, []),
-    "Activation": (dict(activation="softmax"), (2, 6), 0, []),
-    "ReLU": (dict(max_value=6.0, negative_slope=0.1, threshold=0.2), (2, 6), 0, []),
-    "Softmax": (dict(axis=1), (2, 3, 4), 0, []),
-    "Conv2D": (dict(filters=4, kernel_size=(3, 2), strides=2, padding="same",
-                    dilation_rate=1, activation="relu6"), (2, 7, 6, 3), 76, ["kernel", "bias"]),
-    "DepthwiseConv2D": (dict(kernel_size=3, padding="same", depth_multiplier=2), (2, 5, 5, 3),
-                        60, ["depthwise_kernel", "bias"]),
-    "ZeroPadding2D": (dict(padding=((1, 2), (3, 0))), (2, 4, 4, 2), 0, []),
-    "MaxPooling2D": (dict(pool_size=3, strides=2, padding="same"), (2, 7, 7, 2), 0, []),
-    "AveragePooling2D": (dict(pool_size=(2, 3), padding="valid"), (2, 6, 7, 2), 0, []),
-    "GlobalAveragePooling2D": ({}, (2, 3, 4, 5), 0, []),
-    "GlobalMaxPooling2D": (dict(keepdims=True), (2, 3, 4, 5), 0, []),
-    "BatchNormalization": (dict(momentum=0.9, epsilon=1e-5), (2, 3, 3, 4), 16,
-                           ["gamma", "beta", "moving_mean", "moving_variance"]),
-    "Add": ({}, [(2, 3, 3, 2), (2, 3, 3, 2)], 0, []),
-}
 
 
 def test_every_registered_layer_has_a_contract_case():
     assert set(CASES) == set(LAYERS) - {"InputLayer"}
 
 
-def _inputs(shape, rng):
-    if isinstance(shape, list):
-        return [rng.normal(size=s).astype(np.float32) for s in shape]
-    return rng.normal(size=shape).astype(np.float32)
+def test_every_public_layer_class_is_registered():
+    """A layer class that forgot `@register` could not be read back from a model file."""
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+    public = {cls.__name__: cls for cls in subclasses(Layer)
+              if cls.__module__.startswith("retrain.engine.layers")
+              and not cls.__name__.startswith("_")}
+    assert public == {name: cls for name, cls in LAYERS.items()}
+
+
+@pytest.mark.parametrize("class_name", sorted(set(LAYERS) - {"InputLayer"}))
+def test_every_layer_kind_lowers_for_inference_and_onnx(class_name):
+    """Each kind says how the inference plan and ONNX run it, beside its forward."""
+    cls = LAYERS[class_name]
+    assert cls.to_inference is not Layer.to_inference, f"{class_name} has no to_inference"
+    assert cls.to_onnx is not Layer.to_onnx, f"{class_name} has no to_onnx"
+
+
+@pytest.mark.parametrize("class_name", KERAS_CASES)
+def test_layer_matches_its_keras_fixture(class_name):
+    """Forward (inference) and every gradient against Keras 3 (fixture and its script in
+    tests/fixtures/keras/layers)."""
+    kwargs = CASES[class_name][0]
+    ref = keras_fixture(class_name)
+    layer = LAYERS[class_name](**kwargs)
+    layer.maybe_build(ref["x"].shape)
+    count = len(layer.weights)
+    layer.set_weights([ref[f"w{i}"] for i in range(count)])
+    y = layer(ref["x"], training=False)
+    scale = float(np.max(np.abs(ref["y"])))
+    np.testing.assert_allclose(y, ref["y"], rtol=0, atol=gamma(ref["x"].shape[-1]) * scale * 4)
+    layer.zero_grads()
+    dx = layer.backward(ref["dy"])
+    for got, want in [(dx, ref["dx"])] + [(w.grad, ref[f"g{i}"])
+                                           for i, w in enumerate(layer.weights)]:
+        bound = gamma(int(np.prod(ref["x"].shape))) * float(np.max(np.abs(want))) * 4
+        np.testing.assert_allclose(got, want, rtol=0, atol=bound)
 
 
 def _symbolic(shape):
@@ -56,7 +71,7 @@ def test_layer_contract(class_name):
     kwargs, shape, params, weight_names = CASES[class_name]
     rng = np.random.default_rng(0)
     layer = LAYERS[class_name](**kwargs)
-    x = _inputs(shape, rng)
+    x = inputs(shape, rng)
 
     y = layer(x, training=True)
     assert y.dtype == np.float32

@@ -1,17 +1,13 @@
-"""Every layer class, and the registry that maps a Keras `class_name` to its class."""
-from .conv import Conv2D, DepthwiseConv2D, ZeroPadding2D
-from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, ReLU, Softmax
-from .merging import Add
-from .normalization import BatchNormalization
-from .pooling import (AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
-                      MaxPooling2D)
+"""Every layer class. Each registers itself (`layer.register`) in LAYERS, the map from a
+Keras `class_name` to its class that model files are read through; each module's `__all__`
+names its classes, so a new layer kind is written in its module alone."""
+from ..layer import LAYERS
+from . import conv, core, merging, normalization, pooling
+from .conv import *            # noqa: F401,F403
+from .core import *            # noqa: F401,F403
+from .merging import *         # noqa: F401,F403
+from .normalization import *   # noqa: F401,F403
+from .pooling import *         # noqa: F401,F403
 
-LAYERS = {cls.__name__: cls for cls in (
-    InputLayer, Dense, Flatten, Dropout, Activation, ReLU, Softmax, Conv2D, DepthwiseConv2D,
-    ZeroPadding2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
-    BatchNormalization, Add)}
-
-__all__ = ["Input", "InputLayer", "Dense", "Flatten", "Dropout", "Activation", "ReLU",
-           "Softmax", "Conv2D", "DepthwiseConv2D", "ZeroPadding2D", "MaxPooling2D",
-           "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
-           "BatchNormalization", "Add", "LAYERS"]
+__all__ = [name for module in (core, conv, pooling, normalization, merging)
+           for name in module.__all__] + ["LAYERS"]

@@ -7,9 +7,12 @@ import numpy as np
 
 from .. import activations, kernels
 from ..errors import ConfigError, ShapeError
-from ..layer import Layer
+from ..inference_steps import Depthwise, Matmul, Pad, Window
+from ..layer import Layer, register
 from .core import (check_channels, check_data_format, check_initializer, check_padding,
                    check_rank, int_pair, positive_int)
+
+__all__ = ["Conv2D", "DepthwiseConv2D", "ZeroPadding2D"]
 
 
 # -- convolutions ---------------------------------------------------------------------------
@@ -50,6 +53,36 @@ class _BaseConv(Layer):
             self.bias.grad += dz.sum(axis=(0, 1, 2))
         return dz, x, pads
 
+    def to_inference(self, srcs, new_vid):
+        """[a Pad for 'same'] then a Matmul (1x1, stride 1), Window or Depthwise step."""
+        depthwise = isinstance(self, DepthwiseConv2D)
+        kernel = (self.depthwise_kernel if depthwise else self.kernel).value
+        if not depthwise and kernel.shape[:2] == (1, 1) and self.strides == (1, 1):
+            return [Matmul(srcs, new_vid(), self, kernel.reshape(kernel.shape[2:]))]
+        before, src = [], srcs[0]
+        if self.padding == "same":
+            before.append(Pad([src], new_vid(), lambda spatial: kernels.window_pads(
+                spatial, kernel.shape[:2], self.strides, self.dilation_rate, "same")))
+            src = before[0].output
+        return before + [(Depthwise if depthwise else Window)([src], new_vid(), self, kernel)]
+
+    def to_onnx(self, graph, xs, shapes):
+        if isinstance(self, DepthwiseConv2D):   # (kh, kw, C, M) -> (C*M, 1, kh, kw), group C
+            kernel = self.depthwise_kernel.value
+            weight = kernel.transpose(2, 3, 0, 1).reshape((-1, 1) + kernel.shape[:2])
+            group = kernel.shape[2]
+        else:                                   # HWIO -> OIHW
+            kernel = self.kernel.value
+            weight, group = kernel.transpose(3, 2, 0, 1), 1
+        inputs = [xs[0], graph.constant(f"{self.name}/kernel", weight)]
+        if self.bias is not None:
+            inputs.append(graph.constant(f"{self.name}/bias", self.bias.value))
+        y = graph.node("Conv", inputs, self.name, kernel_shape=list(kernel.shape[:2]),
+                       strides=list(self.strides), dilations=list(self.dilation_rate),
+                       group=group, **graph.pads(self.padding, shapes[0], kernel.shape[:2],
+                                                 self.strides, self.dilation_rate))
+        return graph.activation(self.activation.name, y, 4, self.name)
+
     def compute_output_shape(self, input_shape):
         spatial = [kernels.output_length(n, k, s, d, self.padding) for n, k, s, d in
                    zip(input_shape[1:3], self.kernel_size, self.strides, self.dilation_rate)]
@@ -67,9 +100,11 @@ class _BaseConv(Layer):
                 "bias_initializer": self.bias_initializer}
 
 
+@register
 class Conv2D(_BaseConv):
     """2-D convolution: (N, H, W, C) -> (N, Ho, Wo, filters), kernel (kh, kw, C, filters).
     'same' pads as TF does, the odd extra row/column at the bottom/right."""
+    torch_weights = {"kernel": ("weight", (2, 3, 1, 0)), "bias": ("bias", None)}  # OIHW
 
     def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", data_format=None,
                  dilation_rate=(1, 1), groups=1, activation=None, use_bias=True,
@@ -113,9 +148,12 @@ class Conv2D(_BaseConv):
                 "kernel_initializer": self.kernel_initializer}
 
 
+@register
 class DepthwiseConv2D(_BaseConv):
     """Per-channel convolution: (N, H, W, C) -> (N, Ho, Wo, C*depth_multiplier), weight
     `depthwise_kernel` (kh, kw, C, M); output channel c*M + m uses depthwise_kernel[:, :, c, m]."""
+    torch_weights = {"depthwise_kernel": ("weight", (2, 3, 0, 1)),   # (C, 1, kh, kw)
+                     "bias": ("bias", None)}
 
     def __init__(self, kernel_size, strides=(1, 1), padding="valid", depth_multiplier=1,
                  data_format=None, dilation_rate=(1, 1), activation=None, use_bias=True,
@@ -162,6 +200,7 @@ class DepthwiseConv2D(_BaseConv):
                 "depthwise_initializer": self.depthwise_initializer}
 
 
+@register
 class ZeroPadding2D(Layer):
     """Pad H and W with zeros: padding = p | (ph, pw) | ((top, bottom), (left, right))."""
 
@@ -196,6 +235,15 @@ class ZeroPadding2D(Layer):
 
     def backward(self, dy):
         return kernels.pad2d_backward(dy, self.padding)
+
+    def to_inference(self, srcs, new_vid):
+        return [Pad(srcs, new_vid(), lambda spatial: self.padding)]
+
+    def to_onnx(self, graph, xs, shapes):
+        (top, bottom), (left, right) = self.padding
+        pads = graph.constant(f"{self.name}/pads", [0, 0, top, left, 0, 0, bottom, right],
+                              np.int64)
+        return graph.node("Pad", [xs[0], pads], self.name)
 
     def compute_output_shape(self, input_shape):
         (top, bottom), (left, right) = self.padding

@@ -4,7 +4,10 @@ import numpy as np
 
 from .. import activations, initializers
 from ..errors import ConfigError, ShapeError
-from ..layer import KerasTensor, Layer
+from ..inference_steps import Elementwise, Matmul, Whole, activation_stages
+from ..layer import KerasTensor, Layer, register
+
+__all__ = ["Input", "InputLayer", "Dense", "Flatten", "Dropout", "Activation", "ReLU", "Softmax"]
 
 
 # -- argument checks shared by the layer modules -------------------------------------------
@@ -68,6 +71,7 @@ def check_channels(layer, x, channels):
                          f"(last axis). Received: input shape {x.shape}.")
 
 
+@register
 class InputLayer(Layer):
     """The graph's entry point: an identity that checks the incoming shape."""
 
@@ -105,9 +109,11 @@ def Input(shape, batch_size=None, name=None):
     return InputLayer(shape=tuple(shape), batch_size=batch_size, name=name).outputs[0]
 
 
+@register
 class Dense(Layer):
     """y = activation(x @ kernel + bias) on the last axis: (..., in) -> (..., units),
     kernel (in, units). On an N-D input every leading position shares the kernel."""
+    torch_weights = {"kernel": ("weight", (1, 0)), "bias": ("bias", None)}  # (units, in)
 
     def __init__(self, units, activation=None, use_bias=True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
@@ -147,6 +153,23 @@ class Dense(Layer):
                 self.bias.grad += dz.reshape(-1, self.units).sum(axis=0)
         return dz @ self.kernel.value.T
 
+    def to_inference(self, srcs, new_vid):
+        return [Matmul(srcs, new_vid(), self, self.kernel.value)]
+
+    def to_onnx(self, graph, xs, shapes):
+        rank = len(shapes[0])
+        kernel = graph.constant(f"{self.name}/kernel", self.kernel.value)
+        bias = None if self.bias is None else graph.constant(f"{self.name}/bias",
+                                                             self.bias.value)
+        if rank == 2:
+            y = graph.node("Gemm", [xs[0], kernel] + ([bias] if bias else []), self.name)
+        else:                                 # on the channels (last) axis of NHWC
+            x = graph.channels_last(xs[0], rank, f"{self.name}/nhwc")
+            y = graph.node("MatMul", [x, kernel], f"{self.name}/matmul")
+            y = graph.node("Add", [y, bias], f"{self.name}/bias_add") if bias else y
+            y = graph.channels_first(y, rank, f"{self.name}/nchw")
+        return graph.activation(self.activation.name, y, rank, self.name)
+
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
 
@@ -157,6 +180,7 @@ class Dense(Layer):
                 "bias_initializer": self.bias_initializer}
 
 
+@register
 class Flatten(Layer):
     """(N, d1, d2, ...) -> (N, d1*d2*...), row-major, so NHWC flattens in (H, W, C) order."""
 
@@ -171,6 +195,16 @@ class Flatten(Layer):
     def backward(self, dy):
         return dy.reshape(self._cache)
 
+    def to_inference(self, srcs, new_vid):
+        return [Whole(srcs, new_vid(), self, lambda x, out: np.copyto(out, x.reshape(out.shape)))]
+
+    def to_onnx(self, graph, xs, shapes):
+        rank = len(shapes[0])
+        if rank == 2:
+            return xs[0]
+        x = graph.channels_last(xs[0], rank, f"{self.name}/nhwc")     # Keras's NHWC order
+        return graph.node("Flatten", [x], self.name, axis=1)
+
     def compute_output_shape(self, input_shape):
         rest = input_shape[1:]
         size = None if any(d is None for d in rest) else int(np.prod(rest, dtype=np.int64))
@@ -180,6 +214,7 @@ class Flatten(Layer):
         return {**super().get_config(), "data_format": self.data_format}
 
 
+@register
 class Dropout(Layer):
     """Inverted dropout: in training, zero each unit with probability `rate` and scale the
     survivors by 1 / (1 - rate), so inference is the identity.
@@ -213,12 +248,22 @@ class Dropout(Layer):
     def backward(self, dy):
         return dy if self._cache is None else dy * self._cache
 
+    def to_inference(self, srcs, new_vid):
+        return []                      # the identity at inference
+
+    def inference_epilogue(self):
+        return {}
+
+    def to_onnx(self, graph, xs, shapes):
+        return xs[0]
+
     def get_config(self):
         noise_shape = None if self.noise_shape is None else list(self.noise_shape)
         return {**super().get_config(), "rate": self.rate, "noise_shape": noise_shape,
                 "seed": self.seed}
 
 
+@register
 class Activation(Layer):
     """Apply a named activation ('relu', 'softmax', 'hard_sigmoid', ...); shape unchanged."""
 
@@ -235,10 +280,20 @@ class Activation(Layer):
         x, y = self._cache
         return self.activation.backward(dy, x, y)
 
+    def to_inference(self, srcs, new_vid):
+        return [Elementwise(srcs, new_vid(), self.inference_epilogue())]
+
+    def inference_epilogue(self):
+        return activation_stages(self.activation.name)
+
+    def to_onnx(self, graph, xs, shapes):
+        return graph.activation(self.activation.name, xs[0], len(shapes[0]), self.name)
+
     def get_config(self):
         return {**super().get_config(), "activation": self.activation.name}
 
 
+@register
 class ReLU(Layer):
     """max_value if x >= max_value, x if threshold < x < max_value, else
     negative_slope * (x - threshold). ReLU(6.) is MobileNet's relu6."""
@@ -258,11 +313,41 @@ class ReLU(Layer):
         return activations.relu_backward(dy, self._cache, None, self.negative_slope,
                                          self.max_value, self.threshold)
 
+    def to_inference(self, srcs, new_vid):
+        return [Elementwise(srcs, new_vid(), self.inference_epilogue())]
+
+    def inference_epilogue(self):
+        if self.negative_slope == 0.0 and self.threshold == 0.0:
+            return {"clip": (0.0, self.max_value)}
+        return {"activation": lambda x: activations.relu(
+            x, self.negative_slope, self.max_value, self.threshold)}
+
+    def to_onnx(self, graph, xs, shapes):
+        """Where(x > threshold, x, negative_slope * (x - threshold)), then Min(max_value)."""
+        x, name = xs[0], self.name
+        if self.negative_slope == 0.0 and self.threshold == 0.0:
+            if self.max_value is None:
+                return graph.node("Relu", [x], name)
+            return graph.node("Clip", [x, graph.constant(f"{name}/zero", 0.0),
+                                       graph.constant(f"{name}/max_value", self.max_value)],
+                              name)
+        threshold = graph.constant(f"{name}/threshold", self.threshold)
+        below = graph.node("Mul", [graph.node("Sub", [x, threshold], f"{name}/shifted"),
+                                   graph.constant(f"{name}/negative_slope",
+                                                  self.negative_slope)], f"{name}/below")
+        y = graph.node("Where", [graph.node("Greater", [x, threshold], f"{name}/above"), x,
+                                 below], f"{name}/where")
+        if self.max_value is None:
+            return y
+        return graph.node("Min", [y, graph.constant(f"{name}/max_value", self.max_value)],
+                          name)
+
     def get_config(self):
         return {**super().get_config(), "max_value": self.max_value,
                 "negative_slope": self.negative_slope, "threshold": self.threshold}
 
 
+@register
 class Softmax(Layer):
     """Numerically stable softmax along `axis` (default the last)."""
 
@@ -279,6 +364,18 @@ class Softmax(Layer):
 
     def backward(self, dy):
         return activations.softmax_backward(dy, None, self._cache, self.axis)
+
+    def to_inference(self, srcs, new_vid):
+        if self.axis != -1:
+            return [Whole(srcs, new_vid(), self, lambda x, out: np.copyto(
+                out, activations.softmax(x, self.axis)))]
+        return [Elementwise(srcs, new_vid(), {"activation": activations.softmax})]
+
+    def to_onnx(self, graph, xs, shapes):
+        rank = len(shapes[0])
+        axis = self.axis % rank
+        return graph.node("Softmax", xs, self.name,
+                          axis=(0, 2, 3, 1)[axis] if rank == 4 else axis)
 
     def get_config(self):
         return {**super().get_config(), "axis": self.axis}

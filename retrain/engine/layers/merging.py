@@ -1,8 +1,12 @@
 """Merge layers: Add (the residual connection)."""
 from ..errors import ShapeError
-from ..layer import Layer
+from ..inference_steps import Elementwise
+from ..layer import Layer, register
+
+__all__ = ["Add"]
 
 
+@register
 class Add(Layer):
     """Element-wise sum of a list of same-shape tensors: [x1, x2, ...] -> x1 + x2 + ...
 
@@ -16,6 +20,7 @@ class Add(Layer):
                              f"Received: input_shape={input_shape!r}.")
         self.compute_output_shape(input_shape)
 
+
     def forward(self, x, training=False):
         total = x[0].copy()
         for term in x[1:]:
@@ -25,6 +30,15 @@ class Add(Layer):
 
     def backward(self, dy):
         return [dy] * self._cache
+
+    def to_inference(self, srcs, new_vid):
+        return [Elementwise(srcs, new_vid())]
+
+    def inference_epilogue(self):
+        return {"residual": True}
+
+    def to_onnx(self, graph, xs, shapes):
+        return graph.node("Add" if len(xs) == 2 else "Sum", xs, self.name)
 
     def compute_output_shape(self, input_shape):
         shapes = [tuple(s) for s in input_shape]

@@ -2,10 +2,14 @@
 import numpy as np
 
 from ..errors import ConfigError, ShapeError
-from ..layer import Layer
+from ..inference_steps import Elementwise
+from ..layer import Layer, register
 from .core import check_channels, check_initializer
 
+__all__ = ["BatchNormalization"]
 
+
+@register
 class BatchNormalization(Layer):
     """y = gamma * (x - mean) / sqrt(var + epsilon) + beta per channel; any rank >= 2.
 
@@ -15,6 +19,10 @@ class BatchNormalization(Layer):
     moving = moving * momentum + batch * (1 - momentum) with that same biased variance, as
     Keras 3's `ops.moments` does (tf_keras's fused kernel used the unbiased one).
     """
+    torch_weights = {"gamma": ("weight", None), "beta": ("bias", None),
+                     "moving_mean": ("running_mean", None),
+                     "moving_variance": ("running_var", None)}
+
 
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
                  beta_initializer="zeros", gamma_initializer="ones",
@@ -73,10 +81,15 @@ class BatchNormalization(Layer):
         else:
             mean, variance = self.moving_mean.value, self.moving_variance.value
         inv_std = 1 / np.sqrt(variance + self.epsilon)
-        factor = inv_std if self.gamma is None else inv_std * self.gamma.value
-        shift = -mean * factor if self.beta is None else self.beta.value - mean * factor
+        factor, shift = self._affine(mean, inv_std)
         self._cache = (x, mean, inv_std, batch_stats)
         return x * factor + shift     # the formula of tf.nn.batch_normalization
+
+    def _affine(self, mean, inv_std):
+        """(factor, shift) with y = x * factor + shift, for these statistics."""
+        factor = inv_std if self.gamma is None else inv_std * self.gamma.value
+        shift = -mean * factor if self.beta is None else self.beta.value - mean * factor
+        return factor, shift
 
     def backward(self, dy):
         x, mean, inv_std, batch_stats = self._cache
@@ -93,6 +106,34 @@ class BatchNormalization(Layer):
         # mean and variance depend on x too: project out their two directions
         return inv_std * (d_x_hat - d_x_hat.mean(axis=axes)
                           - x_hat * (d_x_hat * x_hat).mean(axis=axes))
+
+    def to_inference(self, srcs, new_vid):
+        step = Elementwise(srcs, new_vid())
+        step.fold(*self.inference_epilogue()["affine"])
+        return [step]
+
+    def inference_epilogue(self):
+        """Inference mode is one per-channel affine map, which a convolution folds in."""
+        return {"affine": self._affine(self.moving_mean.value,
+                                       1 / np.sqrt(self.moving_variance.value + self.epsilon))}
+
+    def to_onnx(self, graph, xs, shapes):
+        """ONNX's BatchNormalization wants channels on axis 1: so on 2-D and (NCHW) 4-D
+        values; other ranks get the affine map itself."""
+        rank = len(shapes[0])
+        if rank not in (2, 4):
+            factor, shift = self.inference_epilogue()["affine"]
+            y = graph.node("Mul", [xs[0], graph.constant(f"{self.name}/factor", factor)],
+                           f"{self.name}/mul")
+            return graph.node("Add", [y, graph.constant(f"{self.name}/shift", shift)], self.name)
+        size = self.moving_mean.shape
+        gamma = np.ones(size, np.float32) if self.gamma is None else self.gamma.value
+        beta = np.zeros(size, np.float32) if self.beta is None else self.beta.value
+        params = [graph.constant(f"{self.name}/{n}", v) for n, v in (
+            ("gamma", gamma), ("beta", beta), ("moving_mean", self.moving_mean.value),
+            ("moving_variance", self.moving_variance.value))]
+        return graph.node("BatchNormalization", [xs[0]] + params, self.name,
+                          epsilon=self.epsilon)
 
     def compute_output_shape(self, input_shape):
         return input_shape
