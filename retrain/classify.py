@@ -11,6 +11,7 @@ from .errors import ConfigError, DataError
 from .evaluate import top_predictions
 from .images import is_image_file
 from .preprocess import iter_batches, validate_recipe
+from .runtimes import Runtime, load_runtime
 
 __all__ = ["iter_image_files", "model_labels", "predict_probabilities", "classify"]
 
@@ -54,32 +55,40 @@ def model_labels(model):
     return list(labels)
 
 
-def predict_probabilities(model, paths, batch_size=32, workers=2, cluster=None):
+def predict_probabilities(model, paths, batch_size=32, workers=2, cluster=None,
+                          runtime="numpy", precision="f32"):
     """Yield (done, probabilities) per batch: `done` = [(path, reason or None)] in order, and
-    the (n_usable, C) class probabilities of the usable files, in the same order. With
-    `cluster` (cluster.Cluster), its workers run this per chunk of files, in order."""
+    the (n_usable, C) class probabilities of the usable files, in the same order, the model
+    run on `runtime` in `precision` (runtimes.py; `runtime` may also be a loaded
+    runtimes.Runtime of `model`). With `cluster` (cluster.Cluster), its workers run this per
+    chunk of files, in order."""
     model_labels(model)
+    loaded = runtime if isinstance(runtime, Runtime) else None
     if cluster is not None:
-        yield from cluster.probabilities(model, paths, batch_size)
+        if loaded is not None:
+            runtime, precision = loaded.name, loaded.precision
+        yield from cluster.probabilities(model, paths, batch_size, runtime, precision)
         return
     recipe = model.metadata["preprocessing"]
     logits = model.metadata.get("outputs", "probabilities") == "logits"
+    runner = loaded or load_runtime(model, runtime, precision)
     for done, inputs in iter_batches(paths, recipe, batch_size, workers):
         if not len(inputs):
             yield done, np.empty((0, model.outputs[0].shape[-1]), np.float64)
             continue
-        out = np.asarray(model.predict(inputs, batch_size=len(inputs)), np.float64)
+        out = np.asarray(runner.predict(inputs, batch_size=len(inputs)), np.float64)
         yield done, softmax(out) if logits else out
 
 
-def classify(model, paths, top_k=3, batch_size=32, workers=2, cluster=None):
+def classify(model, paths, top_k=3, batch_size=32, workers=2, cluster=None, runtime="numpy",
+             precision="f32"):
     """Yield {"path", "top": [{"label", "probability"}, ...]} or {"path", "error"} for every
     image file in `paths` (files, or folders searched recursively), in order; with
     `cluster`, computed by its workers (the files listed first, then sent in chunks)."""
     labels = model_labels(model)
     files = iter_image_files(paths)
     for done, probabilities in predict_probabilities(model, files, batch_size, workers,
-                                                     cluster):
+                                                     cluster, runtime, precision):
         tops = iter(top_predictions(probabilities, labels, top_k))
         finite = iter(np.isfinite(probabilities).all(axis=1))
         for path, reason in done:

@@ -18,8 +18,8 @@ from pathlib import Path
 from . import __version__
 from .backbones import BACKBONES, DEFAULT_BACKBONE, convert, describe_backbones
 from .classify import classify, model_labels
-from .cli_text import (STAGE_TEXT, ClassifyTable, accuracy_text, info_lines, metrics_lines,
-                       selection_lines)
+from .cli_text import (STAGE_TEXT, ClassifyTable, accuracy_text, backbone_lines, info_lines,
+                       metrics_lines, runtime_lines, selection_lines)
 from .cli_usage import (HelpFormatter, Parser, int_from_to, path_argument, percent,
                         positive_int, sigterm_as_ctrl_c)
 from .errors import ConfigError, Interrupted, RetrainError, UsageError
@@ -28,10 +28,12 @@ from .features import default_cache_dir
 from .fit import MAX_HIDDEN_UNITS, MAX_SEED
 from .model_file import load_model_file
 from .output import csv_line, json_line, printable
-from .cli_options import (add_dask_option, add_export_parser, add_runtime_options,
-                          add_training_options, check_accuracy, open_cluster, training_options)
+from .cli_options import (add_dask_option, add_export_parser, add_runtime_choice,
+                          add_runtime_options, add_runtimes_parser, add_training_options,
+                          check_accuracy, open_cluster, training_options)
 from .onnx_export import export_file
 from .pipeline import STAGES, RunOptions, evaluate_model, run
+from .runtimes import describe_runtimes
 
 __all__ = ["build_parser", "main"]
 
@@ -58,7 +60,7 @@ def cmd_fit(args):
     options = RunOptions(backbone=args.backbone, val_percent=args.val_percent,
                          test_percent=args.test_percent, cache_dir=args.cache,
                          workers=args.workers, progress=not args.quiet, head=head,
-                         cluster=args.cluster)
+                         cluster=args.cluster, runtime=args.runtime, precision=args.precision)
     earlier = (Path(args.out) / "model.h5").exists()
     if earlier:
         _err(f"note: {args.out} holds an earlier run; its files are replaced when this run "
@@ -106,7 +108,8 @@ def cmd_fit(args):
 def cmd_evaluate(args):
     model = load_model_file(args.model)
     metrics = evaluate_model(model, args.data, args.split, batch_size=args.batch_size,
-                             workers=args.workers, cluster=args.cluster)
+                             workers=args.workers, cluster=args.cluster, runtime=args.runtime,
+                             precision=args.precision)
     if args.json:
         _out(json_line(metrics))
         return 0
@@ -123,7 +126,8 @@ def cmd_evaluate(args):
 def cmd_classify(args):
     model = load_model_file(args.model)
     records = classify(model, args.paths, top_k=args.top_k, batch_size=args.batch_size,
-                       workers=args.workers, cluster=args.cluster)
+                       workers=args.workers, cluster=args.cluster, runtime=args.runtime,
+                       precision=args.precision)
     writer = {"table": _write_table, "csv": _write_csv, "json": _write_json}[args.format]
     if args.format == "table":
         writer = functools.partial(_write_table, labels=model_labels(model))
@@ -208,18 +212,16 @@ def cmd_pretrained(args):
 
 
 def cmd_backbones(args):
-    rows = describe_backbones()
-    if args.json:
-        _out(json.dumps(rows, ensure_ascii=False))
-        return 0
-    _out(f"{'backbone':<19} {'parameters':>10}  input  top-1  images/s  weights")
-    for r in rows:
-        speed = "-" if r["images_per_s"] is None else f"{r['images_per_s']:.1f}"
-        where = "present" if r["weights_present"] else f"missing: {r['how_to_get']}"
-        _out(f"{r['name']:<19} {r['params']:>10,}  {r['input_size'][0]:>5}  {r['top1']:.1f}%"
-             f"  {speed:>8}  {where}")
-    _out(f"\ntop-1: ImageNet, as published ({rows[0]['top1_source']}); images/s: this "
-         "machine, from `make bench` (- if it has not run)")
+    return _table_or_json(describe_backbones(), backbone_lines, args.json)
+
+
+def cmd_runtimes(args):
+    return _table_or_json(describe_runtimes(), runtime_lines, args.json)
+
+
+def _table_or_json(rows, lines, as_json):
+    for line in [json.dumps(rows, ensure_ascii=False)] if as_json else lines(rows):
+        _out(line)
     return 0
 
 
@@ -238,6 +240,7 @@ def build_parser():
     add_export_parser(commands, cmd_export)
     _add_pretrained_parser(commands)
     _add_backbones_parser(commands)
+    add_runtimes_parser(commands, cmd_runtimes)
     return parser
 
 
@@ -270,6 +273,7 @@ def _add_fit_parser(commands):
                         "retrain if set); safe to delete")
     p.add_argument("--workers", type=positive_int, default=2,
                    help="threads decoding and resizing images")
+    add_runtime_choice(p)
     add_dask_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or stage lines")
     p.set_defaults(func=cmd_fit)

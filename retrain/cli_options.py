@@ -9,9 +9,11 @@ from .cli_usage import (HelpFormatter, auto_or, dask_address, fraction, non_nega
 from .distribution import pip_install
 from .errors import AccuracyBelowThreshold, ConfigError
 from .fit import AUTO, HeadOptions
+from .runtimes import PRECISIONS, RUNTIMES
 
-__all__ = ["add_dask_option", "add_export_parser", "add_runtime_options", "add_training_options",
-           "check_accuracy", "open_cluster", "training_options"]
+__all__ = ["add_dask_option", "add_export_parser", "add_runtime_choice", "add_runtime_options",
+           "add_runtimes_parser", "add_training_options", "check_accuracy", "open_cluster",
+           "training_options"]
 DASK_INSTALL = pip_install("dask")
 
 
@@ -20,7 +22,33 @@ def add_runtime_options(p):
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass")
     p.add_argument("--workers", type=positive_int, default=2,
                    help="threads decoding and resizing images")
+    add_runtime_choice(p)
     add_dask_option(p)
+
+
+def add_runtime_choice(p):
+    """--runtime and --precision (runtimes.py), for every command that runs a frozen model:
+    parsed here, checked by runtimes.resolve_runtime when the model is loaded."""
+    p.add_argument("--runtime", choices=("auto",) + RUNTIMES, default="auto",
+                   help="what runs the frozen model's forward passes: auto (the fastest "
+                        "installed, see `retrain runtimes`), numpy (the engine itself), "
+                        "openvino or onnxruntime (the extras of the same names, which `make "
+                        "install` installs)")
+    p.add_argument("--precision", choices=PRECISIONS, default="f32",
+                   help="f32, or bf16 where the runtime and the CPU support it (OpenVINO on "
+                        "CPUs with AVX512_BF16 or AMX): faster, features differ slightly and "
+                        "are cached apart")
+
+
+def add_runtimes_parser(commands, func):
+    """`retrain runtimes [--json]`, which runs func(args)."""
+    p = commands.add_parser(
+        "runtimes", formatter_class=HelpFormatter, help="list the runtimes --runtime can use",
+        description="Per runtime: installed or not (and how to install it), its version, the "
+                    "precisions it has on this CPU, and images/s here (from `make bench`). "
+                    "--runtime auto takes the fastest installed.")
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    p.set_defaults(func=func)
 
 
 def add_dask_option(p):

@@ -156,3 +156,31 @@ def _key_values(mapping, prefix=""):
         else:
             yield f"{prefix}{key}", value
 
+
+
+def backbone_lines(rows):
+    """`retrain backbones`: a table of backbones.describe_backbones() rows, and its legend."""
+    lines = [f"{'backbone':<19} {'parameters':>10}  input  top-1  images/s  weights"]
+    for r in rows:
+        speed = "-" if r["images_per_s"] is None else f"{r['images_per_s']:.1f}"
+        where = "present" if r["weights_present"] else f"missing: {r['how_to_get']}"
+        lines.append(f"{r['name']:<19} {r['params']:>10,}  {r['input_size'][0]:>5}  "
+                     f"{r['top1']:.1f}%  {speed:>8}  {where}")
+    return lines + ["", f"top-1: ImageNet, as published ({rows[0]['top1_source']}); images/s: "
+                    "this machine, from `make bench` (- if it has not run)"]
+
+
+def runtime_lines(rows):
+    """`retrain runtimes`: a table of runtimes.describe_runtimes() rows, and its legend."""
+    lines = [f"{'runtime':<12} {'version':<10} {'precisions':<10} {'f32 img/s':>9} "
+             f"{'bf16 img/s':>10}  installed"]
+    for r in rows:
+        rates = ["-" if r["images_per_s"][p] is None else f"{r['images_per_s'][p]:.1f}"
+                 for p in ("f32", "bf16")]
+        version = (r["version"] or "-").split("-")[0]
+        lines.append(f"{r['name']:<12} {version:<10} {','.join(r['precisions']) or '-':<10} "
+                     f"{rates[0]:>9} {rates[1]:>10}  "
+                     f"{'yes' if r['installed'] else 'no: ' + r['how_to_get']}")
+    return lines + ["", "images/s: EfficientNet-Lite0 features at batch 32 on this machine, from "
+                    "`make bench` (- if it has not run); --runtime auto takes the fastest "
+                    "installed"]

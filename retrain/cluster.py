@@ -41,6 +41,7 @@ from .engine import load_model
 from .errors import ClusterError, RetrainError
 from .features import forward_entries
 from .files import sha256_file
+from .runtimes import Runtime, load_runtime, resolve_runtime
 
 __all__ = ["Cluster", "connect", "TASK_IMAGES", "CONNECT_TIMEOUT"]
 
@@ -48,6 +49,7 @@ TASK_IMAGES = 256            # most entries per task: a few seconds of one worke
 CONNECT_TIMEOUT = 10         # seconds to reach a scheduler before giving up
 _LOCAL = "local:"
 _MODELS, _MODELS_LOCK = {}, threading.Lock()      # on a worker: sha256 of bytes -> model
+_RUNNERS = {}            # on a worker: (sha256, runtime, precision) -> runtimes.Runtime
 
 
 @contextlib.contextmanager
@@ -114,6 +116,8 @@ class Cluster:
         """The cluster's counterpart of features.forward_entries: the same (count, failed,
         kept, block) results, one per task, in the order tasks finish. The returned run's
         stop() cancels the tasks not finished (Ctrl-C) and returns the finished ones.
+        `model`: a model, or a runtimes.Runtime, whose runtime and precision the workers
+        then use where they have them (see _runner).
 
         A task is a run of whole batches of `items`, in their order: each batch then holds
         the same images as in process, and so gives the same features (the engine's float32
@@ -122,7 +126,10 @@ class Cluster:
         batches = self._batches_per_task(len(items), batch_size)
         size = batches * batch_size
         chunks = [items[i:i + size] for i in range(0, len(items), size)]
-        return _Run(self, model, chunks, recipe, batch_size, np.dtype(dtype).name)
+        runtime = (model.name, model.precision) if isinstance(model, Runtime) else (
+            "numpy", "f32")
+        return _Run(self, getattr(model, "model", model), chunks, recipe, batch_size,
+                    np.dtype(dtype).name, runtime)
 
     def _batches_per_task(self, count, batch_size):
         """Up to TASK_IMAGES per task, and about 4 tasks per worker where there are fewer
@@ -130,7 +137,7 @@ class Cluster:
         wanted = math.ceil(count / (4 * self.worker_count() * batch_size))
         return max(1, min(self.task_images // batch_size, wanted))
 
-    def probabilities(self, model, paths, batch_size):
+    def probabilities(self, model, paths, batch_size, runtime="numpy", precision="f32"):
         """classify.predict_probabilities on the workers: (done, probabilities) per task, in
         the order of `paths` (each task's result waits for those before it)."""
         paths = list(paths)
@@ -141,6 +148,7 @@ class Cluster:
         digest = self.ship(model)
         futures = [self.client.submit(_probabilities_task, digest,
                                       [os.path.abspath(p) for p in chunk], batch_size,
+                                      (runtime, precision),
                                       key=_task_key("classify", digest, chunk))
                    for chunk in chunks]
         try:
@@ -185,10 +193,10 @@ class Cluster:
 class _Run:
     """The feature tasks of one extraction: iterate for results, stop() on Ctrl-C."""
 
-    def __init__(self, cluster, model, chunks, recipe, batch_size, dtype):
+    def __init__(self, cluster, model, chunks, recipe, batch_size, dtype, runtime):
         self._cluster, self._model = cluster, model
         self._chunks, self._recipe = chunks, recipe
-        self._batch_size, self._dtype = batch_size, dtype
+        self._batch_size, self._dtype, self._runtime = batch_size, dtype, runtime
         self._futures, self._taken = [], set()
 
     def __iter__(self):
@@ -197,7 +205,7 @@ class _Run:
         client = self._cluster.client
         digest = self._cluster.ship(self._model)
         self._futures = [client.submit(_features_task, digest, self._recipe, chunk,
-                                       self._batch_size, self._dtype,
+                                       self._batch_size, self._dtype, self._runtime,
                                        key=_task_key("features", digest, chunk))
                          for chunk in self._chunks]
         try:
@@ -253,6 +261,8 @@ class _ModelPlugin(WorkerPlugin):
     def teardown(self, worker):
         with _MODELS_LOCK:
             _MODELS.pop(self.digest, None)
+            for key in [key for key in _RUNNERS if key[0] == self.digest]:
+                del _RUNNERS[key]
 
 
 def _load(digest, payload):
@@ -275,6 +285,25 @@ def _model(digest):
                        hint="Run the same command again.")
 
 
+def _runner(digest, runtime):
+    """The worker's runtimes.Runtime of model `digest` on `runtime` = (name, precision),
+    made once. A worker without that runtime's extra runs f32 on the best one it has (f32
+    runtimes agree within 1e-4, so their features share the cache); bf16 it cannot fake."""
+    model, lock = _model(digest)
+    name, precision = runtime
+    key = (digest, name, precision)
+    with lock:
+        if key not in _RUNNERS:
+            try:
+                resolve_runtime(name, precision)
+            except RetrainError:
+                if precision != "f32":
+                    raise
+                name = "auto"
+            _RUNNERS[key] = load_runtime(model, name, precision)
+    return _RUNNERS[key], lock
+
+
 def _content_problem(key, path):
     """Why `path` here is not the image the client hashed as `key`, or None."""
     try:
@@ -288,9 +317,9 @@ def _content_problem(key, path):
     return None
 
 
-def _features_task(digest, recipe, items, batch_size, dtype):
+def _features_task(digest, recipe, items, batch_size, dtype, runtime=("numpy", "f32")):
     """One chunk's forward passes: (count, failed, kept, block) for all of `items`."""
-    model, lock = _model(digest)
+    model, lock = _runner(digest, runtime)
     failed = {key: problem for key, path, _ in items
               for problem in [_content_problem(key, path)] if problem}
     usable = [item for item in items if item[0] not in failed]
@@ -305,11 +334,13 @@ def _features_task(digest, recipe, items, batch_size, dtype):
     return len(items), failed, kept, np.concatenate(blocks) if blocks else None
 
 
-def _probabilities_task(digest, paths, batch_size):
-    model, lock = _model(digest)
+def _probabilities_task(digest, paths, batch_size, runtime=("numpy", "f32")):
+    model, _ = _model(digest)
+    runner, lock = _runner(digest, runtime)
     done, blocks = [], []
     with lock:
-        for batch_done, probabilities in predict_probabilities(model, paths, batch_size, 1):
+        for batch_done, probabilities in predict_probabilities(model, paths, batch_size, 1,
+                                                               runtime=runner):
             done += batch_done
             blocks.append(probabilities)
     return done, np.concatenate(blocks)

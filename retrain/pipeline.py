@@ -30,6 +30,7 @@ from .files import atomic_write_json, atomic_write_text, sha256_file
 from .fit import HeadOptions, train_head
 from .ingest import exclude, ingest, validate
 from .report import write_report
+from .runtimes import load_runtime, resolve_runtime, runtime_record
 from .run_folder import check_cache_outside, run_folder
 from .split import SPLITS, check_percentages, seen_record, seen_role, split, write_split
 
@@ -50,12 +51,15 @@ class RunOptions:
     workers: int = 2
     progress: bool = True
     cluster: object = None           # cluster.Cluster: forward passes on its Dask workers
+    runtime: str = "numpy"           # runtimes.py: what runs the frozen forward passes
+    precision: str = "f32"
     head: HeadOptions = field(default_factory=HeadOptions)
 
     def validate(self):
-        """Refuse bad settings before any image is read."""
+        """Refuse bad settings before any image is read; "auto" becomes the runtime it is."""
         check_percentages(self.val_percent, self.test_percent)
-        return replace(self, head=self.head.validate())
+        return replace(self, head=self.head.validate(),
+                       runtime=resolve_runtime(self.runtime, self.precision))
 
 
 @dataclass
@@ -118,22 +122,25 @@ def _run(data, run_dir, options, announce):
 @dataclass
 class _Extractor:
     """The backbone split at the cut point: `bottom` runs once per image and view (its
-    outputs are cached), `top` (None without fine-tuning) trains with the head."""
+    outputs are cached) on `runner` (runtimes.Runtime), `top` (None without fine-tuning)
+    trains with the head, on numpy."""
     backbone: object
     bottom: object
     top: object
     cut: str
     recipe: dict
+    runner: object
 
 
 def _features(dataset, options):
     backbone = backbones.load_backbone(options.backbone)
     bottom, top, cut = split_backbone(backbone, options.head.fine_tune)
-    extractor = _Extractor(backbone, bottom, top, cut, backbone.metadata["preprocessing"])
+    extractor = _Extractor(backbone, bottom, top, cut, backbone.metadata["preprocessing"],
+                           load_runtime(bottom, options.runtime, options.precision))
     cache = FeatureCache(options.cache_dir or default_cache_dir(),
-                         cache_namespace(bottom, extractor.recipe))
+                         cache_namespace(bottom, extractor.recipe, precision=options.precision))
     paths = [dataset.path(i) for i in range(len(dataset.records))]
-    found = extract_features(paths, bottom, extractor.recipe, cache,
+    found = extract_features(paths, extractor.runner, extractor.recipe, cache,
                              batch_size=options.extract_batch_size, workers=options.workers,
                              progress=options.progress, cluster=options.cluster)
     return extractor, found
@@ -145,10 +152,11 @@ def _views(dataset, keys, parts, extractor, options):
         return None
     augmentation = augmentation_recipe(flip=options.head.flip)
     cache = FeatureCache(options.cache_dir or default_cache_dir(),
-                         cache_namespace(extractor.bottom, extractor.recipe, augmentation))
+                         cache_namespace(extractor.bottom, extractor.recipe, augmentation,
+                                         precision=options.precision))
     train = parts.indices("train")
     views, hits, misses = extract_views(
-        [dataset.path(i) for i in train], [keys[i] for i in train], extractor.bottom,
+        [dataset.path(i) for i in train], [keys[i] for i in train], extractor.runner,
         extractor.recipe, cache, options.head.augment, augmentation,
         batch_size=options.extract_batch_size, workers=options.workers,
         progress=options.progress, cluster=options.cluster)
@@ -227,6 +235,7 @@ def _evaluate(dataset, features, parts, classifier, extractor, found, views, his
     shape = (-1,) + tuple(classifier.input_shape)
     metrics = {"classes": list(dataset.classes),
                "backbone": extractor.backbone.metadata["backbone"],
+               "runtime": runtime_record(extractor.runner),
                "cache": {"hits": found.hits, "misses": found.misses,
                          "view_hits": views["hits"] if views else 0,
                          "view_misses": views["misses"] if views else 0},
@@ -256,6 +265,7 @@ def _model_metadata(data, backbone, options, metrics, dataset, seen):
                            .isoformat(timespec="seconds"),
                            "retrain_version": __version__,
                            "python": platform.python_version(),
+                           "runtime": metrics["runtime"],
                            "head": asdict(options.head)},
             "training": metrics["training"],
             "split": {"val_percent": options.val_percent, "test_percent": options.test_percent,
@@ -264,7 +274,8 @@ def _model_metadata(data, backbone, options, metrics, dataset, seen):
             "metrics": {name: {k: metrics[name][k] for k in summary_keys} for name in SPLITS}}
 
 
-def evaluate_model(model, data, split_name="test", batch_size=32, workers=2, cluster=None):
+def evaluate_model(model, data, split_name="test", batch_size=32, workers=2, cluster=None,
+                   runtime="numpy", precision="f32"):
     """Metrics of an exported model on the images of `data` chosen by `split_name`.
 
     A model that records the content of the images it learnt from (metadata "seen", see
@@ -273,7 +284,8 @@ def evaluate_model(model, data, split_name="test", batch_size=32, workers=2, clu
     every image. Files that cannot be decoded are skipped and listed. An older model file
     has its split recomputed from the file names with its own percentages (right only in
     the folder it was trained on), after setting aside the files `run` set aside. With
-    `cluster`, its workers run the model. Returns the dict shaped as a split's entry in
+    `cluster`, its workers run the model; on `runtime` in `precision` (runtimes.py).
+    Returns the dict shaped as a split's entry in
     metrics.json, plus "selection": which images were scored, and why."""
     labels = model_labels(model)
     dataset = ingest(data, min_classes=1)      # a model can be scored on one of its classes
@@ -286,7 +298,8 @@ def evaluate_model(model, data, split_name="test", batch_size=32, workers=2, clu
     if unknown:
         raise DataError(f"The data has class folder(s) the model does not know: {unknown}.",
                         hint=f"The model's classes are {labels}.")
-    index, probabilities, skipped = _predict(model, dataset, index, batch_size, workers,
+    runner = load_runtime(model, runtime, precision)
+    index, probabilities, skipped = _predict(runner, dataset, index, batch_size, workers,
                                              cluster, tolerate=selection["by"] == "content")
     targets = np.array([labels.index(dataset.classes[dataset.records[i][1]]) for i in index],
                        np.int64)
@@ -337,15 +350,17 @@ def _select_by_name(dataset, metadata, split_name, workers):
                             "unreadable": []}
 
 
-def _predict(model, dataset, index, batch_size, workers, cluster, tolerate):
-    """(the records scored, their probabilities, [(relative path, reason)] skipped). Without
-    `tolerate`, a file that fails to decode is an error (it was decoded before)."""
+def _predict(runner, dataset, index, batch_size, workers, cluster, tolerate):
+    """(the records scored, their probabilities, [(relative path, reason)] skipped), the
+    model run by `runner` (runtimes.Runtime). Without `tolerate`, a file that fails to
+    decode is an error (it was decoded before)."""
+    model = runner.model
     labels = model_labels(model)
     blocks, scored, skipped = [], [], []
     position = {str(dataset.path(i)): i for i in index}
     paths = [dataset.path(i) for i in index]
     for done, probabilities in predict_probabilities(model, paths, batch_size, workers,
-                                                     cluster):
+                                                     cluster, runner):
         for path, reason in done:
             if reason and not tolerate:
                 raise DataError(f"{path} can no longer be decoded ({reason}); was it changed "

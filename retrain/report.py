@@ -255,6 +255,15 @@ def _best_epoch_note(history):
             "exported model has that epoch's weights.</p>")
 
 
+def _runtime(metrics):
+    """What computed the features, as ' on openvino (f32)' (empty for older runs)."""
+    record = metrics.get("runtime")
+    if not isinstance(record, dict):
+        return ""
+    return (f" on <code>{html.escape(str(record.get('runtime')))}</code> "
+            f"({html.escape(str(record.get('precision')))})")
+
+
 def render_report(metrics, history, image_root, title="retrain report", mistakes=12,
                   skipped=None):
     """The report as one HTML string (see module doc). The misclassified files' paths are
@@ -267,7 +276,7 @@ def render_report(metrics, history, image_root, title="retrain report", mistakes
     body = [f"<h1>{html.escape(title)}</h1>",
             f"<p>{len(metrics['classes'])} classes: "
             f"{html.escape(', '.join(metrics['classes']))}. Backbone "
-            f"<code>{html.escape(str(metrics.get('backbone', '?')))}</code>; "
+            f"<code>{html.escape(str(metrics.get('backbone', '?')))}</code>{_runtime(metrics)}; "
             f"features from the cache: {metrics['cache']['hits']} hits, "
             f"{metrics['cache']['misses']} computed; {metrics['skipped']} files skipped.</p>",
             "<h2>Results</h2>", _summary_table(metrics),

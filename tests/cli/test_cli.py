@@ -16,7 +16,7 @@ from retrain import cli
 from retrain.cli import build_parser, main
 from retrain.pipeline import STAGES, RunResult
 
-SUBCOMMANDS = ("fit", "evaluate", "classify", "info", "pretrained", "backbones")
+SUBCOMMANDS = ("fit", "evaluate", "classify", "info", "pretrained", "backbones", "runtimes")
 
 
 def run_cli(capsys, *argv):

@@ -30,8 +30,12 @@ def stand_in_backbone(seed=0):
 
 def use_stand_in(monkeypatch, seed=0):
     """Make the pipeline's load_backbone return the stand-in; returns a counter of the
-    backbone's forward passes (images), for tests that assert a cache hit."""
-    from retrain import backbones
+    backbone's forward passes (images), for tests that assert a cache hit. `--runtime
+    auto` then means numpy, whose predict the counter wraps (tests/test_runtimes.py runs
+    the stand-in on the compiled runtimes)."""
+    from retrain import backbones, runtimes
+
+    monkeypatch.setattr(runtimes, "_PREFERENCE", ("numpy",))
 
     forwards = {"images": 0}
 

@@ -1,0 +1,303 @@
+"""Runtimes: what runs a frozen model's forward pass, where a user waits for it.
+
+`numpy` is the engine's own inference plan (Model.predict): the reference, always there, the
+one that trains. `openvino` and `onnxruntime` compile the same model from its in-memory ONNX
+export (onnx_export.to_onnx) and come from optional extras, `openvino` and `onnxruntime`
+(`pip install -e '.[openvino]'` in the clone, installed by `make install`). Measured on a 2-core Xeon (issue 18), EfficientNet-Lite0 at
+batch 32: numpy 89 images/s, ONNX Runtime 137, OpenVINO 207 (500 in bf16 on AMX): `auto`
+takes the first installed in that order, or the fastest that `make bench` measured here.
+
+A runtime is checked before it is trusted: at its first use in a process on a model, its
+outputs on a probe batch are compared with numpy's, and past PROBE_TOLERANCE (relative to the
+outputs' scale) it is refused with an error naming it. Never silently wrong.
+
+Precision: `f32` everywhere; `bf16` only on OpenVINO, and only where it reports bf16 among the
+CPU's OPTIMIZATION_CAPABILITIES (AVX512_BF16 or AMX). bf16 outputs differ from f32 by far more
+than float32 rounding (up to 0.5 on pooled features), so they are cached apart (features.py).
+"""
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+
+import numpy as np
+
+from .distribution import pip_install
+from .errors import ConfigError, UnsupportedLayerError
+
+__all__ = ["RUNTIMES", "PRECISIONS", "PROBE_TOLERANCE", "Runtime", "load_runtime",
+           "resolve_runtime", "runtime_record", "describe_runtimes", "install_command"]
+
+RUNTIMES = ("numpy", "openvino", "onnxruntime")
+PRECISIONS = ("f32", "bf16")
+# Largest |runtime - numpy| on the probe, as a fraction of max(1, max |numpy|). f32: both
+# compute in float32, and EfficientNet-Lite0's features agree within 1e-5 (issue 18: 7.7e-6
+# ONNX Runtime, 8.3e-6 OpenVINO). bf16 keeps 8 bits of mantissa: its features move by up to
+# 10% of their scale, while a runtime that computes the wrong thing moves them by ~100%.
+PROBE_TOLERANCE = {"f32": 1e-4, "bf16": 0.25}
+_PREFERENCE = ("openvino", "onnxruntime", "numpy")    # fastest first, measured (docstring)
+_TRUSTED = set()        # (runtime, precision, sha256 of the ONNX bytes) checked this process
+
+
+def install_command(name):
+    """The pip line that adds runtime `name`'s extra (distribution.py: it names the clone)."""
+    return pip_install(name)
+
+
+def _threads():
+    """The runtime's threads: every core this process may use (as the numpy plan does)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:                    # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class _OpenVINO:
+    name, module = "openvino", "openvino"
+
+    @staticmethod
+    def precisions():
+        import openvino
+        capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        return ("f32", "bf16") if "BF16" in capabilities else ("f32",)
+
+    @staticmethod
+    def no_bf16():
+        import openvino
+        capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        return (f"OpenVINO reports no bf16 support on this CPU (its OPTIMIZATION_CAPABILITIES "
+                f"are {', '.join(capabilities)}; bf16 needs AVX512_BF16 or AMX)")
+
+    @staticmethod
+    def compile(onnx_bytes, precision):
+        """One compiled model for any batch size (the batch dimension left dynamic). A
+        request reuses its output buffer, hence the copy."""
+        import openvino
+        core = openvino.Core()
+        model = core.read_model(onnx_bytes, b"")
+        compiled = core.compile_model(model, "CPU", {
+            "INFERENCE_NUM_THREADS": _threads(), "NUM_STREAMS": 1,
+            "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision})
+        request = compiled.create_infer_request()
+        return lambda x: np.array(request.infer([x])[0], np.float32, copy=True)
+
+
+class _OnnxRuntime:
+    name, module = "onnxruntime", "onnxruntime"
+
+    @staticmethod
+    def precisions():
+        return ("f32",)
+
+    @staticmethod
+    def no_bf16():
+        return ("ONNX Runtime's CPU provider computes these layers in float32 only; "
+                "bf16 runs on --runtime openvino")
+
+    @staticmethod
+    def compile(onnx_bytes, precision):
+        import onnxruntime
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = _threads(), 1
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3                   # its warnings are not the user's
+        session = onnxruntime.InferenceSession(onnx_bytes, options,
+                                               providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: np.asarray(session.run(None, {name: x})[0], np.float32)
+
+
+# The compiled runtimes, by name; tests add a deliberately wrong one here.
+BACKENDS = {"openvino": _OpenVINO, "onnxruntime": _OnnxRuntime}
+
+
+def _installed(name):
+    if name == "numpy":
+        return True
+    try:
+        return importlib.util.find_spec(BACKENDS[name].module) is not None
+    except (ImportError, ValueError):        # a broken install counts as none
+        return False
+
+
+def _precisions(name):
+    return ("f32",) if name == "numpy" else BACKENDS[name].precisions()
+
+
+def resolve_runtime(name="auto", precision="f32", bench_file=None):
+    """The runtime that `name` (one of RUNTIMES, or "auto") means here, checked to be
+    installed and to support `precision`; raises ConfigError saying why not. "auto": the
+    fastest installed that supports `precision` (see the module doc)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"Unknown precision. Received: precision={precision!r}.",
+                          hint=f"Use one of {', '.join(PRECISIONS)}.")
+    if name == "auto":
+        usable = [n for n in _ranking(bench_file) if _installed(n)
+                  and precision in _precisions(n)]
+        if not usable:
+            raise ConfigError(f"No installed runtime computes in {precision} here: "
+                              f"{_why_not(_ranking(bench_file)[0], precision)}.",
+                              hint="Use --precision f32.")
+        return usable[0]
+    if name not in RUNTIMES:
+        raise ConfigError(f"Unknown runtime. Received: runtime={name!r}.",
+                          hint=f"Use auto or one of {', '.join(RUNTIMES)}.")
+    if not _installed(name):
+        raise ConfigError(f"--runtime {name} needs the {BACKENDS[name].module} package, "
+                          f"which is not installed: {install_command(name)}.",
+                          hint="Install it, or use --runtime auto, which takes the fastest "
+                               "runtime installed (`retrain runtimes` lists them).")
+    if precision not in _precisions(name):
+        raise ConfigError(f"--precision {precision} is not available on --runtime {name}: "
+                          f"{_why_not(name, precision)}.", hint="Use --precision f32.")
+    return name
+
+
+def _why_not(name, precision):
+    if not _installed(name):
+        return f"{name} is not installed ({install_command(name)})"
+    if name == "numpy":
+        return "the numpy engine computes in float32 only"
+    return BACKENDS[name].no_bf16()
+
+
+def _ranking(bench_file):
+    """RUNTIMES, fastest first: by `make bench`'s figures for this machine where it measured
+    them all in f32, else by the order measured in issue 18."""
+    measured = _bench_rates(bench_file)
+    if all(n in measured for n in _PREFERENCE):
+        return tuple(sorted(_PREFERENCE, key=lambda n: -measured[n]))
+    return _PREFERENCE
+
+
+def _bench_rates(bench_file, precision="f32"):
+    """{runtime: images/s} of bench.json's "runtimes" section; {} when absent or malformed."""
+    if bench_file is None:
+        from .backbones.weights import BENCH_FILE
+        bench_file = BENCH_FILE
+    try:
+        rates = json.loads(bench_file.read_text(encoding="utf-8"))["runtimes"]["images_per_s"]
+        return {n: float(r[precision]) for n, r in rates.items() if precision in r}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+class Runtime:
+    """A frozen model's forward pass on one runtime: `predict(x)` -> float32 outputs, as
+    Model.predict gives them. `model` stays the numpy model (the cache, the Dask workers and
+    the export read it); `name` and `precision` say what computes."""
+
+    def __init__(self, model, name, precision, run):
+        self.model, self.name, self.precision, self._run = model, name, precision, run
+
+    def predict(self, x, batch_size=None, verbose=0):
+        x = np.ascontiguousarray(x, np.float32)
+        if self.name == "numpy":
+            return self._run(x, batch_size)
+        step = len(x) if batch_size is None else max(1, batch_size)
+        if len(x) <= step:
+            return self._run(x)
+        return np.concatenate([self._run(x[i:i + step]) for i in range(0, len(x), step)])
+
+    def __repr__(self):
+        return f"Runtime({self.name}, {self.precision})"
+
+
+def load_runtime(model, name="auto", precision="f32"):
+    """`model` (a frozen retrain model) on runtime `name` in `precision`: a Runtime, checked
+    against numpy at its first use in this process (ConfigError naming the runtime when it
+    disagrees). With "auto", a runtime that cannot run the model (a layer without an ONNX
+    form, a runtime's own failure) gives way to the next fastest, numpy last."""
+    chosen = resolve_runtime(name, precision)
+    if name != "auto":
+        return _load(model, chosen, precision)
+    for candidate in _ranking(None)[_ranking(None).index(chosen):]:
+        if _installed(candidate) and precision in _precisions(candidate):
+            try:
+                return _load(model, candidate, precision)
+            except _CannotRun:
+                continue
+    raise _CannotRun(f"No installed runtime can run this model in {precision}.",
+                     hint="Use --precision f32.")
+
+
+class _CannotRun(ConfigError):
+    """A runtime failed to compile or run a model (not: ran it and disagreed with numpy)."""
+
+
+def _load(model, name, precision):
+    if name == "numpy":
+        return Runtime(model, "numpy", precision,
+                       lambda x, batch_size=None: model.predict(x, batch_size=batch_size))
+    from .onnx_export import to_onnx
+    try:
+        onnx_bytes = to_onnx(model).SerializeToString()
+    except UnsupportedLayerError as error:
+        raise _CannotRun(f"--runtime {name} cannot run this model: {error}",
+                         hint="Use --runtime numpy.") from None
+    key = (name, precision, hashlib.sha256(onnx_bytes).hexdigest())
+    try:
+        run = BACKENDS[name].compile(onnx_bytes, precision)
+        if key not in _TRUSTED:
+            x = _probe(model)
+            outputs = run(x)
+    except Exception as error:      # noqa: BLE001  the runtime's own, of assorted types
+        first = (str(error).strip().splitlines() or [type(error).__name__])[-1]
+        raise _CannotRun(f"--runtime {name} cannot run this model ({type(error).__name__}: "
+                         f"{first[:300]}).", hint="Use --runtime numpy, or auto.") from None
+    if key not in _TRUSTED:
+        _check_against_numpy(model, x, outputs, name, precision)
+        _TRUSTED.add(key)
+    return Runtime(model, name, precision, run)
+
+
+def _probe(model):
+    """Two deterministic inputs in the range of normalised images ([-1, 1])."""
+    shape = [2] + [224 if side is None else int(side) for side in model.inputs[0].shape[1:]]
+    return np.random.default_rng(18).uniform(-1.0, 1.0, shape).astype(np.float32)
+
+
+def _check_against_numpy(model, x, outputs, name, precision):
+    reference = np.asarray(model.predict(x), np.float32)
+    outputs = np.asarray(outputs, np.float32)
+    scale = max(1.0, float(np.abs(reference).max()))
+    worst = (float(np.abs(outputs - reference).max()) / scale
+             if outputs.shape == reference.shape else float("inf"))
+    if not worst <= PROBE_TOLERANCE[precision]:
+        raise ConfigError(
+            f"The {name} runtime disagrees with the numpy engine on a probe batch "
+            f"({precision}: max |difference| {worst:.3g} of the outputs' scale, over the "
+            f"{PROBE_TOLERANCE[precision]:g} allowed); refusing to use it.",
+            hint=f"Use --runtime numpy, and report the {name} version "
+                 f"({_version(name)}) as a bug.")
+
+
+def _version(name):
+    try:
+        return importlib.import_module(BACKENDS[name].module).__version__
+    except (ImportError, AttributeError, KeyError):
+        return "unknown"
+
+
+def runtime_record(runner):
+    """What computed a run's features, for metrics.json, the report and the model file."""
+    return {"runtime": runner.name, "precision": runner.precision,
+            "version": np.__version__ if runner.name == "numpy" else _version(runner.name)}
+
+
+def describe_runtimes(bench_file=None):
+    """One dict per runtime, for `retrain runtimes`: name, installed, version, precisions
+    (here), images_per_s {precision: rate} from `make bench` (None if not measured), and
+    how_to_get."""
+    rows = []
+    for name in RUNTIMES:
+        installed = _installed(name)
+        rates = {p: _bench_rates(bench_file, p).get(name) for p in PRECISIONS}
+        rows.append({"name": name, "installed": installed,
+                     "version": (np.__version__ if name == "numpy" else _version(name))
+                     if installed else None,
+                     "precisions": list(_precisions(name)) if installed else [],
+                     "images_per_s": rates,
+                     "how_to_get": None if installed else install_command(name)})
+    return rows

@@ -1,0 +1,273 @@
+"""Runtimes (retrain/runtimes.py): the compiled ones compute what the numpy engine computes,
+one that does not is refused, and without the extras everything runs on numpy with a
+one-line error for a runtime asked for by name. Tests that need an extra skip without it;
+the others hide the extras (as an uninstalled package looks to Python) so that they run
+the same with and without them."""
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from retrain import runtimes
+from retrain.cli import main
+from retrain.errors import ConfigError
+from retrain.features import cache_namespace
+
+from stand_in import RECIPE, lite_stand_in, stand_in_backbone
+
+COMPILED = [name for name in runtimes.BACKENDS if runtimes._installed(name)]
+needs_compiled = pytest.mark.skipif(not COMPILED, reason="no compiled runtime installed "
+                                    "(the openvino or onnxruntime extra)")
+
+
+@pytest.fixture
+def without_extras(monkeypatch):
+    """openvino and onnxruntime look uninstalled: `import` fails, find_spec finds nothing."""
+    for backend in runtimes.BACKENDS.values():
+        monkeypatch.setitem(sys.modules, backend.module, None)
+
+
+@pytest.fixture
+def fresh_trust(monkeypatch):
+    """Forget which runtimes this process has checked, so that the check runs again."""
+    monkeypatch.setattr(runtimes, "_TRUSTED", set())
+
+
+def _inputs(model, count=5, seed=1):
+    shape = (count,) + tuple(model.inputs[0].shape[1:])
+    return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
+
+
+@needs_compiled
+@pytest.mark.parametrize("name", COMPILED)
+def test_compiled_runtimes_compute_the_engines_outputs_in_f32(name, fresh_trust):
+    """Two computation paths (our plan, the runtime's kernels) on the EfficientNet-Lite0
+    graph: float32 both, so within PROBE_TOLERANCE, at batch 5 and in batches of 2."""
+    model = lite_stand_in()
+    runner = runtimes.load_runtime(model, name, "f32")
+    assert (runner.name, runner.precision, runner.model) == (name, "f32", model)
+    x = _inputs(model)
+    expected = model.predict(x)
+    for batch_size in (None, 2):
+        got = runner.predict(x, batch_size=batch_size)
+        assert got.dtype == np.float32 and got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=0,
+                                   atol=runtimes.PROBE_TOLERANCE["f32"] * max(
+                                       1.0, float(np.abs(expected).max())))
+
+
+class _Perturbed:
+    """A compiled runtime whose outputs are off by `offset`: what the check must catch."""
+    offset = 0.0
+
+    def __init__(self, real):
+        self.real, self.name, self.module = real, real.name, real.module
+        self.precisions, self.no_bf16 = real.precisions, real.no_bf16
+
+    def compile(self, onnx_bytes, precision):
+        run = self.real.compile(onnx_bytes, precision)
+        return lambda x: run(x) + np.float32(self.offset)
+
+
+@needs_compiled
+@pytest.mark.parametrize("name", COMPILED)
+def test_a_runtime_that_disagrees_with_numpy_is_refused(name, fresh_trust, monkeypatch):
+    perturbed = {n: _Perturbed(runtimes.BACKENDS[n]) for n in COMPILED}
+    for n, backend in perturbed.items():
+        monkeypatch.setitem(runtimes.BACKENDS, n, backend)
+        backend.offset = 5e-4                      # 5x the tolerance: refused, by name
+    model = stand_in_backbone()
+    with pytest.raises(ConfigError, match=f"The {name} runtime disagrees with the numpy "
+                                          "engine on a probe batch"):
+        runtimes.load_runtime(model, name)
+    with pytest.raises(ConfigError, match="runtime disagrees"):
+        runtimes.load_runtime(model, "auto")       # auto does not quietly take another
+    perturbed[name].offset = 2e-5                  # float32 rounding's size: accepted
+    assert runtimes.load_runtime(model, name).name == name
+
+
+@needs_compiled
+def test_classify_with_a_disagreeing_runtime_is_a_one_line_error(trained_stand_in, fresh_trust,
+                                                                  monkeypatch, capsys):
+    name = COMPILED[0]
+    perturbed = _Perturbed(runtimes.BACKENDS[name])
+    perturbed.offset = 1e-2
+    monkeypatch.setitem(runtimes.BACKENDS, name, perturbed)
+    model, data = trained_stand_in
+    assert main(["classify", str(model), str(data), "--runtime", name]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"error: The {name} runtime disagrees") \
+        and len(err.strip().splitlines()) == 2 and "Traceback" not in err
+
+
+def test_auto_falls_back_to_numpy_without_the_extras(without_extras):
+    assert runtimes.resolve_runtime("auto") == "numpy"
+    model = stand_in_backbone()
+    runner = runtimes.load_runtime(model, "auto")
+    assert runner.name == "numpy"
+    x = _inputs(model)
+    np.testing.assert_array_equal(runner.predict(x), model.predict(x))
+
+
+@pytest.mark.parametrize("name", sorted(runtimes.BACKENDS))
+def test_a_runtime_without_its_extra_is_a_one_line_error_naming_the_pip_command(
+        name, without_extras, trained_stand_in, capsys):
+    model, data = trained_stand_in
+    assert main(["classify", str(model), str(data), "--runtime", name]) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert out == "" and len(lines) == 2 and "Traceback" not in err
+    assert lines[0] == (f"error: --runtime {name} needs the {name} package, which is not "
+                        f"installed: {runtimes.install_command(name)}.")
+    assert "pip install -e " in lines[0] and f"[{name}]" in lines[0]
+
+
+@pytest.mark.parametrize("name, why", [("numpy", "the numpy engine computes in float32 only"),
+                                       ("onnxruntime", "computes these layers in float32 "
+                                                       "only")])
+def test_bf16_where_the_runtime_has_none_is_an_error_saying_why(name, why, monkeypatch):
+    monkeypatch.setattr(runtimes, "_installed", lambda n: True)
+    with pytest.raises(ConfigError, match=f"--precision bf16 is not available on --runtime "
+                                          f"{name}: .*{why}"):
+        runtimes.resolve_runtime(name, "bf16")
+
+
+def test_auto_takes_the_fastest_runtime_measured_here(tmp_path, monkeypatch):
+    monkeypatch.setattr(runtimes, "_installed", lambda n: True)
+    monkeypatch.setattr(runtimes, "_precisions", lambda n: ("f32",))
+    bench = tmp_path / "bench.json"
+    assert runtimes.resolve_runtime("auto", bench_file=bench) == "openvino"   # issue 18's order
+    bench.write_text(json.dumps({"runtimes": {"images_per_s": {
+        "numpy": {"f32": 90.0}, "openvino": {"f32": 200.0}, "onnxruntime": {"f32": 300.0}}}}))
+    assert runtimes.resolve_runtime("auto", bench_file=bench) == "onnxruntime"
+
+
+def test_an_unusable_model_on_auto_runs_on_the_next_runtime(fresh_trust, monkeypatch):
+    """A runtime that fails to compile a model (OpenVINO has refused legitimate graphs)
+    gives way under auto; asked for by name, it is a one-line error naming it."""
+    class Broken:
+        name = module = "onnxruntime"
+        precisions = staticmethod(lambda: ("f32",))
+
+        @staticmethod
+        def compile(onnx_bytes, precision):
+            raise RuntimeError("Exception from node.cpp:823:\n[CPU] could not append a post-op")
+
+    pytest.importorskip("onnx")
+    monkeypatch.setitem(runtimes.BACKENDS, "onnxruntime", Broken)
+    monkeypatch.setitem(runtimes.BACKENDS, "openvino", Broken)
+    monkeypatch.setattr(runtimes, "_installed", lambda n: True)
+    assert runtimes.load_runtime(stand_in_backbone(), "auto").name == "numpy"
+    with pytest.raises(ConfigError, match=r"--runtime onnxruntime cannot run this model "
+                                          r"\(RuntimeError: \[CPU\] could not append"):
+        runtimes.load_runtime(stand_in_backbone(), "onnxruntime")
+
+
+def test_bf16_features_never_share_cache_entries_with_f32():
+    model = stand_in_backbone()
+    f32 = cache_namespace(model, RECIPE)
+    assert cache_namespace(model, RECIPE, precision="f32") == f32     # older caches still hit
+    assert cache_namespace(model, RECIPE, precision="bf16") != f32
+    assert cache_namespace(model, RECIPE, {"flip": True}, precision="bf16") != \
+        cache_namespace(model, RECIPE, {"flip": True})
+
+
+def test_runtimes_lists_each_with_how_to_install_it(without_extras, capsys):
+    assert main(["runtimes"]) == 0
+    out = capsys.readouterr().out
+    for name in runtimes.BACKENDS:
+        assert f"no: {runtimes.install_command(name)}" in out
+    assert main(["runtimes", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == list(runtimes.RUNTIMES)
+    assert rows[0]["installed"] and rows[0]["precisions"] == ["f32"]
+    assert not any(r["installed"] for r in rows[1:])
+
+
+@pytest.fixture
+def trained_stand_in(tmp_path, monkeypatch):
+    """A model.h5 trained by `retrain fit` with the stand-in backbone, and its data."""
+    from stand_in import use_stand_in
+    from PIL import Image
+    use_stand_in(monkeypatch)
+    data = tmp_path / "data"
+    for label, channel in (("a", 0), ("b", 2)):
+        (data / label).mkdir(parents=True)
+        for i in range(8):
+            pixels = np.full((10, 12, 3), 30 + 5 * i, np.uint8)
+            pixels[..., channel] = 220 - 6 * i
+            Image.fromarray(pixels).save(data / label / f"{i}.png")
+    assert main(["fit", str(data), "--out", str(tmp_path / "run"), "--cache",
+                 str(tmp_path / "cache"), "--epochs", "2", "-q"]) == 0
+    return tmp_path / "run" / "model.h5", data
+
+
+@needs_compiled
+@pytest.mark.parametrize("name", COMPILED)
+def test_a_fine_tuned_fit_on_a_compiled_runtime_is_the_numpy_fit(name, tmp_path, monkeypatch):
+    """The bottom below the cut (plain and augmented views) runs on the runtime, the trained
+    top on numpy: cached activations within PROBE_TOLERANCE of numpy's (two computation
+    paths), the same test accuracy, the same prediction for every image, and the runtime
+    recorded in metrics.json, the report and the model file."""
+    from dataclasses import replace
+    from retrain import backbones
+    from retrain.engine import load_model
+    from retrain.features import FeatureCache
+    from retrain.pipeline import evaluate_model, run
+    from test_fine_tune import options, stripes
+    monkeypatch.setattr(backbones, "load_backbone", lambda name: lite_stand_in())
+    data = stripes(tmp_path / "data", per_class=8)
+    results = {}
+    for runtime in ("numpy", name):
+        settings = replace(options(tmp_path / runtime, fine_tune=2, augment=1),
+                           runtime=runtime)
+        results[runtime] = run(data, tmp_path / f"run-{runtime}", settings)
+    ours, theirs = results["numpy"], results[name]
+    assert theirs.metrics["runtime"]["runtime"] == name
+    assert theirs.metrics["runtime"]["precision"] == "f32"
+    model = load_model(theirs.model_path)
+    assert model.metadata["provenance"]["runtime"] == theirs.metrics["runtime"]
+    assert f"on <code>{name}</code> (f32)" in (tmp_path / f"run-{name}" / "report.html").read_text()
+    assert theirs.metrics["test"]["accuracy"] == ours.metrics["test"]["accuracy"]
+    folders = [sorted(p for p in (tmp_path / r).iterdir() if p.is_dir()) for r in
+               ("numpy", name)]
+    assert [f.name for f in folders[0]] == [f.name for f in folders[1]]   # the same entries
+    assert len(folders[0]) == 2                                        # plain and views
+    for mine, other in zip(*folders):
+        a, b = FeatureCache(mine.parent, mine.name), FeatureCache(other.parent, other.name)
+        keys = sorted(a._where)
+        assert keys == sorted(b._where) and keys
+        expected, got = a.get(keys), b.get(keys)
+        scale = max(1.0, float(np.abs(expected).max()))
+        # views are stored float16: one rounding step of float16 on top
+        np.testing.assert_allclose(got.astype(np.float32), expected.astype(np.float32),
+                                   rtol=np.finfo(expected.dtype).eps if expected.dtype ==
+                                   np.float16 else 0,
+                                   atol=runtimes.PROBE_TOLERANCE["f32"] * scale)
+    for split in ("train", "val", "test"):
+        got = evaluate_model(model, data, split, runtime=name)
+        want = evaluate_model(load_model(ours.model_path), data, split, runtime="numpy")
+        assert [m["path"] for m in got["misclassified"]] == \
+            [m["path"] for m in want["misclassified"]]
+        assert got["confusion_matrix"] == want["confusion_matrix"]
+
+
+BF16 = [n for n in COMPILED if "bf16" in runtimes._precisions(n)]
+
+
+@pytest.mark.skipif(not BF16, reason="no installed runtime has bf16 on this CPU")
+def test_bf16_features_are_cached_apart_and_recorded(tmp_path, monkeypatch):
+    from retrain import backbones
+    from retrain.pipeline import RunOptions, run
+    from test_fine_tune import stripes
+    monkeypatch.setattr(backbones, "load_backbone", lambda name: lite_stand_in())
+    data = stripes(tmp_path / "data", per_class=6)
+    common = dict(cache_dir=tmp_path / "cache", progress=False, runtime="auto")
+    bf16 = run(data, tmp_path / "bf16", RunOptions(precision="bf16", **common))
+    assert bf16.metrics["runtime"]["precision"] == "bf16"
+    assert bf16.metrics["runtime"]["runtime"] in BF16
+    f32 = run(data, tmp_path / "f32", RunOptions(precision="f32", **common))
+    assert f32.metrics["cache"]["misses"] == 18 and f32.metrics["runtime"]["precision"] == "f32"
+    again = run(data, tmp_path / "again", RunOptions(precision="bf16", **common))
+    assert again.metrics["cache"]["hits"] == 18
