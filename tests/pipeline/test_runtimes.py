@@ -88,7 +88,7 @@ def test_a_runtime_that_disagrees_with_numpy_is_refused(name, fresh_trust, monke
 
 
 @needs_compiled
-def test_classify_with_a_disagreeing_runtime_is_a_one_line_error(trained_stand_in, fresh_trust,
+def test_classify_and_evaluate_run_on_the_runtime_and_refuse_one_that_disagrees(trained_stand_in, fresh_trust,
                                                                   monkeypatch, capsys):
     name = COMPILED[0]
     perturbed = _Perturbed(runtimes.BACKENDS[name])
@@ -99,6 +99,21 @@ def test_classify_with_a_disagreeing_runtime_is_a_one_line_error(trained_stand_i
     out, err = capsys.readouterr()
     assert out == "" and err.startswith(f"error: The {name} runtime disagrees") \
         and len(err.strip().splitlines()) == 2 and "Traceback" not in err
+    # within the tolerance it is used: its outputs are the ones printed
+    perturbed.offset = 5e-5
+    printed = {}
+    for runtime in ("numpy", name):
+        assert main(["classify", str(model), str(data), "--runtime", runtime, "--format",
+                     "json", "--top-k", "1"]) == 0
+        printed[runtime] = [json.loads(line)["top"][0]["probability"]
+                            for line in capsys.readouterr().out.splitlines()]
+    np.testing.assert_allclose(np.array(printed[name]) - printed["numpy"], 5e-5, atol=2e-5)
+    losses = {}
+    for runtime in ("numpy", name):
+        assert main(["evaluate", str(model), str(data), "--split", "all", "--json",
+                     "--runtime", runtime]) == 0
+        losses[runtime] = json.loads(capsys.readouterr().out)["loss"]
+    assert losses[name] < losses["numpy"]         # every probability raised by 5e-5
 
 
 def test_auto_falls_back_to_numpy_without_the_extras(without_extras):
@@ -245,6 +260,7 @@ def test_a_fine_tuned_fit_on_a_compiled_runtime_is_the_numpy_fit(name, tmp_path,
                                    rtol=np.finfo(expected.dtype).eps if expected.dtype ==
                                    np.float16 else 0,
                                    atol=runtimes.PROBE_TOLERANCE["f32"] * scale)
+        assert (got != expected).any()             # computed by the runtime, not by numpy
     for split in ("train", "val", "test"):
         got = evaluate_model(model, data, split, runtime=name)
         want = evaluate_model(load_model(ours.model_path), data, split, runtime="numpy")
