@@ -211,16 +211,10 @@ def cmd_pretrained(args):
     return 0
 
 
-def cmd_backbones(args):
-    return _table_or_json(describe_backbones(), backbone_lines, args.json)
-
-
-def cmd_runtimes(args):
-    return _table_or_json(describe_runtimes(), runtime_lines, args.json)
-
-
-def _table_or_json(rows, lines, as_json):
-    for line in [json.dumps(rows, ensure_ascii=False)] if as_json else lines(rows):
+def cmd_table(args, describe, lines):
+    """`retrain backbones`, `retrain runtimes`: describe()'s rows as a table, or as JSON."""
+    rows = describe()
+    for line in [json.dumps(rows, ensure_ascii=False)] if args.json else lines(rows):
         _out(line)
     return 0
 
@@ -240,7 +234,8 @@ def build_parser():
     add_export_parser(commands, cmd_export)
     _add_pretrained_parser(commands)
     _add_backbones_parser(commands)
-    add_runtimes_parser(commands, cmd_runtimes)
+    add_runtimes_parser(commands, functools.partial(
+        cmd_table, describe=describe_runtimes, lines=runtime_lines))
     return parser
 
 
@@ -348,7 +343,8 @@ def _add_backbones_parser(commands):
         description="Per backbone: parameters (with the ImageNet top), input size, ImageNet "
                     "top-1 as published, images/s here (from `make bench`), weights present.")
     p.add_argument("--json", action="store_true", help="print one JSON list")
-    p.set_defaults(func=cmd_backbones)
+    p.set_defaults(func=functools.partial(cmd_table, describe=describe_backbones,
+                                         lines=backbone_lines))
 
 
 def _one_line(text):
