@@ -3,13 +3,15 @@
 It knows nothing of images, folders or the pipeline: arrays in, arrays out.
 """
 from .atomic import atomic_write, check_replaceable, fsync_directory, remove_stale_temps
-from .errors import (ConfigError, EngineError, ModelFileError, ShapeError,
+from .errors import (ConfigError, EngineError, GradientError, ModelFileError, ShapeError,
                      UnsupportedLayerError, WeightsError)
 from .initializers import set_random_seed
-from .layer import KerasTensor, Layer, Variable, clear_session
+from .layer import KerasTensor, Layer, clear_session
+from .tensor import Tensor, Variable, constant
+from .tape import GradientTape
 from .layers import *  # noqa: F401,F403  (the layer classes; see layers.__all__)
 from .layers import __all__ as _layer_names
-from . import losses, optimizers
+from . import losses, ops, optimizers
 from .callbacks import Callback, EarlyStopping, History
 from .activations import softmax
 from .inference import DEFAULT_BATCH_SIZE
@@ -30,4 +32,5 @@ __all__ = ["ConfigError", "EngineError", "ModelFileError", "ShapeError", "Unsupp
            "Optimizer", "MultiOptimizer", "CosineDecay", "LearningRateSchedule", "load_model",
            "read_metadata", "model_from_config", "model_to_config",
            "DEFAULT_BATCH_SIZE", "atomic_write", "check_replaceable", "fsync_directory",
-           "remove_stale_temps", "softmax"] + list(_layer_names)
+           "remove_stale_temps", "softmax", "GradientError", "GradientTape", "Tensor",
+           "constant", "ops"] + list(_layer_names)

@@ -28,3 +28,8 @@ class ModelFileError(EngineError, OSError):
 
 class UnsupportedLayerError(EngineError, ValueError):
     """A model file names a layer type the engine does not implement (e.g. Lambda)."""
+
+
+class GradientError(EngineError, RuntimeError):
+    """A gradient cannot be computed: a non-persistent tape asked twice, or a second
+    derivative through a layer or loss that is differentiable once."""

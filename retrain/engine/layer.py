@@ -7,6 +7,8 @@ import numpy as np
 
 from . import initializers
 from .errors import ConfigError, ShapeError
+from .tape import record_call, should_record
+from .tensor import Variable
 
 _name_counts = {}
 # Every layer class a model file may name: Keras class_name -> class (see `register`).
@@ -52,30 +54,6 @@ def register(cls):
         raise ConfigError(f"Two layer classes are named {cls.__name__!r}.")
     LAYERS[cls.__name__] = cls
     return cls
-
-
-class Variable:
-    """One named weight: its value, its gradient (accumulated with +=) and whether it trains."""
-
-    def __init__(self, name, value, trainable=True):
-        self.name = name
-        self.value = np.asarray(value, np.float32)
-        self.grad = np.zeros_like(self.value)
-        self.trainable = trainable
-
-    @property
-    def shape(self):
-        return self.value.shape
-
-    def assign(self, value):
-        value = np.asarray(value, np.float32)
-        if value.shape != self.value.shape:
-            raise ShapeError(f"Weight {self.name!r} expects shape {self.value.shape}. "
-                             f"Received: shape={value.shape}.")
-        self.value = value.copy()
-
-    def __repr__(self):
-        return f"<Variable {self.name} shape={self.shape} trainable={self.trainable}>"
 
 
 class KerasTensor:
@@ -135,7 +113,7 @@ class Layer:
                 raise ConfigError(f"Layer {self.name!r} weight {name!r} of shape {shape} takes "
                                   "the model past the number of parameters its file stores.")
         value = initializers.get(initializer)(shape)
-        variable = Variable(name, value, trainable)
+        variable = Variable(value, trainable, name)
         (self._trainable_weights if trainable else self._non_trainable_weights).append(variable)
         return variable
 
@@ -193,10 +171,17 @@ class Layer:
             self.built = True
 
     def __call__(self, inputs, training=False):
-        """Symbolic call on KerasTensor(s) wires the graph; a call on arrays runs forward."""
+        """Symbolic call on KerasTensor(s) wires the graph; a call on arrays runs forward;
+        a call on Tensors, or inside a GradientTape, is also recorded (tape.py)."""
         items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
         if all(isinstance(t, KerasTensor) for t in items):
             return self._call_symbolic(inputs)
+        if should_record(items):
+            return record_call(self, inputs, training, [self], self._call_arrays,
+                               lambda dy, _: self.backward(dy))
+        return self._call_arrays(inputs, training)
+
+    def _call_arrays(self, inputs, training):
         if isinstance(inputs, (list, tuple)):
             arrays = [np.asarray(t, np.float32) for t in inputs]
             self.maybe_build([a.shape for a in arrays])

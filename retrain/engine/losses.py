@@ -9,6 +9,8 @@ import numpy as np
 from .activations import log_softmax
 from .errors import ConfigError, ShapeError
 from .layer import to_snake_case
+from .tape import record_once
+from .tensor import Tensor
 
 EPSILON = 1e-7  # keras.backend.epsilon(): the clip applied to probabilities
 
@@ -84,9 +86,7 @@ def _dense_target(y_true, y_pred):
 
 def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0):
     """Per-sample crossentropy (N,) between one-hot/soft labels (N, C) and predictions (N, C)."""
-    y_pred = _as_predictions(y_pred)
-    target = _smooth(_dense_target(y_true, y_pred), label_smoothing)
-    return _crossentropy(target, y_pred, from_logits)[0]
+    return _per_sample(_dense_target, y_true, y_pred, from_logits, label_smoothing)
 
 
 def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0):
@@ -94,9 +94,17 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, label_smo
 
     `label_smoothing` is an extension (Keras's sparse loss has none); it smooths the one-hot
     target exactly as categorical_crossentropy does."""
-    y_pred = _as_predictions(y_pred)
-    target = _smooth(_one_hot(y_true, y_pred), label_smoothing)
-    return _crossentropy(target, y_pred, from_logits)[0]
+    return _per_sample(_one_hot, y_true, y_pred, from_logits, label_smoothing)
+
+
+def _per_sample(encode, y_true, y_pred, from_logits, label_smoothing):
+    """The per-sample loss (N,); on a Tensor y_pred, an op the GradientTapes record (with
+    the crossentropy's own gradient, so it is differentiable once)."""
+    p = _as_predictions(y_pred.value if isinstance(y_pred, Tensor) else y_pred)
+    loss, grad = _crossentropy(_smooth(encode(y_true, p), label_smoothing), p, from_logits)
+    if isinstance(y_pred, Tensor):
+        return record_once([y_pred], loss, lambda g: [g[:, None] * grad], "A crossentropy")
+    return loss
 
 
 class Loss:
@@ -126,6 +134,12 @@ class Loss:
         return loss, (grad * (weights / count)[:, None]).astype(y_pred.dtype)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
+        """The mean loss; on a Tensor y_pred, an op the GradientTapes record (differentiable
+        once: its gradient is value_and_grad's)."""
+        if isinstance(y_pred, Tensor):
+            loss, grad = self.value_and_grad(y_true, y_pred.value, sample_weight)
+            return record_once([y_pred], np.asarray(loss, grad.dtype), lambda g: [g * grad],
+                               f"Loss {self.name!r}")
         return self.value_and_grad(y_true, y_pred, sample_weight)[0]
 
     @staticmethod

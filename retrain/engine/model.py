@@ -9,6 +9,7 @@ import numpy as np
 from .errors import ConfigError, ShapeError
 from .layer import KerasTensor, Layer, unique_name
 from .layers.core import Input, InputLayer
+from .tape import record_call, should_record
 from .training import Trainer
 
 
@@ -169,6 +170,10 @@ class Model(Trainer):
         return dins if self._multi_input else dins[0]
 
     def __call__(self, x, training=False):
+        """The model's output for x; on Tensors, or inside a GradientTape, also recorded."""
+        if should_record(x if isinstance(x, (list, tuple)) else [x]):
+            return record_call(self, x, training, self.layers, self.forward,
+                               lambda dy, input_grad: self.backward(dy, input_grad=input_grad))
         return self.forward(x, training=training)
 
     # -- reporting and files (implemented in summary.py and saving.py) -------------------

@@ -36,8 +36,14 @@ class Optimizer:
         self.apply_gradients([(v.grad, v) for v in variables])
 
     def apply_gradients(self, grads_and_vars):
-        """One step: weight decay (if any), then the update rule, then iterations += 1."""
-        pairs = [(np.asarray(g, _F32), v) for g, v in grads_and_vars]
+        """One step: weight decay (if any), then the update rule, then iterations += 1.
+
+        The gradients may be arrays or what GradientTape.gradient returns; a variable whose
+        gradient is None (the loss does not depend on it) is left alone, as in Keras."""
+        pairs = [(np.asarray(g, _F32), v) for g, v in grads_and_vars if g is not None]
+        if not pairs:
+            raise ConfigError("No gradients provided for any variable. Check that the loss "
+                              "was computed inside the GradientTape from these variables.")
         for grad, variable in pairs:
             if grad.shape != variable.value.shape:
                 raise ShapeError(f"Gradient for {variable.name!r} has shape {grad.shape}, but "

@@ -27,7 +27,7 @@ def test_cosine_decay_follows_keras_formula():
 
 
 def test_an_optimizer_takes_each_step_at_its_scheduled_rate():
-    variable = Variable("w", np.zeros(1))
+    variable = Variable(np.zeros(1), name="w")
     optimizer = SGD(learning_rate=CosineDecay(0.0, 2, warmup_target=1.0, warmup_steps=2))
     rates = []
     for _ in range(4):
@@ -40,7 +40,7 @@ def test_an_optimizer_takes_each_step_at_its_scheduled_rate():
 
 
 def test_multi_optimizer_gives_each_variable_its_own_rate():
-    fast, slow = Variable("fast", np.zeros(2)), Variable("slow", np.zeros(2))
+    fast, slow = Variable(np.zeros(2), name="fast"), Variable(np.zeros(2), name="slow")
     for v in (fast, slow):
         v.grad = np.ones(2, np.float32)
     optimizer = MultiOptimizer([(SGD(1.0), [fast]), (SGD(0.01), [slow])])
@@ -50,7 +50,7 @@ def test_multi_optimizer_gives_each_variable_its_own_rate():
     with pytest.raises(ConfigError, match="two optimizers"):
         MultiOptimizer([(SGD(1.0), [fast]), (SGD(0.1), [fast])])
     with pytest.raises(ConfigError, match="no optimizer was given 'stranger'"):
-        optimizer.apply([Variable("stranger", np.zeros(1))])
+        optimizer.apply([Variable(np.zeros(1), name="stranger")])
 
 
 class _Batches:

@@ -188,7 +188,7 @@ def test_loss_input_errors():
 
 # -- optimizer rules on hand-made numbers ---------------------------------------------------
 def _run(optimizer, grads, start=1.0):
-    variable = Variable("w", np.array([start], np.float32))
+    variable = Variable(np.array([start], np.float32), name="w")
     values = []
     for g in grads:
         optimizer.apply_gradients([(np.array([g], np.float32), variable)])
@@ -225,7 +225,7 @@ def test_amsgrad_divides_by_the_largest_velocity_seen():
 
 
 def test_apply_uses_accumulated_grads_and_keeps_state_per_variable():
-    a, b = Variable("a", np.ones(2)), Variable("b", np.ones(3))
+    a, b = Variable(np.ones(2), name="a"), Variable(np.ones(3), name="b")
     a.grad[:] = 1.0
     b.grad[:] = -1.0
     opt = SGD(0.5, momentum=0.5)
@@ -256,4 +256,4 @@ def test_optimizer_lookup_config_and_errors():
     with pytest.raises(ConfigError, match="weight_decay=None"):
         AdamW(weight_decay=None)
     with pytest.raises(ShapeError, match="has shape"):
-        SGD().apply_gradients([(np.ones(3), Variable("w", np.ones(2)))])
+        SGD().apply_gradients([(np.ones(3), Variable(np.ones(2), name="w"))])

@@ -1,0 +1,128 @@
+"""Tensor and Variable, with TensorFlow's names: the values a GradientTape records.
+
+A Tensor wraps a numpy array that no one changes. A Variable is a Tensor whose value is
+assigned: the engine's weights are Variables (a Dense kernel is one, with the `.grad` its
+layer's backward adds into), and so are the `W` and `b` of a hand-written model. Python's
+operators on either are the differentiable ops of ops.py.
+"""
+import numpy as np
+
+from .errors import ShapeError
+
+
+class Tensor:
+    """An immutable value. `numpy()` gives it as an array; numpy functions see an array."""
+
+    # numpy hands mixed expressions back to us (np.float32(2) * t calls t.__rmul__), so
+    # they stay Tensors and stay on the tape instead of silently becoming arrays.
+    __array_ufunc__ = None
+
+    def __init__(self, value):
+        self.value = value
+
+    @property
+    def shape(self):
+        return self.value.shape
+
+    @property
+    def dtype(self):
+        return self.value.dtype
+
+    @property
+    def ndim(self):
+        return self.value.ndim
+
+    def numpy(self):
+        return np.array(self.value)
+
+    def __array__(self, dtype=None, copy=None):
+        return np.array(self.value, dtype=dtype, copy=copy)
+
+    def __float__(self):
+        return float(self.value)
+
+    def __len__(self):
+        return len(self.value)
+
+    def __repr__(self):
+        return (f"<retrain.{type(self).__name__} shape={self.shape} dtype={self.dtype} "
+                f"numpy={np.array2string(np.asarray(self.value), threshold=20)}>")
+
+    def __add__(self, other):
+        return ops.add(self, other)
+
+    def __radd__(self, other):
+        return ops.add(other, self)
+
+    def __sub__(self, other):
+        return ops.subtract(self, other)
+
+    def __rsub__(self, other):
+        return ops.subtract(other, self)
+
+    def __mul__(self, other):
+        return ops.multiply(self, other)
+
+    def __rmul__(self, other):
+        return ops.multiply(other, self)
+
+    def __truediv__(self, other):
+        return ops.divide(self, other)
+
+    def __rtruediv__(self, other):
+        return ops.divide(other, self)
+
+    def __matmul__(self, other):
+        return ops.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return ops.matmul(other, self)
+
+    def __pow__(self, exponent):
+        return ops.power(self, exponent)
+
+    def __neg__(self):
+        return ops.negative(self)
+
+
+class Variable(Tensor):
+    """A named float32 value that can be assigned: a layer's weight or a variable of one's
+    own, `Variable(initial_value, trainable=True, name=...)` as tf.Variable. A tape watches
+    trainable Variables by itself. `.grad` is where a layer's backward adds its gradient."""
+
+    def __init__(self, initial_value, trainable=True, name="Variable"):
+        super().__init__(np.array(initial_value, np.float32))
+        self.name = name
+        self.grad = np.zeros_like(self.value)
+        self.trainable = bool(trainable)
+
+    def assign(self, value):
+        value = np.array(value, np.float32)
+        if value.shape != self.value.shape:
+            raise ShapeError(f"Weight {self.name!r} expects shape {self.value.shape}. "
+                             f"Received: shape={value.shape}.")
+        self.value = value
+        return self
+
+    def assign_add(self, delta):
+        return self.assign(self.value + np.asarray(delta, np.float32))
+
+    def assign_sub(self, delta):
+        return self.assign(self.value - np.asarray(delta, np.float32))
+
+    def __repr__(self):
+        return f"<Variable {self.name} shape={self.shape} trainable={self.trainable}>"
+
+
+def constant(value, dtype=None):
+    """A Tensor of `value`. Python numbers and lists become float32 (TensorFlow keeps ints
+    as int32; here every value is one that can be differentiated); numpy arrays keep their
+    dtype unless `dtype` is given."""
+    if isinstance(value, Tensor):
+        value = value.value
+    elif dtype is None and not isinstance(value, (np.ndarray, np.generic)):
+        dtype = np.float32
+    return Tensor(np.array(value, dtype=dtype))
+
+
+from . import ops  # noqa: E402  (ops builds on Tensor; the operators above call it)
