@@ -41,6 +41,9 @@ class Tensor:
     def __float__(self):
         return float(self.value)
 
+    def __format__(self, spec):     # f"{loss:.4f}", as a TensorFlow scalar allows
+        return format(self.value, spec)
+
     def __len__(self):
         return len(self.value)
 

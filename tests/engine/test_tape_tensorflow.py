@@ -1,4 +1,4 @@
-"""GradientTape against TensorFlow 2.21 (tests/fixtures/tape, made by make_tape_fixture.py):
+"""GradientTape against TensorFlow 2.21 (tests/fixtures/course, made by make_tape_fixture.py):
 every op's value, first gradients and nested-tape second derivatives; a Keras Dense+ReLU+
 softmax model's crossentropy gradients; a layer mixed with ops; the notes' falling body.
 
@@ -14,7 +14,7 @@ import pytest
 from retrain import (Dense, GradientTape, Input, Sequential, SparseCategoricalCrossentropy,
                      Variable, constant, ops)
 
-FIXTURE = Path(__file__).parents[1] / "fixtures" / "tape"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "course"
 sys.path.insert(0, str(FIXTURE))
 from cases import CASES, make_inputs  # noqa: E402
 
