@@ -33,6 +33,8 @@ CASES = {
     "BatchNormalization": (dict(momentum=0.9, epsilon=1e-5), (2, 3, 3, 4), 16,
                            ["gamma", "beta", "moving_mean", "moving_variance"]),
     "Add": ({}, [(2, 3, 3, 2), (2, 3, 3, 2)], 0, []),
+    "LayerNormalization": (dict(epsilon=1e-3), (2, 3, 4, 5), 10, ["gamma", "beta"],
+                           "layer_normalization.npz"),
 }
 KERAS_CASES = sorted(name for name, case in CASES.items() if len(case) > 4)
 

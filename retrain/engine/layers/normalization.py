@@ -1,12 +1,12 @@
-"""BatchNormalization over the last (channels) axis, with Keras 3's training rule."""
+"""BatchNormalization (with Keras 3's training rule) and LayerNormalization, over the last axis."""
 import numpy as np
 
 from ..errors import ConfigError, ShapeError
-from ..inference_steps import Elementwise
+from ..inference_steps import Elementwise, Whole
 from ..layer import Layer, register
 from .core import check_channels, check_initializer
 
-__all__ = ["BatchNormalization"]
+__all__ = ["BatchNormalization", "LayerNormalization"]
 
 
 @register
@@ -141,4 +141,99 @@ class BatchNormalization(Layer):
     def get_config(self):
         return {**super().get_config(), "axis": self.axis, "momentum": self.momentum,
                 "epsilon": self.epsilon, "center": self.center, "scale": self.scale,
+                **self.initializers}
+
+
+@register
+class LayerNormalization(Layer):
+    """y = gamma * (x - mean) / sqrt(var + epsilon) + beta, the mean and (biased) variance
+    taken over each sample's last axis; any rank >= 2. No moving statistics: training and
+    inference compute the same. `rms_scaling` (RMSNorm) is not supported."""
+    torch_weights = {"gamma": ("weight", None), "beta": ("bias", None)}
+
+    def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, rms_scaling=False,
+                 beta_initializer="zeros", gamma_initializer="ones", **kwargs):
+        super().__init__(**kwargs)
+        if not (isinstance(axis, (int, np.integer)) and not isinstance(axis, bool)) and not (
+                isinstance(axis, (list, tuple)) and len(axis) == 1):
+            raise ConfigError(f"LayerNormalization: `axis` must be one axis, the last one. "
+                              f"Received: axis={axis!r}.")
+        self.axis = axis
+        self.epsilon = float(epsilon)
+        if not self.epsilon > 0.0:
+            raise ConfigError(f"LayerNormalization: need epsilon > 0. Received: "
+                              f"epsilon={epsilon!r}.")
+        if rms_scaling:
+            raise ConfigError("LayerNormalization: rms_scaling=True (RMSNorm) is not "
+                              "supported. Received: rms_scaling=True.")
+        self.center, self.scale = bool(center), bool(scale)
+        self.initializers = {name: check_initializer("LayerNormalization", name, value)
+                             for name, value in (("beta_initializer", beta_initializer),
+                                                 ("gamma_initializer", gamma_initializer))}
+        self.gamma = self.beta = None
+
+    def build(self, input_shape):
+        rank = len(input_shape)
+        axis = self.axis[0] if isinstance(self.axis, (list, tuple)) else self.axis
+        if rank < 2 or input_shape[-1] is None:
+            raise ShapeError(f"Layer {self.name!r} expects an input of rank >= 2 with a known "
+                             f"last axis. Received: input_shape={tuple(input_shape)}.")
+        if axis not in (-1, rank - 1):
+            raise ConfigError(f"Layer {self.name!r}: only the last axis can be normalized. "
+                              f"Received: axis={self.axis!r} for rank {rank}.")
+        self._features = input_shape[-1]
+        shape = (input_shape[-1],)
+        if self.scale:
+            self.gamma = self.add_weight("gamma", shape, self.initializers["gamma_initializer"])
+        if self.center:
+            self.beta = self.add_weight("beta", shape, self.initializers["beta_initializer"])
+
+    def forward(self, x, training=False):
+        check_channels(self, x, self._features)
+        y, x_hat, inv_std = self._normalize(x)
+        self._cache = (x_hat, inv_std)
+        return y
+
+    def _normalize(self, x):
+        """(y, x_hat, 1 / std): the forward's math, shared with the inference plan."""
+        mean = x.mean(axis=-1, keepdims=True)
+        inv_std = 1 / np.sqrt(x.var(axis=-1, keepdims=True) + self.epsilon)
+        x_hat = (x - mean) * inv_std
+        y = x_hat if self.gamma is None else x_hat * self.gamma.value
+        return (y if self.beta is None else y + self.beta.value), x_hat, inv_std
+
+    def backward(self, dy):
+        x_hat, inv_std = self._cache
+        axes = tuple(range(dy.ndim - 1))
+        if self.trainable:
+            if self.gamma is not None:
+                self.gamma.grad += (dy * x_hat).sum(axis=axes)
+            if self.beta is not None:
+                self.beta.grad += dy.sum(axis=axes)
+        d_x_hat = dy if self.gamma is None else dy * self.gamma.value
+        # the mean and variance depend on x: project out their two directions, per sample
+        return inv_std * (d_x_hat - d_x_hat.mean(axis=-1, keepdims=True)
+                          - x_hat * (d_x_hat * x_hat).mean(axis=-1, keepdims=True))
+
+    def to_inference(self, srcs, new_vid):
+        return [Whole(srcs, new_vid(), self, lambda x, out: np.copyto(
+            out, self._normalize(x)[0]))]
+
+    def to_onnx(self, graph, xs, shapes):
+        """ONNX's LayerNormalization (opset 17) over the last axis of the NHWC value."""
+        rank, size = len(shapes[0]), shapes[0][-1]
+        gamma = np.ones(size, np.float32) if self.gamma is None else self.gamma.value
+        beta = np.zeros(size, np.float32) if self.beta is None else self.beta.value
+        x = graph.channels_last(xs[0], rank, f"{self.name}/nhwc")
+        y = graph.node("LayerNormalization", [x, graph.constant(f"{self.name}/gamma", gamma),
+                                              graph.constant(f"{self.name}/beta", beta)],
+                       f"{self.name}/normalized", axis=-1, epsilon=self.epsilon)
+        return graph.channels_first(y, rank, self.name)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon,
+                "center": self.center, "scale": self.scale, "rms_scaling": False,
                 **self.initializers}
