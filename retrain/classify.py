@@ -13,7 +13,8 @@ from .images import is_image_file
 from .preprocess import iter_batches, validate_recipe
 from .runtimes import Runtime, load_runtime
 
-__all__ = ["iter_image_files", "model_labels", "predict_probabilities", "classify"]
+__all__ = ["iter_image_files", "model_labels", "predict_probabilities", "model_probabilities",
+           "top_or_error", "classify"]
 
 def iter_image_files(paths):
     """Files given directly (whatever their name), and for each folder its image files
@@ -70,14 +71,29 @@ def predict_probabilities(model, paths, batch_size=32, workers=2, cluster=None,
         yield from cluster.probabilities(model, paths, batch_size, runtime, precision)
         return
     recipe = model.metadata["preprocessing"]
-    logits = model.metadata.get("outputs", "probabilities") == "logits"
     runner = loaded or load_runtime(model, runtime, precision)
     for done, inputs in iter_batches(paths, recipe, batch_size, workers):
-        if not len(inputs):
-            yield done, np.empty((0, model.outputs[0].shape[-1]), np.float64)
-            continue
-        out = np.asarray(runner.predict(inputs, batch_size=len(inputs)), np.float64)
-        yield done, softmax(out) if logits else out
+        yield done, model_probabilities(model, inputs, runner)
+
+
+def model_probabilities(model, inputs, runner=None):
+    """The (N, C) float64 class probabilities of one preprocessed float32 batch (N may be
+    0): one forward pass on `runner` (a runtimes.Runtime of `model`; None: the numpy engine),
+    and a softmax where the model file says it outputs logits."""
+    if not len(inputs):
+        return np.empty((0, model.outputs[0].shape[-1]), np.float64)
+    out = np.asarray((runner or model).predict(inputs, batch_size=len(inputs)), np.float64)
+    logits = model.metadata.get("outputs", "probabilities") == "logits"
+    return softmax(out) if logits else out
+
+
+def top_or_error(probabilities, labels, top_k):
+    """Per row of (N, C) probabilities: {"top": [{"label", "probability"}, ...]}, or
+    {"error": why} where the model's output is not finite."""
+    finite = np.isfinite(probabilities).all(axis=1)
+    return [{"top": top} if ok else
+            {"error": "the model's output for it is not finite (NaN or infinity)"}
+            for top, ok in zip(top_predictions(probabilities, labels, top_k), finite)]
 
 
 def classify(model, paths, top_k=3, batch_size=32, workers=2, cluster=None, runtime="numpy",
@@ -89,13 +105,6 @@ def classify(model, paths, top_k=3, batch_size=32, workers=2, cluster=None, runt
     files = iter_image_files(paths)
     for done, probabilities in predict_probabilities(model, files, batch_size, workers,
                                                      cluster, runtime, precision):
-        tops = iter(top_predictions(probabilities, labels, top_k))
-        finite = iter(np.isfinite(probabilities).all(axis=1))
+        answers = iter(top_or_error(probabilities, labels, top_k))
         for path, reason in done:
-            if reason is None and not next(finite):
-                next(tops)
-                reason = "the model's output for it is not finite (NaN or infinity)"
-            if reason is None:
-                yield {"path": str(path), "top": next(tops)}
-            else:
-                yield {"path": str(path), "error": reason}
+            yield {"path": str(path), **(next(answers) if reason is None else {"error": reason})}

@@ -6,6 +6,7 @@ with an EXIF orientation tag, and the occasional decompression bomb. Each become
 an (H, W, 3) uint8 RGB array as a person would see it, or an ImageError with a reason
 short enough for one line of skipped.tsv.
 """
+import io
 import stat
 import threading
 import warnings
@@ -16,7 +17,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "decode_image", "is_image_file"]
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "decode_image", "decode_image_file",
+           "is_image_file"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
@@ -59,12 +61,29 @@ def decode_image(path, max_pixels=MAX_PIXELS):
     """
     try:
         status = Path(path).stat()
-        if not stat.S_ISREG(status.st_mode) and not stat.S_ISDIR(status.st_mode):
-            # a FIFO would block, /dev/zero never end (a folder: the OS's own reason below)
-            raise ImageError("not a regular file (a FIFO, device or socket)")
-        if status.st_size == 0:
-            raise ImageError("the file is empty (0 bytes)")
-        with _open_refusing_bombs(path) as image:
+    except OSError as exc:
+        raise ImageError(_reason(exc)) from exc
+    if not stat.S_ISREG(status.st_mode) and not stat.S_ISDIR(status.st_mode):
+        # a FIFO would block, /dev/zero never end (a folder: the OS's own reason below)
+        raise ImageError("not a regular file (a FIFO, device or socket)")
+    if status.st_size == 0:
+        raise ImageError("the file is empty (0 bytes)")
+    return _decode(path, max_pixels)
+
+
+def decode_image_file(file, max_pixels=MAX_PIXELS):
+    """`decode_image` for an open binary file (an upload to `retrain serve`, spooled to
+    memory or disk): the same decoding, limits and reasons. Reads from the start."""
+    if file.seek(0, io.SEEK_END) == 0:
+        raise ImageError("the image is empty (0 bytes)")
+    file.seek(0)
+    return _decode(file, max_pixels)
+
+
+def _decode(source, max_pixels):
+    """A path or a binary file object -> (H, W, 3) uint8 RGB, or ImageError."""
+    try:
+        with _open_refusing_bombs(source) as image:
             _check_size(image, max_pixels)
             image.load()
             oriented = ImageOps.exif_transpose(image)
