@@ -67,6 +67,19 @@ def _check(model, metadata):
                     isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise ConfigError(f"metrics[{split!r}][{key!r}] must be a number. "
                                   f"Received: {_short(value)}.")
+        _check_confusion(values.get("confusion_matrix"), units, split)
+
+
+def _check_confusion(matrix, units, split):
+    """None, or `units` rows of `units` counts (the page of `retrain serve` draws it)."""
+    if matrix is None:
+        return
+    if not (isinstance(matrix, list) and len(matrix) == units and all(
+            isinstance(row, list) and len(row) == units and all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in row)
+            for row in matrix)):
+        raise ConfigError(f"metrics[{split!r}]['confusion_matrix'] must be {units} rows of "
+                          f"{units} counts. Received: {_short(matrix)}.")
 
 
 def _check_seen(seen):

@@ -253,7 +253,8 @@ def _evaluate(dataset, features, parts, classifier, extractor, found, views, his
 
 def _model_metadata(data, backbone, options, metrics, dataset, seen):
     summary_keys = ("count", "accuracy", "accuracy_interval", "top_k", "top_k_accuracy",
-                    "top_k_accuracy_interval", "loss", "macro_f1")
+                    "top_k_accuracy_interval", "loss", "macro_f1",
+                    "confusion_matrix")     # drawn by `retrain serve`'s page
     return {"backbone": backbone.metadata["backbone"],
             "preprocessing": backbone.metadata["preprocessing"],
             "provenance": {"backbone": backbone.metadata["backbone"],
