@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	@# Until 2026-12-07 this project installed as `retrain`, PyPI's name for another project.
 	$(PY) -m pip uninstall -q -y retrain 2>/dev/null || true; rm -rf retrain.egg-info
-	$(PY) -m pip install -q -e '.[test,dask,openvino,onnxruntime]'
+	$(PY) -m pip install -q -e '.[test,dask,openvino,onnxruntime,serve]'
 	touch $(STAMP)
 
 test: $(STAMP) pretrained

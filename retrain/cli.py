@@ -32,6 +32,7 @@ from .cli_options import (add_dask_option, add_export_parser, add_runtime_choice
                           add_runtime_options, add_runtimes_parser, add_training_options,
                           check_accuracy, open_cluster, training_options)
 from .onnx_export import export_file
+from .cli_serve import add_serve_parser, run_serve
 from .pipeline import STAGES, RunOptions, evaluate_model, run
 from .runtimes import describe_runtimes
 
@@ -204,6 +205,10 @@ def cmd_export(args):
     return 0
 
 
+def cmd_serve(args):
+    return run_serve(args, say=_out, log=None if args.quiet else _out)
+
+
 def cmd_pretrained(args):
     for out, seconds in convert.ensure_pretrained_all(**vars(args)):
         _out(f"wrote {out} in {seconds:.1f} s" if seconds is not None
@@ -232,6 +237,7 @@ def build_parser():
     _add_classify_parser(commands)
     _add_info_parser(commands)
     add_export_parser(commands, cmd_export)
+    add_serve_parser(commands, cmd_serve)
     _add_pretrained_parser(commands)
     _add_backbones_parser(commands)
     add_runtimes_parser(commands, functools.partial(

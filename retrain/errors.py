@@ -47,6 +47,16 @@ class PretrainedMissingError(RetrainError, FileNotFoundError):
     """Pretrained weights are not on disk yet."""
 
 
+class RequestRefused(RetrainError, ValueError):
+    """`retrain serve` refuses one request (too large, not an image, too busy...): `status`
+    is the HTTP status it answers with, `message` the reason in its JSON; the server goes on.
+    `retry_after` (seconds) is set when trying again later will do."""
+
+    def __init__(self, status, message, hint=None, retry_after=None):
+        super().__init__(message, hint=hint)
+        self.status, self.retry_after = status, retry_after
+
+
 __all__ = ["RetrainError", "ConfigError", "ModelFileError", "ShapeError",
            "UnsupportedLayerError", "WeightsError", "UsageError", "Interrupted", "DataError", "ImageError",
-           "UnsafeFileError", "PretrainedMissingError", "ClusterError"]
+           "UnsafeFileError", "PretrainedMissingError", "ClusterError", "RequestRefused"]
