@@ -34,6 +34,10 @@ os.wait4, i.e. of that child alone) belongs to it and to nothing measured before
   dask      features of 2,000 generated images in process and on `--dask local:2`,
             images/s, the overhead of one Dask task, and a projection for 200,000 images
             on 1, 4 and 16 workers (bench_dask.py; --sections dask runs it alone).
+  serve     `retrain serve` on the loopback: 16 clients x 100 requests of one photo against
+            `retrain classify` on the same images (errors, same answers, p50/p99, images/s and
+            the ratio), and 200 uploads at once against --max-queue 64 (503s, peak RSS)
+            (bench_serve.py; --sections serve runs it alone).
 
 Results go to bench.json (written atomically; sections measured by an earlier run and not
 by this one are kept, each with its "measured_at") and to a table on stdout.
@@ -59,11 +63,13 @@ import threading
 import time
 from pathlib import Path
 
+import bench_serve        # beside this file: sys.path[0] when bench.py runs as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "fashion-mnist-sample"
 PHOTOS = ROOT / "tests" / "fixtures" / "photos"
 BACKBONE = "efficientnet_lite0"       # the default backbone: decode, fit warm, scale
-SECTIONS = ("backbone", "decode", "fit", "extract", "finetune", "dask", "scale")
+SECTIONS = ("backbone", "decode", "fit", "extract", "finetune", "dask", "serve", "scale")
 EXTRACT_STAGE = "computing backbone features"     # the CLI's line for the features stage
 FINE_TUNE_EPOCHS = 3                  # epochs of each finetune-section run on 1,000 images
 RSS_LIMIT_BYTES = 1_000_000_000
@@ -461,6 +467,8 @@ def table(data):
     if "dask" in data:
         import bench_dask
         rows += bench_dask.table_rows(data["dask"])
+    if "serve" in data:
+        rows += bench_serve.table_rows(data["serve"])
     if "extract" in data:
         e = data["extract"]
         rows.append((f"cold fit extraction, {e['images']} images",
@@ -508,7 +516,7 @@ def build_parser():
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="smaller counts and a 100-image fit: a smoke test of the harness")
-    p.add_argument("--sections", default="backbone,decode,fit,extract,finetune,dask",
+    p.add_argument("--sections", default="backbone,decode,fit,extract,finetune,dask,serve",
                    help=f"comma-separated, from {','.join(SECTIONS)}")
     p.add_argument("--scale", action="store_true",
                    help="add the scale section, and the 10,000-image run of the finetune one")
@@ -555,6 +563,7 @@ def main(argv=None):
                        "extract": lambda: bench_extract(args.quick, Path(tmp)),
                        "finetune": lambda: bench_finetune(
                            args.quick, Path(tmp), [max(sizes)] if args.scale else []),
+                       "serve": lambda: bench_serve.bench_serve(args.quick),
                        "scale": lambda: bench_scale(sizes, Path(tmp))}
             for section in (s for s in SECTIONS if s in sections):
                 print(f"bench: {section} ...", file=sys.stderr, flush=True)

@@ -55,14 +55,18 @@ def run_serve(args, say, log):
                                   max_queue=args.max_queue, workers=args.workers),
         limits=server.UploadLimits(max_bytes=int(args.max_upload_mb * 2 ** 20),
                                    max_files=args.max_files))
+    server.warm_up(model)
     sock = server.bind(args.host, args.port)
-    host, port = sock.getsockname()[:2]
-    where = f"[{host}]" if ":" in host else host
-    say(f"serving {args.model} on http://{where}:{port} (the page: /, the API: /docs)")
-    if not server.is_loopback(args.host):
-        say(f"note: --host {args.host} is reachable from other machines"
-            + ("" if options.api_key else "; anyone who reaches it can use it (--api-key)"))
-    stopped_by = server.serve(model, args.model, sock, options, log)
+
+    def ready():
+        host, port = sock.getsockname()[:2]
+        where = f"[{host}]" if ":" in host else host
+        say(f"serving {args.model} on http://{where}:{port} (the page: /, the API: /docs)")
+        if not server.is_loopback(args.host):
+            say(f"note: --host {args.host} is reachable from other machines"
+                + ("" if options.api_key else "; anyone who reaches it can use it (--api-key)"))
+
+    stopped_by = server.serve(model, args.model, sock, options, log, ready)
     say(f"stopped ({stopped_by or 'done'}); the requests in flight were answered")
     return 130 if stopped_by == "SIGINT" else 0
 

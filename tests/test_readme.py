@@ -41,11 +41,13 @@ MAKE = [argv for argv in ARGVS if argv[0] == "make"]
 DASK = [argv for argv in ARGVS if argv[0] == "dask"]
 PIP = [argv for argv in ARGVS if argv[:2] == ["pip", "install"]]
 SHELL = [argv for argv in ARGVS if argv[0] in ("mkdir", "cp")]   # making a folder of one's own
+CURL = [argv for argv in ARGVS if argv[0] == "curl"]      # against the `retrain serve` line
 
 
 def test_the_readme_has_command_blocks_and_every_line_is_understood():
     assert len(RETRAIN) >= 5 and len(MAKE) >= 3
-    assert len(RETRAIN) + len(MAKE) + len(DASK) + len(PIP) + len(SHELL) == len(ARGVS), ARGVS
+    assert len(RETRAIN) + len(MAKE) + len(DASK) + len(PIP) + len(SHELL) + len(CURL) \
+        == len(ARGVS), ARGVS
 
 
 def _made_by(argv):
@@ -115,6 +117,32 @@ def test_the_cheap_lines_run(capsys, monkeypatch):
         if argv[1] == "classify" and argv[-1].endswith("chelsea.png"):
             row = next(line for line in out.split("\n") if "chelsea.png" in line)
             assert "cat" in row.split()[0:2], out    # Chelsea is a tabby ("tiger cat")
+
+
+@pytest.mark.parametrize("argv", CURL, ids=" ".join)
+def test_each_curl_line_runs_against_the_readme_s_retrain_serve(argv, tmp_path):
+    """The README's `retrain serve` line, run (on a free port instead of its 8000, which may
+    be taken), answers the curl line as pasted, but for that port: JSON, a cat for Chelsea."""
+    import importlib.util
+    import shutil
+    if shutil.which("curl") is None or importlib.util.find_spec("fastapi") is None:
+        pytest.skip("needs curl and the serve extra (make install)")
+    if not (pretrained_dir() / "efficientnet_lite0.h5").exists():
+        pytest.skip("pretrained weights not converted (make pretrained)")
+    (serve,) = [a for a in README_ARGVS if a[0].endswith("retrain") and a[1] == "serve"]
+    server = subprocess.Popen([sys.executable, "-m", "retrain", *serve[1:], "--port", "0", "-q"],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        port = server.stdout.readline().split("http://127.0.0.1:")[1].split()[0]
+        pasted = [w.replace("127.0.0.1:8000", f"127.0.0.1:{port}") for w in argv]
+        done = subprocess.run(pasted, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        server.terminate()
+        assert server.wait(timeout=60) == 0
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    if "chelsea.png" in " ".join(argv):
+        assert "cat" in answer["results"][0]["top"][0]["label"], answer
 
 
 def make_dry_run(argv):

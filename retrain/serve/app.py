@@ -5,6 +5,7 @@ fitting status. What no route expected becomes a JSON 500 without a traceback; t
 server goes on either way."""
 import asyncio
 import contextlib
+import hmac
 from importlib import resources
 from typing import List, Optional
 
@@ -77,6 +78,11 @@ def create_app(batcher, card, limits):
     async def http_error(request, error):
         return refusal(error.status_code, str(error.detail), headers=error.headers)
 
+    @app.exception_handler(Exception)
+    async def unexpected(request, error):       # then Guard keeps the traceback from uvicorn
+        return refusal(500, f"unexpected {type(error).__name__}: {error}",
+                       hint="this is a bug in retrain serve; please report it")
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request, error):
         where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
@@ -127,8 +133,8 @@ async def _classify(request, top_k, batcher, limits):
     failed = [{"file": u.name, "error": a["error"]} for u, a in zip(uploads, answers)
               if a is not None and "error" in a]
     if failed:
-        return refusal(422, f"{len(failed)} of {len(uploads)} image(s) cannot be classified: "
-                            f"{failed[0]['error']}", files=failed)
+        return refusal(422, f"{len(failed)} of {len(uploads)} image(s) cannot be classified; "
+                            f"{failed[0]['file']}: {failed[0]['error']}", files=failed)
     return JSONResponse({"results": [{"file": u.name, "top": a["top"]}
                                      for u, a in zip(uploads, answers)]})
 
@@ -167,7 +173,6 @@ class Guard:
             self._log(scope, status["code"], loop.time() - started)
 
     def _allowed(self, scope):
-        import hmac
         sent = dict(scope["headers"]).get(b"authorization", b"")
         return hmac.compare_digest(sent, b"Bearer " + self.api_key.encode("utf-8"))
 

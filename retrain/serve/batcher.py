@@ -43,7 +43,7 @@ class Batcher:
         self.labels = model_labels(model)
         self.recipe = model.metadata["preprocessing"]
         self.admitted = 0                          # images between reserve and release
-        self.served = {"images": 0, "batches": 0}
+        self.served = {"images": 0, "batches": 0, "model_busy_s": 0.0}
         self._decoders = ThreadPoolExecutor(options.workers, thread_name_prefix="decode")
         self._runner = ThreadPoolExecutor(1, thread_name_prefix="model")
         self._queue = asyncio.Queue()
@@ -100,6 +100,7 @@ class Batcher:
 
     async def _answer(self, batch, loop):
         images = np.stack([image for image, _ in batch])
+        started = loop.time()
         try:
             rows = await loop.run_in_executor(self._runner, self._probabilities, images)
         except Exception as error:  # noqa: BLE001  (each waiting request answers it)
@@ -109,6 +110,7 @@ class Batcher:
             return
         self.served["images"] += len(batch)
         self.served["batches"] += 1
+        self.served["model_busy_s"] += loop.time() - started
         for (_, future), row in zip(batch, rows):
             if not future.done():                  # not a client that went away
                 future.set_result(row)

@@ -1,7 +1,8 @@
 """`retrain serve`: bind, then serve the model with uvicorn until SIGTERM or Ctrl-C.
 
 The model is loaded and run once, and the socket bound, before anything is served, so a
-model that cannot load or a port that is taken is an error before the address is printed.
+model that cannot load or run, or a port that is taken, is an error before the address is
+printed.
 SIGTERM and Ctrl-C stop accepting connections, let the requests in flight finish, then
 return."""
 import asyncio
@@ -12,6 +13,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import uvicorn
@@ -22,12 +24,12 @@ from .app import Guard, create_app
 from .batcher import BatchOptions, Batcher
 from .uploads import UploadLimits
 
-__all__ = ["ServeOptions", "bind", "is_loopback", "model_card", "serve"]
+__all__ = ["ServeOptions", "bind", "is_loopback", "model_card", "serve", "warm_up"]
 
 
 @dataclass(frozen=True)
 class ServeOptions:
-    api_key: str = None
+    api_key: Optional[str] = None     # required as `Authorization: Bearer KEY` on /v1/*
     batch: BatchOptions = field(default_factory=BatchOptions)
     limits: UploadLimits = field(default_factory=UploadLimits)
     runtime: str = "numpy"
@@ -66,27 +68,31 @@ def model_card(model, path, runtime):
                 input_size=(info["preprocessing"] or {}).get("input_size"))
 
 
-def serve(model, path, sock, options=ServeOptions(), log=None):
+def serve(model, path, sock, options=ServeOptions(), log=None, ready=None):
     """Serve `model` (loaded from `path`) on the bound `sock` until SIGTERM or SIGINT;
-    `log(line)` gets one access-log line per request. Returns the signal's name."""
-    _warm_up(model)
-    return asyncio.run(_serve(model, path, sock, options, log))
+    `log(line)` gets one access-log line per request, `ready()` is called once the signals
+    are in hand (the CLI prints the address then). Returns the signal's name."""
+    stop = _Stop()
+    with stop.capturing():
+        if ready is not None:
+            ready()
+        return asyncio.run(_serve(model, path, sock, options, log, stop))
 
 
-def _warm_up(model):
+def warm_up(model):
     """One forward pass before serving: the engine prepares its inference plan on the first,
     so the first client does not wait for it (and a model that cannot run fails here)."""
     height, width = model.metadata["preprocessing"]["input_size"]
     model_probabilities(model, np.zeros((1, height, width, 3), np.float32))
 
 
-async def _serve(model, path, sock, options, log):
+async def _serve(model, path, sock, options, log, stop):
     batcher = Batcher(model, options.batch)
     app = create_app(batcher, model_card(model, path, options.runtime), options.limits)
     config = uvicorn.Config(Guard(app, options.api_key, log), lifespan="off", log_config=None,
                             access_log=False, log_level="warning",
                             timeout_graceful_shutdown=None)
-    server = _Server(config)
+    server = _Server(config, stop)
     batching = asyncio.create_task(batcher.run())
     try:
         await server.serve(sockets=[sock])
@@ -95,28 +101,45 @@ async def _serve(model, path, sock, options, log):
         with contextlib.suppress(asyncio.CancelledError):
             await batching
         batcher.close()
-    return server.stopped_by
+    return stop.signal
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, but a signal only stops it: uvicorn would raise the signal again
-    once it has stopped, and the CLI would take that SIGTERM for an interruption."""
-    stopped_by = None
+class _Stop:
+    """SIGTERM and SIGINT from the moment the address is printed: before uvicorn runs, the
+    first one is remembered and stops it as it starts; then each goes to uvicorn's own
+    handler (stop accepting, finish the requests in flight; a second Ctrl-C forces)."""
+
+    def __init__(self):
+        self.signal, self.server = None, None
 
     @contextlib.contextmanager
-    def capture_signals(self):
+    def capturing(self):
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-
-        def stop(number, frame):
-            self.stopped_by = self.stopped_by or signal.Signals(number).name
-            self.handle_exit(number, frame)
-
-        previous = {number: signal.signal(number, stop)
+        previous = {number: signal.signal(number, self._handle)
                     for number in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
             for number, handler in previous.items():
                 signal.signal(number, handler)
+
+    def _handle(self, number, frame):
+        self.signal = self.signal or signal.Signals(number).name
+        if self.server is not None:
+            self.server.handle_exit(number, frame)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server with the signals left to _Stop: uvicorn's own capture would raise
+    each signal again once stopped, and the CLI would take SIGTERM for an interruption."""
+
+    def __init__(self, config, stop):
+        super().__init__(config)
+        stop.server = self
+        self.should_exit = stop.signal is not None
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield

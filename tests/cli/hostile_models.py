@@ -187,6 +187,15 @@ def bad_seen_record(folder):
     return path
 
 
+def ragged_confusion_matrix(folder):
+    """A confusion matrix `retrain serve`'s page would draw: rows of the wrong length."""
+    path = write_base(folder / "ragged_confusion.h5")
+    with h5py.File(path, "a") as f:
+        _set_metadata(f, metrics={"test": {"count": 4, "accuracy": 0.5,
+                                           "confusion_matrix": [[1, 2], [3, "x"], [1]]}})
+    return path
+
+
 def escape_sequences(folder):
     """Labels, provenance, backbone and a layer name that would drive the terminal."""
     path = write_base(folder / "escapes.h5", labels=[f"ant{ESCAPES}", "bee", "cat"],
@@ -270,6 +279,7 @@ def string_weights(folder):
 REFUSED = [external_file, external_fifo, virtual_dataset, huge_dense_units, unstored_dataset,
            huge_input_size, deep_json, deep_metadata, non_string_labels, non_numeric_metrics,
            lambda_layer, unknown_class, module_registered_name, soft_link_loop, external_link,
-           nan_weights, mismatched_labels, string_weights, bad_seen_record]
+           nan_weights, mismatched_labels, string_weights, bad_seen_record,
+           ragged_confusion_matrix]
 # Legitimate but unusual: must work, and print nothing that drives a terminal.
 ACCEPTED = [long_chain, escape_sequences]

@@ -73,6 +73,8 @@ def test_hostile_dataset_trains_to_the_end_listing_every_bad_file(hostile_datase
     assert model.metadata["split"] == {"val_percent": 10, "test_percent": 10,
                                        "set_aside": [path for path, _ in rows[1:]]}
     assert model.metadata["metrics"]["test"]["accuracy"] == metrics["test"]["accuracy"]
+    assert model.metadata["metrics"]["test"]["confusion_matrix"] == \
+        metrics["test"]["confusion_matrix"]               # drawn by `retrain serve`'s page
     assert model.metadata["provenance"]["weights_sha256"] == "stand-in-seed-0"
 
 
