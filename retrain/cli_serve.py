@@ -3,10 +3,12 @@ where, serve), kept apart from cli.py; `say` and `log` are the CLI's printers.""
 import argparse
 import os
 
+from .cli_options import add_runtime_choice
 from .cli_usage import HelpFormatter, positive_int
 from .distribution import pip_install
 from .errors import ConfigError, UsageError
 from .model_file import load_model_file
+from .runtimes import load_runtime
 
 __all__ = ["SERVE_INSTALL", "add_serve_parser", "run_serve"]
 SERVE_INSTALL = pip_install("serve")
@@ -40,6 +42,7 @@ def add_serve_parser(commands, func):
                    help="most images in one request (413 beyond)")
     p.add_argument("--workers", type=positive_int, default=2,
                    help="threads decoding and resizing uploads")
+    add_runtime_choice(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no access-log lines")
     p.set_defaults(func=func)
 
@@ -55,18 +58,20 @@ def run_serve(args, say, log):
                                   max_queue=args.max_queue, workers=args.workers),
         limits=server.UploadLimits(max_bytes=int(args.max_upload_mb * 2 ** 20),
                                    max_files=args.max_files))
-    server.warm_up(model)
+    runner = load_runtime(model, args.runtime, args.precision)
+    server.warm_up(model, runner)
     sock = server.bind(args.host, args.port)
 
     def ready():
         host, port = sock.getsockname()[:2]
         where = f"[{host}]" if ":" in host else host
-        say(f"serving {args.model} on http://{where}:{port} (the page: /, the API: /docs)")
+        say(f"serving {args.model} on http://{where}:{port} with {runner.name} in "
+            f"{runner.precision} (the page: /, the API: /docs)")
         if not server.is_loopback(args.host):
             say(f"note: --host {args.host} is reachable from other machines"
                 + ("" if options.api_key else "; anyone who reaches it can use it (--api-key)"))
 
-    stopped_by = server.serve(model, args.model, sock, options, log, ready)
+    stopped_by = server.serve(model, args.model, sock, options, log, ready, runner)
     say(f"stopped ({stopped_by or 'done'}); the requests in flight were answered")
     return 130 if stopped_by == "SIGINT" else 0
 

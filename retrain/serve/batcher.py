@@ -38,8 +38,8 @@ class Batcher:
     """`await batcher.classify(files, top_k)` from request handlers (between `reserve` and
     `release`); `run()` is the task that forms the batches, started once per server."""
 
-    def __init__(self, model, options=BatchOptions()):
-        self.model, self.options = model, options
+    def __init__(self, model, options=BatchOptions(), runner=None):
+        self.model, self.options, self.runner = model, options, runner   # runner: a Runtime
         self.labels = model_labels(model)
         self.recipe = model.metadata["preprocessing"]
         self.admitted = 0                          # images between reserve and release
@@ -116,7 +116,7 @@ class Batcher:
                 future.set_result(row)
 
     def _probabilities(self, images):
-        return model_probabilities(self.model, normalize(images, self.recipe))
+        return model_probabilities(self.model, normalize(images, self.recipe), self.runner)
 
     def close(self):
         self._decoders.shutdown(wait=True, cancel_futures=True)

@@ -20,6 +20,7 @@ import uvicorn
 
 from ..classify import model_probabilities
 from ..export import describe
+from ..runtimes import runtime_record
 from .app import Guard, create_app
 from .batcher import BatchOptions, Batcher
 from .uploads import UploadLimits
@@ -32,7 +33,6 @@ class ServeOptions:
     api_key: Optional[str] = None     # required as `Authorization: Bearer KEY` on /v1/*
     batch: BatchOptions = field(default_factory=BatchOptions)
     limits: UploadLimits = field(default_factory=UploadLimits)
-    runtime: str = "numpy"
 
 
 def is_loopback(host):
@@ -60,35 +60,39 @@ def bind(host, port):
     return sock
 
 
-def model_card(model, path, runtime):
-    """GET /v1/model: what `retrain info --json` shows, with the input size, the runtime
-    and the file."""
+def model_card(model, path, runner=None):
+    """GET /v1/model: what `retrain info --json` shows, with the input size, the file, and
+    the runtime that computes (runner: a runtimes.Runtime; None: the numpy engine)."""
     info = describe(model)
-    return dict(info, file=Path(path).name, runtime=runtime,
-                input_size=(info["preprocessing"] or {}).get("input_size"))
+    record = runtime_record(runner) if runner is not None else {"runtime": "numpy",
+                                                                "precision": "f32"}
+    return dict(info, file=Path(path).name, input_size=(info["preprocessing"] or {}).get(
+        "input_size"), **record)
 
 
-def serve(model, path, sock, options=ServeOptions(), log=None, ready=None):
-    """Serve `model` (loaded from `path`) on the bound `sock` until SIGTERM or SIGINT;
-    `log(line)` gets one access-log line per request, `ready()` is called once the signals
-    are in hand (the CLI prints the address then). Returns the signal's name."""
+def serve(model, path, sock, options=ServeOptions(), log=None, ready=None, runner=None):
+    """Serve `model` (loaded from `path`, run by `runner`, a runtimes.Runtime; None: the
+    numpy engine) on the bound `sock` until SIGTERM or SIGINT; `log(line)` gets one
+    access-log line per request, `ready()` is called once the signals are in hand (the CLI
+    prints the address then). Returns the signal's name."""
     stop = _Stop()
     with stop.capturing():
         if ready is not None:
             ready()
-        return asyncio.run(_serve(model, path, sock, options, log, stop))
+        return asyncio.run(_serve(model, path, sock, options, log, stop, runner))
 
 
-def warm_up(model):
-    """One forward pass before serving: the engine prepares its inference plan on the first,
-    so the first client does not wait for it (and a model that cannot run fails here)."""
+def warm_up(model, runner=None):
+    """One forward pass before serving: the engine prepares its inference plan on the first
+    (a runtime checks itself against numpy), so the first client does not wait for it, and
+    a model that cannot run fails here."""
     height, width = model.metadata["preprocessing"]["input_size"]
-    model_probabilities(model, np.zeros((1, height, width, 3), np.float32))
+    model_probabilities(model, np.zeros((1, height, width, 3), np.float32), runner)
 
 
-async def _serve(model, path, sock, options, log, stop):
-    batcher = Batcher(model, options.batch)
-    app = create_app(batcher, model_card(model, path, options.runtime), options.limits)
+async def _serve(model, path, sock, options, log, stop, runner):
+    batcher = Batcher(model, options.batch, runner)
+    app = create_app(batcher, model_card(model, path, runner), options.limits)
     config = uvicorn.Config(Guard(app, options.api_key, log), lifespan="off", log_config=None,
                             access_log=False, log_level="warning",
                             timeout_graceful_shutdown=None)

@@ -56,6 +56,11 @@ class Server:
         finally:
             connection.close()
 
+    def runtime(self):
+        """{"runtime", "precision"} the server computes with (GET /v1/model), for classify."""
+        card = self.request("GET", "/v1/model")[2]
+        return {"runtime": card["runtime"], "precision": card["precision"]}
+
     def classify(self, files, top_k=3, headers=None):
         """POST files [(name, bytes)] as multipart `files`."""
         body, kind = multipart(files)

@@ -7,6 +7,7 @@ import pytest
 
 from retrain.classify import classify
 from retrain.model_file import load_model_file
+from retrain.runtimes import RUNTIMES
 from numerics import float32_paths_atol
 
 from serving import LITE0, PHOTOS, needs_lite0, needs_serve, photo, running
@@ -28,8 +29,9 @@ def assert_same_answers(model, answers, expected):
 @needs_lite0
 def test_photos_get_the_labels_and_probabilities_of_retrain_classify():
     model = load_model_file(LITE0)
-    expected = list(classify(model, [PHOTOS / n for n in NAMES], top_k=5))
     with running(LITE0, "-q") as server:
+        expected = list(classify(model, [PHOTOS / n for n in NAMES], top_k=5,
+                                 **server.runtime()))
         status, _, answer = server.classify([photo(n) for n in NAMES], top_k=5)
         assert status == 200, answer
         assert [r["file"] for r in answer["results"]] == list(NAMES)
@@ -46,7 +48,6 @@ def test_concurrent_clients_are_batched_and_get_the_answers_of_classify(colour_m
     """8 clients x 6 requests of one image each; the server forms batches of several."""
     model = load_model_file(colour_model)
     images = sorted((colour_model.parent / ".." / "data").resolve().rglob("*.png"))[::4]
-    expected = {p.name: r for p, r in zip(images, classify(model, images, top_k=3))}
     failures, answers = [], []
 
     def client(index):
@@ -56,6 +57,8 @@ def test_concurrent_clients_are_batched_and_get_the_answers_of_classify(colour_m
             (answers if status == 200 else failures).append(answer)
 
     with running(colour_model, "--max-wait-ms", "50") as server:
+        expected = {p.name: r for p, r in zip(images, classify(model, images, top_k=3,
+                                                               **server.runtime()))}
         threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
         for thread in threads:
             thread.start()
@@ -70,8 +73,9 @@ def test_concurrent_clients_are_batched_and_get_the_answers_of_classify(colour_m
     assert health["images"] == 48
     assert health["batches"] < 48 / 2, health        # batched, not one forward pass each
     assert code == 0
-    log = server.lines[1:-1]
-    assert len(log) == 48 + 1 and all('"POST /v1/classify?top_k=3" 200' in l for l in log[:48])
+    log = server.lines[1:-1]       # GET /v1/model, 48 classify requests, GET /healthz
+    assert len(log) == 1 + 48 + 1 and all('"POST /v1/classify?top_k=3" 200' in l
+                                          for l in log[1:49])
 
 
 def test_the_model_card_the_health_check_and_the_openapi_page(colour_model):
@@ -79,7 +83,9 @@ def test_the_model_card_the_health_check_and_the_openapi_page(colour_model):
         status, _, card = server.request("GET", "/v1/model")
         assert status == 200
         assert card["labels"] == ["blue", "green", "red"] and card["input_size"] == [8, 8]
-        assert card["backbone"] == "stand_in" and card["runtime"] == "numpy"
+        assert card["backbone"] == "stand_in" and card["runtime"] in RUNTIMES
+        assert server.lines[0].endswith(f"with {card['runtime']} in {card['precision']} "
+                                        "(the page: /, the API: /docs)")
         test = card["metrics"]["test"]
         assert np.array(test["confusion_matrix"]).sum() == test["count"] > 0
         assert card["provenance"]["backbone"] == "stand_in"

@@ -32,12 +32,12 @@ NAMES = ("rocket.jpg", "coffee.png")
 
 def test_the_page_classifies_picked_photos_and_shows_the_model_card(colour_model, tmp_path):
     model = load_model_file(colour_model)
-    expected = {Path(r["path"]).name: r["top"][0]["label"]
-                for r in classify(model, [PHOTOS / n for n in NAMES])}
     shot = Path(os.environ.get("SERVE_SCREENSHOT") or tmp_path / "serve.png").resolve()
     messages, foreign = [], []
     with running(colour_model, "-q") as server, sync_playwright() as playwright:
         origin = f"http://127.0.0.1:{server.port}"
+        expected = {Path(r["path"]).name: r["top"][0]["label"]
+                    for r in classify(model, [PHOTOS / n for n in NAMES], **server.runtime())}
         browser = playwright.chromium.launch(executable_path=BROWSER,
                                              args=["--no-sandbox", "--disable-gpu"])
         try:
