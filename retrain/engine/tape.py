@@ -4,9 +4,9 @@ Every op of ops.py computes its value with numpy and gives `record` its inputs a
 backward function, itself written with ops. A tape inside its `with` block that tracks one
 of the inputs (a watched tensor, a trainable Variable, or the output of an op it recorded)
 keeps the op. `gradient` runs the backward functions in the reverse order of recording and
-adds up the gradients of each tensor. While a tape computes its gradient it records nothing
-itself, but an enclosing tape goes on recording the backward functions' ops: that is how
-two nested tapes give a second derivative.
+adds up the gradients of each tensor. An enclosing tape that is recording meanwhile records
+the backward functions' ops: that is how two nested tapes give a second derivative (and a
+persistent tape asked inside its own block records them itself, as in TensorFlow).
 
 A layer, a model or a loss called on Tensors is recorded as one op whose backward is the
 engine's own (`record_call`, `record_once`). Those backward passes are numpy, so they are
@@ -69,7 +69,10 @@ class GradientTape:
             if not isinstance(t, Tensor):
                 raise ConfigError("GradientTape.gradient expects Tensors and Variables as target "
                                   f"and sources. Received: {type(t).__name__}.")
-        recording, self._recording = self._recording, False
+        # As TensorFlow: a persistent tape inside its `with` block records its own gradient
+        # computation (so it can differentiate it again); a plain one pauses meanwhile.
+        recording = self._recording
+        self._recording = recording and self.persistent
         try:
             grads = self._backpropagate(_flatten(target))
         finally:

@@ -49,6 +49,28 @@ def test_a_persistent_tape_answers_twice_and_a_plain_one_once():
         tape.gradient(y, x)
 
 
+def test_a_persistent_tape_differentiates_its_own_gradient_inside_its_block():
+    x = Variable(2.0)
+    with GradientTape(persistent=True) as tape:
+        y = x ** 3
+        dy_dx = tape.gradient(y, x)
+    assert float(dy_dx) == 12.0 and float(tape.gradient(dy_dx, x)) == 12.0   # 3x^2, 6x
+
+
+def test_losses_scale_with_the_gradient_that_reaches_them():
+    p = constant([[0.2, 0.7, 0.1], [0.5, 0.25, 0.25]])
+    for loss_fn in (lambda: SparseCategoricalCrossentropy()([1, 0], p),
+                    lambda: ops.reduce_mean(sparse_categorical_crossentropy([1, 0], p))):
+        grads = []
+        for scale in (1.0, 3.0):
+            with GradientTape() as tape:
+                tape.watch(p)
+                loss = scale * loss_fn()
+            grads.append(tape.gradient(loss, p).numpy())
+        np.testing.assert_allclose(grads[1], 3 * grads[0], rtol=1e-6)
+        assert np.any(grads[0])
+
+
 def test_broadcast_gradients_are_summed_back_to_each_input_shape():
     """Central differences in float64 on shapes numpy broadcasts both ways."""
     rng = np.random.default_rng(0)
