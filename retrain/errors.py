@@ -1,8 +1,8 @@
 """Every error retrain raises on purpose. Each subclass also inherits the matching builtin,
 so callers can catch `RetrainError` or plain `ValueError`/`OSError`. The CLI turns them
 into one line with a hint; the library never prints."""
-from .engine.errors import (ConfigError, EngineError, ModelFileError, ShapeError,
-                            UnsupportedLayerError, WeightsError)
+from .engine.errors import (ConfigError, EngineError, GradientError, ModelFileError,
+                            ShapeError, UnsupportedLayerError, WeightsError)
 
 RetrainError = EngineError
 
@@ -57,6 +57,6 @@ class RequestRefused(RetrainError, ValueError):
         self.status, self.retry_after = status, retry_after
 
 
-__all__ = ["RetrainError", "ConfigError", "ModelFileError", "ShapeError",
+__all__ = ["RetrainError", "ConfigError", "GradientError", "ModelFileError", "ShapeError",
            "UnsupportedLayerError", "WeightsError", "UsageError", "Interrupted", "DataError", "ImageError",
            "UnsafeFileError", "PretrainedMissingError", "ClusterError", "RequestRefused"]
