@@ -51,25 +51,25 @@ def _sum_to(g, shape):
 def add(a, b):
     a, b = _pair(a, b)
     return tape.record([a, b], a.value + b.value,
-                  lambda g: [_sum_to(g, a.shape), _sum_to(g, b.shape)])
+                       lambda g: [_sum_to(g, a.shape), _sum_to(g, b.shape)])
 
 
 def subtract(a, b):
     a, b = _pair(a, b)
     return tape.record([a, b], a.value - b.value,
-                  lambda g: [_sum_to(g, a.shape), _sum_to(-g, b.shape)])
+                       lambda g: [_sum_to(g, a.shape), _sum_to(-g, b.shape)])
 
 
 def multiply(a, b):
     a, b = _pair(a, b)
     return tape.record([a, b], a.value * b.value,
-                  lambda g: [_sum_to(g * b, a.shape), _sum_to(g * a, b.shape)])
+                       lambda g: [_sum_to(g * b, a.shape), _sum_to(g * a, b.shape)])
 
 
 def divide(a, b):
     a, b = _pair(a, b)
     return tape.record([a, b], a.value / b.value,
-                  lambda g: [_sum_to(g / b, a.shape), _sum_to(-g * a / (b * b), b.shape)])
+                       lambda g: [_sum_to(g / b, a.shape), _sum_to(-g * a / (b * b), b.shape)])
 
 
 def negative(x):
@@ -83,8 +83,10 @@ def power(x, exponent):
         raise ConfigError("The exponent of ** must be a number. Received: "
                           f"{type(exponent).__name__}. Use exp(b * log(x)) for a tensor b.")
     x = _tensor(x)
-    return tape.record([x], x.value ** exponent,   # x ** 1 as the last step: no x ** 0 in the tape
-                  lambda g: [g * exponent if exponent == 1 else g * exponent * x ** (exponent - 1)])
+
+    def backward(g):     # stops at x ** 1: no x ** 0 (and its 0 * x ** -1) in the tape
+        return [g * exponent if exponent == 1 else g * exponent * x ** (exponent - 1)]
+    return tape.record([x], x.value ** exponent, backward)
 
 
 def square(x):
@@ -116,8 +118,8 @@ def matmul(a, b):
         raise ShapeError(f"matmul needs tensors of rank >= 2. Received: shapes {a.shape} and "
                          f"{b.shape}. Reshape a vector v to (1, n) or (n, 1) first.")
     return tape.record([a, b], np.matmul(a.value, b.value),
-                  lambda g: [_sum_to(matmul(g, _swap_last(b)), a.shape),
-                             _sum_to(matmul(_swap_last(a), g), b.shape)])
+                       lambda g: [_sum_to(matmul(g, _swap_last(b)), a.shape),
+                                  _sum_to(matmul(_swap_last(a), g), b.shape)])
 
 
 def _swap_last(x):
@@ -130,7 +132,7 @@ def transpose(x, perm=None):
     x = _tensor(x)
     perm = tuple(range(x.ndim))[::-1] if perm is None else tuple(perm)
     return tape.record([x], np.transpose(x.value, perm),
-                  lambda g: [transpose(g, tuple(np.argsort(perm)))])
+                       lambda g: [transpose(g, tuple(np.argsort(perm)))])
 
 
 def reshape(x, shape):
@@ -156,7 +158,7 @@ def reduce_sum(x, axis=None, keepdims=False):
     axis = tuple(axis) if isinstance(axis, list) else axis
     kept = _kept_shape(x.shape, axis)
     return tape.record([x], np.sum(x.value, axis=axis, keepdims=keepdims),
-                  lambda g: [broadcast_to(reshape(g, kept), x.shape)])
+                       lambda g: [broadcast_to(reshape(g, kept), x.shape)])
 
 
 def reduce_mean(x, axis=None, keepdims=False):
@@ -168,7 +170,7 @@ def reduce_mean(x, axis=None, keepdims=False):
 def relu(x):
     x = _tensor(x)
     return tape.record([x], activations.relu(x.value),
-                  lambda g: [g * (x.value > 0).astype(x.dtype)])
+                       lambda g: [g * (x.value > 0).astype(x.dtype)])
 
 
 def sigmoid(x):
@@ -181,5 +183,5 @@ def softmax(x, axis=-1):
     """The differentiable softmax: activations.softmax forward, its backward in ops."""
     x = _tensor(x)
     y = tape.record([x], activations.softmax(x.value, axis),
-               lambda g: [y * (g - reduce_sum(g * y, axis=axis, keepdims=True))])
+                    lambda g: [y * (g - reduce_sum(g * y, axis=axis, keepdims=True))])
     return y

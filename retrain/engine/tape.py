@@ -169,7 +169,8 @@ def record_call(model_or_layer, inputs, training, layers, forward, backward):
         if dx is None:      # a model asked for no input gradient
             return [None] * len(xs) + weight_grads
         return (list(dx) if multi else [dx]) + weight_grads
-    return record_once(xs + weights, value, vjp, f"Layer or model {model_or_layer.name!r}")
+    return record_once(xs + weights, value, vjp,
+                       f"{type(model_or_layer).__name__} {model_or_layer.name!r}")
 
 
 def _flatten(structure):

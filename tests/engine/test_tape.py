@@ -201,7 +201,7 @@ def test_a_second_derivative_through_a_layer_or_a_loss_is_a_clear_error(what):
                 loss = SparseCategoricalCrossentropy()([1], ops.softmax(x @ w))
         grad = inner.gradient(loss, x)
         assert grad is not None             # the first derivative is fine
-    message = {"layer": "'sequential", "crossentropy": "A crossentropy",
+    message = {"layer": "Sequential 'sequential", "crossentropy": "A crossentropy",
                "loss": "Loss 'sparse_categorical_crossentropy'"}[what]
     with pytest.raises(GradientError, match=f"{message}.* is differentiable once"):
         outer.gradient(grad, x)
