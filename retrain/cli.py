@@ -114,7 +114,7 @@ def cmd_evaluate(args):
     if args.json:
         _out(json_line(metrics))
         return 0
-    lines = selection_lines(metrics["selection"], args.data)
+    lines = selection_lines(metrics["selection"], args.data, metrics["per_class"])
     _out(lines[0])
     for line in lines[1:]:
         _err(line)

@@ -1,7 +1,7 @@
 """What the CLI prints, as lines of text built from plain data (cli.py does the printing):
 `retrain info`'s readable key: value lines and `retrain classify`'s table."""
 
-from .evaluate import wilson_interval
+from .evaluate import small_sample_warnings, wilson_interval
 
 __all__ = ["STAGE_TEXT", "ClassifyTable", "accuracy_text", "info_lines", "metrics_lines",
            "selection_lines"]
@@ -100,7 +100,7 @@ def info_lines(info, path):
     return lines
 
 
-def selection_lines(selection, data):
+def selection_lines(selection, data, per_class):
     """`retrain evaluate`'s first lines: which images of DATA were scored, and why (the
     "selection" of pipeline.evaluate_model), then a note on each file skipped."""
     n, images, split = selection["scored"], selection["images"], selection["split"]
@@ -122,7 +122,8 @@ def selection_lines(selection, data):
                  f"{seen['train']} trained on, {seen['val']} validated on)"]
     lines += [f"note: skipped {item['path']}: {item['reason']}" for item in
               selection["skipped"]]
-    return lines
+    return lines + [f"warning: {text}" for text in small_sample_warnings(
+        {split: n}, {name: c["support"] for name, c in per_class.items()})]
 
 
 def metrics_lines(metrics):

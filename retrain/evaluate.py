@@ -6,7 +6,13 @@ import numpy as np
 
 from .engine import sparse_categorical_crossentropy
 
-__all__ = ["Z95", "evaluate_predictions", "top_predictions", "wilson_interval"]
+__all__ = ["MIN_CLASS_IMAGES", "MIN_SPLIT_IMAGES", "Z95", "evaluate_predictions",
+           "small_sample_warnings", "top_predictions", "wilson_interval"]
+
+# Below these, a split's accuracy or a class's scores say little: 29 of 29 right still has
+# a 95% interval reaching down to 0.88, and 9 of 9 to 0.70.
+MIN_SPLIT_IMAGES = 30
+MIN_CLASS_IMAGES = 5
 
 # The standard normal quantile of 0.975: a two-sided 95% interval.
 Z95 = 1.959963984540054
@@ -26,6 +32,26 @@ def wilson_interval(successes, count, z=Z95):
     centre = (p + z2 / (2 * count)) / (1 + z2 / count)
     half = z * np.sqrt(p * (1 - p) / count + z2 / (4 * count * count)) / (1 + z2 / count)
     return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+
+
+def small_sample_warnings(split_counts, class_counts):
+    """Warnings for each split ({name: images}) holding fewer than MIN_SPLIT_IMAGES images
+    (none for an empty one: other warnings name those) and each class ({name: images})
+    holding fewer than MIN_CLASS_IMAGES."""
+    warnings = []
+    for name, count in split_counts.items():
+        if 0 < count < MIN_SPLIT_IMAGES:
+            low, high = wilson_interval(count, count)
+            warnings.append(f"the {name} split holds {count} image(s), fewer than "
+                            f"{MIN_SPLIT_IMAGES}: its accuracy is uncertain (all {count} right "
+                            f"would still give a 95% interval of {low:.2f}-{high:.2f}); add "
+                            "images, or compare recipes with --cv K")
+    for name, count in class_counts.items():
+        if 0 < count < MIN_CLASS_IMAGES:
+            warnings.append(f"class {name!r} has {count} image(s), fewer than "
+                            f"{MIN_CLASS_IMAGES}: its scores rest on too few images to mean "
+                            "much")
+    return warnings
 
 
 def top_predictions(probabilities, labels, k):

@@ -20,7 +20,7 @@ import numpy as np
 from . import __version__, backbones
 from .classify import model_labels, predict_probabilities
 from .errors import DataError
-from .evaluate import evaluate_predictions
+from .evaluate import evaluate_predictions, small_sample_warnings
 from .export import export_model
 from .augment import augmentation_recipe
 from .backbones.cut import split_backbone
@@ -197,6 +197,10 @@ def _split(dataset, options, run_dir):
                         hint="Add images to those classes (to train/ if DATA has train/, "
                              "val/, test/ folders), or lower --val-percent/--test-percent.")
     write_split(run_dir / "split.json", parts, dataset)
+    labels = [label for _, label in dataset.records]
+    parts.warnings += small_sample_warnings(
+        {name: len(parts.indices(name)) for name in ("val", "test")},
+        {name: labels.count(label) for label, name in enumerate(dataset.classes)})
     return parts
 
 

@@ -33,3 +33,40 @@ def test_every_accuracy_of_a_split_has_its_interval():
     assert metrics["top_k_accuracy_interval"] == wilson_interval(metrics["top_k_accuracy"] * 9, 9)
     empty = evaluate_predictions(np.empty((0, 3)), np.empty(0, int), ["a", "b", "c"])
     assert empty["accuracy_interval"] is None and empty["top_k_accuracy_interval"] is None
+
+
+def test_a_run_warns_of_small_splits_and_small_classes(image_tree, tmp_path, monkeypatch):
+    from retrain.pipeline import RunOptions, run
+    from retrain.fit import HeadOptions
+    from stand_in import use_stand_in
+
+    use_stand_in(monkeypatch)
+    small = run(image_tree({"a": 20, "b": 20, "c": 4}), tmp_path / "small",
+                RunOptions(cache_dir=tmp_path / "cache", progress=False,
+                           head=HeadOptions(epochs=1)))
+    flagged = [w.split(",")[0] for w in small.warnings if "fewer than" in w]
+    assert flagged == [f"the val split holds {small.metrics['val']['count']} image(s)",
+                       f"the test split holds {small.metrics['test']['count']} image(s)",
+                       "class 'c' has 4 image(s)"], small.warnings
+    large = run(image_tree({"a": 100, "b": 100}, root=tmp_path / "large"), tmp_path / "big",
+                RunOptions(cache_dir=tmp_path / "cache", progress=False, val_percent=20,
+                           test_percent=20, head=HeadOptions(epochs=1)))
+    assert min(large.metrics[s]["count"] for s in ("val", "test")) >= 30
+    assert not [w for w in large.warnings if "fewer than" in w], large.warnings
+
+
+def test_evaluate_warns_when_it_scores_few_images(image_tree, tmp_path, monkeypatch, capsys):
+    from retrain.cli import main
+    from retrain.pipeline import RunOptions, run
+    from retrain.fit import HeadOptions
+    from stand_in import use_stand_in
+
+    use_stand_in(monkeypatch)
+    result = run(image_tree({"a": 12, "b": 12}), tmp_path / "run",
+                 RunOptions(cache_dir=tmp_path / "cache", progress=False,
+                            head=HeadOptions(epochs=1)))
+    new = image_tree({"a": 3, "b": 30}, root=tmp_path / "new", size=(9, 9))
+    assert main(["evaluate", str(result.model_path), str(new)]) == 0
+    err = capsys.readouterr().err
+    assert "class 'a' has 3 image(s), fewer than 5" in err
+    assert "split holds" not in err                          # 33 images scored
