@@ -18,8 +18,8 @@ from pathlib import Path
 from . import __version__
 from .backbones import BACKBONES, DEFAULT_BACKBONE, convert, describe_backbones
 from .classify import classify, model_labels
-from .cli_text import (STAGE_TEXT, ClassifyTable, accuracy_text, backbone_lines, info_lines,
-                       metrics_lines, runtime_lines, selection_lines)
+from .cli_text import (STAGE_TEXT, ClassifyTable, accuracy_text, backbone_lines, cv_lines,
+                       info_lines, metrics_lines, runtime_lines, selection_lines)
 from .cli_usage import (HelpFormatter, Parser, int_from_to, path_argument, percent,
                         positive_int, sigterm_as_ctrl_c)
 from .errors import ConfigError, Interrupted, RetrainError, UsageError
@@ -61,7 +61,8 @@ def cmd_fit(args):
     options = RunOptions(backbone=args.backbone, val_percent=args.val_percent,
                          test_percent=args.test_percent, cache_dir=args.cache,
                          workers=args.workers, progress=not args.quiet, head=head,
-                         cluster=args.cluster, runtime=args.runtime, precision=args.precision)
+                         cluster=args.cluster, runtime=args.runtime, precision=args.precision,
+                         cv=args.cv)
     earlier = (Path(args.out) / "model.h5").exists()
     if earlier:
         _err(f"note: {args.out} holds an earlier run; its files are replaced when this run "
@@ -86,7 +87,7 @@ def cmd_fit(args):
     for split in ("val", "test"):
         if m[split]["count"]:
             n = m[split]["count"]
-            _out(f"  {split} accuracy {accuracy_text(m[split]['accuracy'], n)} ({n} images)"
+            _out(f"  {split} accuracy {accuracy_text(m[split]['accuracy'], n, images=True)}"
                  + (f", top-{m[split]['top_k']} {accuracy_text(m[split]['top_k_accuracy'], n)}"
                     if m[split]["top_k"] else ""))
     _out(f"  features: {m['cache']['hits']} from the cache, {m['cache']['misses']} computed")
@@ -100,6 +101,8 @@ def cmd_fit(args):
              f"{m['cache']['view_misses']} computed")
     if m["skipped"]:
         _out(f"  skipped {m['skipped']} files: see {result.run_dir / 'skipped.tsv'}")
+    for line in cv_lines(m.get("cross_validation")):
+        _out(line)
     _out(f"  model:  {result.model_path}\n  report: {result.report_path}")
     check_accuracy(m["test"], args.assert_accuracy_at_least)
     return 0

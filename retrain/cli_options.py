@@ -4,8 +4,8 @@ parsing only, no printing."""
 import argparse
 import contextlib
 
-from .cli_usage import (HelpFormatter, auto_or, dask_address, fraction, non_negative_int,
-                        path_argument, positive_int)
+from .cli_usage import (HelpFormatter, auto_or, dask_address, fraction, int_from_to,
+                        non_negative_int, path_argument, positive_int)
 from .distribution import pip_install
 from .errors import AccuracyBelowThreshold, ConfigError
 from .fit import AUTO, HeadOptions
@@ -85,6 +85,11 @@ def add_training_options(p):
     p.add_argument("--augment", type=non_negative_int, default=0, metavar="K",
                    help="K augmented views of each training image (random resized crop, "
                         "flip, brightness/contrast), cached like the plain one")
+    p.add_argument("--cv", type=int_from_to(2, 100), default=0, metavar="K",
+                   help="also cross-validate the head alone on the cached features, K folds "
+                        "of every usable image: prints each fold's accuracy, their mean and "
+                        "spread (for comparing recipes on small data; not with --fine-tune "
+                        "or --augment, whose cost would be K full runs)")
     p.add_argument("--no-flip", dest="flip", action="store_false",
                    help="no mirrored views (for data where a mirror image changes the class: "
                         "text, digits)")

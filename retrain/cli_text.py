@@ -3,8 +3,8 @@
 
 from .evaluate import small_sample_warnings, wilson_interval
 
-__all__ = ["STAGE_TEXT", "ClassifyTable", "accuracy_text", "info_lines", "metrics_lines",
-           "selection_lines"]
+__all__ = ["STAGE_TEXT", "ClassifyTable", "accuracy_text", "cv_lines", "info_lines",
+           "metrics_lines", "selection_lines"]
 
 # `retrain fit`'s stage lines: what each stage of pipeline.STAGES does
 STAGE_TEXT = {"ingest": "finding the images", "features": "computing backbone features",
@@ -45,11 +45,30 @@ class ClassifyTable:
         return label if len(label) <= self.width else label[:self.width - 1] + "…"
 
 
-def accuracy_text(accuracy, count):
-    """An accuracy with its 95% Wilson interval: '0.8614 (95% CI 0.779-0.916)'. The
-    interval is recomputed from the count, so older model files' figures get one too."""
+def accuracy_text(accuracy, count, images=False):
+    """An accuracy with its 95% Wilson interval: '0.8614 (95% CI 0.781-0.916)', with
+    `images` '0.8614 (95% CI 0.781-0.916, 101 images)'. The interval is recomputed from
+    the count, so older model files' figures get one too."""
     low, high = wilson_interval(round(accuracy * count), count)
-    return f"{accuracy:.4f} (95% CI {low:.3f}-{high:.3f})"
+    return f"{accuracy:.4f} (95% CI {low:.3f}-{high:.3f}" + (f", {count} images)" if images
+                                                               else ")")
+
+
+def cv_lines(cv):
+    """`retrain fit --cv K`'s lines: each fold, then the mean and spread (crossval.py)."""
+    if not cv:
+        return []
+    lines = [f"  {cv['folds']}-fold cross-validation of {cv['what']} (fine-tuning is not "
+             "cross-validated):"]
+    lines += [f"    fold {f['fold']}: accuracy {accuracy_text(f['accuracy'], f['count'], True)}"
+              f"; trained on {f['train']}, {f['val']} for early stopping"
+              for f in cv["per_fold"]]
+    pooled = cv["pooled"]
+    lines.append(f"    mean accuracy {cv['mean_accuracy']:.4f}, standard deviation "
+                 f"{cv['std_accuracy']:.4f} over {cv['folds']} folds (min "
+                 f"{cv['min_accuracy']:.4f}, max {cv['max_accuracy']:.4f}); all "
+                 f"{pooled['count']} images: {accuracy_text(pooled['accuracy'], pooled['count'])}")
+    return lines
 
 
 def info_lines(info, path):
@@ -95,8 +114,8 @@ def info_lines(info, path):
                      "recomputes the split from file names")
     for split, m in (info["metrics"] or {}).items():
         if m.get("count"):
-            lines.append(f"{split} accuracy at export: {accuracy_text(m['accuracy'], m['count'])} "
-                         f"({m['count']} images)")
+            lines.append(f"{split} accuracy at export: "
+                         f"{accuracy_text(m['accuracy'], m['count'], images=True)}")
     return lines
 
 

@@ -19,7 +19,8 @@ import numpy as np
 
 from . import __version__, backbones
 from .classify import model_labels, predict_probabilities
-from .errors import DataError
+from .crossval import cross_validate
+from .errors import ConfigError, DataError
 from .evaluate import evaluate_predictions, small_sample_warnings
 from .export import export_model
 from .augment import augmentation_recipe
@@ -54,10 +55,19 @@ class RunOptions:
     runtime: str = "numpy"           # runtimes.py: what runs the frozen forward passes
     precision: str = "f32"
     head: HeadOptions = field(default_factory=HeadOptions)
+    cv: int = 0                      # K > 1: also cross-validate the head (crossval.py)
 
     def validate(self):
         """Refuse bad settings before any image is read; "auto" becomes the runtime it is."""
         check_percentages(self.val_percent, self.test_percent)
+        if self.cv and (isinstance(self.cv, bool) or not isinstance(self.cv, int)
+                        or not 2 <= self.cv <= 100):
+            raise ConfigError(f"cv must be an integer from 2 to 100 (or 0: none). "
+                              f"Received: cv={self.cv!r}")
+        if self.cv and (self.head.fine_tune or self.head.augment):
+            raise ConfigError("--cv cross-validates the head alone on cached features; it "
+                              "cannot be combined with --fine-tune or --augment.",
+                              hint="Compare head recipes with --cv, then fine-tune without it.")
         return replace(self, head=self.head.validate(),
                        runtime=resolve_runtime(self.runtime, self.precision))
 
@@ -104,6 +114,12 @@ def _run(data, run_dir, options, announce):
     announce("evaluate")
     metrics = _evaluate(dataset, features, parts, classifier, extractor, found, views, history,
                         options, run_dir)
+    if options.cv:
+        metrics["cross_validation"] = cross_validate(
+            features, [label for _, label in dataset.records],
+            [relative for relative, _ in dataset.records], dataset.classes, options.head,
+            options.cv, options.val_percent)
+        atomic_write_json(run_dir / "metrics.json", metrics)
     announce("report")
     report_path = write_report(run_dir / "report.html", metrics, history, dataset.root,
                                title=f"retrain: {Path(data).name}", skipped=dataset.skipped)

@@ -75,6 +75,8 @@ def test_fit_prints_stages_on_stderr_and_results_on_stdout(small_data, tmp_path,
     assert f"[{count}/{count}] writing model.h5 and labels.txt" in err
     assert f"[3/{count}] setting aside files that cannot be decoded" in err
     assert "test accuracy" in out and "0 from the cache, 30 computed" in out
+    assert re.search(r"^  test accuracy \d\.\d{4} \(95% CI \d\.\d{3}-\d\.\d{3}, \d+ images\)",
+                     out, re.M), out
     assert "skipped 1 files" in out and str(tmp_path / "run" / "model.h5") in out
     # stderr is not a terminal here: whole progress lines, no carriage-return redraws
     assert "\r" not in err and re.search(r"^features: 31/31 \(100%\)", err, re.M), err
