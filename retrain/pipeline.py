@@ -6,7 +6,8 @@ With fine-tuning, "features" are the backbone's activations at the cut point bel
 trained blocks (backbones/cut.py), and fit trains those blocks with the head. Decoding happens only for cache misses: an image whose
 content is cached decoded fine before, so a second run decodes and forwards nothing.
 The split comes after the bad files are set aside, so that they never count towards a
-class's share of val/test images; `evaluate_model` repeats exactly these steps.
+class's share of val/test images; `evaluate_model` (scoring.py) repeats these steps for
+model files that do not record the content of their training images.
 
 Stages take and return plain data; progress goes to tqdm bars and the `on_stage`
 callback, never to print."""
@@ -18,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, backbones
-from .classify import model_labels, predict_probabilities
 from .crossval import cross_validate
 from .errors import ConfigError, DataError
 from .evaluate import evaluate_predictions, small_sample_warnings
@@ -27,13 +27,14 @@ from .augment import augmentation_recipe
 from .backbones.cut import split_backbone
 from .features import (FeatureCache, cache_namespace, default_cache_dir, extract_features,
                        extract_views)
-from .files import atomic_write_json, atomic_write_text, sha256_file
+from .files import atomic_write_json, atomic_write_text
 from .fit import HeadOptions, train_head
-from .ingest import exclude, ingest, validate
+from .ingest import exclude, ingest
 from .report import write_report
 from .runtimes import load_runtime, resolve_runtime, runtime_record
 from .run_folder import check_cache_outside, run_folder
-from .split import SPLITS, check_percentages, seen_record, seen_role, split, write_split
+from .scoring import evaluate_model    # `retrain evaluate`, re-exported under its old home
+from .split import SPLITS, check_percentages, seen_record, split, write_split
 
 __all__ = ["RunOptions", "RunResult", "run", "evaluate_model"]
 
@@ -293,103 +294,3 @@ def _model_metadata(data, backbone, options, metrics, dataset, seen):
                       "set_aside": [relative for relative, _ in dataset.skipped]},
             "seen": seen,
             "metrics": {name: {k: metrics[name][k] for k in summary_keys} for name in SPLITS}}
-
-
-def evaluate_model(model, data, split_name="test", batch_size=32, workers=2, cluster=None,
-                   runtime="numpy", precision="f32"):
-    """Metrics of an exported model on the images of `data` chosen by `split_name`.
-
-    A model that records the content of the images it learnt from (metadata "seen", see
-    split.seen_record) is scored by content: "test" is every image it neither trained nor
-    validated on (all of a folder it never saw), "val" and "train" those it used so, "all"
-    every image. Files that cannot be decoded are skipped and listed. An older model file
-    has its split recomputed from the file names with its own percentages (right only in
-    the folder it was trained on), after setting aside the files `run` set aside. With
-    `cluster`, its workers run the model; on `runtime` in `precision` (runtimes.py).
-    Returns the dict shaped as a split's entry in
-    metrics.json, plus "selection": which images were scored, and why."""
-    labels = model_labels(model)
-    dataset = ingest(data, min_classes=1)      # a model can be scored on one of its classes
-    if model.metadata.get("seen") is not None:
-        index, selection = _select_by_content(dataset, model.metadata["seen"], split_name)
-    else:
-        dataset, index, selection = _select_by_name(dataset, model.metadata, split_name,
-                                                    workers)
-    unknown = sorted(set(dataset.classes) - set(labels))
-    if unknown:
-        raise DataError(f"The data has class folder(s) the model does not know: {unknown}.",
-                        hint=f"The model's classes are {labels}.")
-    runner = load_runtime(model, runtime, precision)
-    index, probabilities, skipped = _predict(runner, dataset, index, batch_size, workers,
-                                             cluster, tolerate=selection["by"] == "content")
-    targets = np.array([labels.index(dataset.classes[dataset.records[i][1]]) for i in index],
-                       np.int64)
-    metrics = evaluate_predictions(probabilities, targets, labels,
-                                   paths=[dataset.records[i][0] for i in index])
-    selection["skipped"] = [{"path": path, "reason": reason}
-                            for path, reason in selection.pop("unreadable") + skipped]
-    selection["scored"] = len(index)
-    return dict(metrics, selection=selection)
-
-
-def _select_by_content(dataset, record, split_name):
-    """The records to score, by what the model did with each image's content."""
-    record = {name: set(record[name]) for name in ("train", "val")}
-    roles, unreadable = [], []
-    for i, (relative, _) in enumerate(dataset.records):
-        try:
-            roles.append(seen_role(sha256_file(dataset.path(i)), record))
-        except OSError as error:
-            roles.append(None)
-            unreadable.append((relative, f"cannot be read: {error.strerror or error}"))
-    wanted = {"test": "unseen", "val": "val", "train": "train"}.get(split_name)
-    index = [i for i, role in enumerate(roles)
-             if role is not None and (wanted is None or role == wanted)]
-    counts = {name: roles.count(name) for name in ("train", "val", "unseen")}
-    return index, {"by": "content", "split": split_name, "images": len(roles),
-                   "trained_on": counts["train"], "validated_on": counts["val"],
-                   "unseen": counts["unseen"], "unreadable": unreadable}
-
-
-def _select_by_name(dataset, metadata, split_name, workers):
-    """An older model file's split, recomputed from the file names (see evaluate_model)."""
-    settings = metadata.get("split") or {}
-    if split_name != "all" and not {"val_percent", "test_percent"} <= set(settings):
-        raise DataError("The model file does not record how its data was split.",
-                        hint="Use --split all, or a model exported by `retrain fit`.")
-    set_aside = settings.get("set_aside")
-    images = len(dataset.records)
-    dataset = (validate(dataset, workers=workers, min_classes=1) if set_aside is None else
-               exclude(dataset, {relative: "set aside when the model was trained"
-                                 for relative in set_aside}, min_classes=1))
-    if split_name == "all":
-        index = list(range(len(dataset.records)))
-    else:
-        index = split(dataset, settings["val_percent"], settings["test_percent"]).indices(
-            split_name)
-    return dataset, index, {"by": "name", "split": split_name, "images": images,
-                            "unreadable": []}
-
-
-def _predict(runner, dataset, index, batch_size, workers, cluster, tolerate):
-    """(the records scored, their probabilities, [(relative path, reason)] skipped), the
-    model run by `runner` (runtimes.Runtime). Without `tolerate`, a file that fails to
-    decode is an error (it was decoded before)."""
-    model = runner.model
-    labels = model_labels(model)
-    blocks, scored, skipped = [], [], []
-    position = {str(dataset.path(i)): i for i in index}
-    paths = [dataset.path(i) for i in index]
-    for done, probabilities in predict_probabilities(model, paths, batch_size, workers,
-                                                     cluster, runner):
-        for path, reason in done:
-            if reason and not tolerate:
-                raise DataError(f"{path} can no longer be decoded ({reason}); was it changed "
-                                "during the evaluation?", hint="Run it again.")
-            if reason:
-                skipped.append((dataset.records[position[str(path)]][0], reason))
-            else:
-                scored.append(position[str(path)])
-        blocks.append(probabilities)
-    probabilities = np.concatenate(blocks) if blocks else np.empty((0, len(labels)))
-    return scored, probabilities, skipped
