@@ -18,8 +18,8 @@ from pathlib import Path
 from . import __version__
 from .backbones import BACKBONES, DEFAULT_BACKBONE, convert, describe_backbones
 from .classify import classify, model_labels
-from .cli_text import (STAGE_TEXT, ClassifyTable, accuracy_text, backbone_lines, cv_lines,
-                       info_lines, metrics_lines, runtime_lines, selection_lines)
+from .cli_text import (STAGE_TEXT, ClassifyTable, backbone_lines, fit_lines, info_lines,
+                       metrics_lines, runtime_lines, selection_lines)
 from .cli_usage import (HelpFormatter, Parser, int_from_to, path_argument, percent,
                         positive_int, sigterm_as_ctrl_c)
 from .errors import ConfigError, Interrupted, RetrainError, UsageError
@@ -81,30 +81,9 @@ def cmd_fit(args):
         raise
     for warning in result.warnings:
         _err(f"warning: {warning}")
-    m = result.metrics
-    _out(f"trained on {m['train']['count']} images of {len(m['classes'])} classes "
-         f"in {time.monotonic() - started:.1f} s")
-    for split in ("val", "test"):
-        if m[split]["count"]:
-            n = m[split]["count"]
-            _out(f"  {split} accuracy {accuracy_text(m[split]['accuracy'], n, images=True)}"
-                 + (f", top-{m[split]['top_k']} {accuracy_text(m[split]['top_k_accuracy'], n)}"
-                    if m[split]["top_k"] else ""))
-    _out(f"  features: {m['cache']['hits']} from the cache, {m['cache']['misses']} computed")
-    ran, best = len(result.history["loss"]), result.history["best_epoch"]
-    if ran < result.history["epochs_planned"]:
-        _out(f"  stopped early at epoch {ran}; kept epoch {best} (best val loss)")
-    elif best < ran:
-        _out(f"  kept epoch {best} of {ran} (best val loss)")
-    if args.augment:
-        _out(f"  augmented views: {m['cache']['view_hits']} from the cache, "
-             f"{m['cache']['view_misses']} computed")
-    if m["skipped"]:
-        _out(f"  skipped {m['skipped']} files: see {result.run_dir / 'skipped.tsv'}")
-    for line in cv_lines(m.get("cross_validation")):
+    for line in fit_lines(result, time.monotonic() - started, args.augment):
         _out(line)
-    _out(f"  model:  {result.model_path}\n  report: {result.report_path}")
-    check_accuracy(m["test"], args.assert_accuracy_at_least)
+    check_accuracy(result.metrics["test"], args.assert_accuracy_at_least)
     return 0
 
 

@@ -3,8 +3,8 @@
 
 from .evaluate import small_sample_warnings, wilson_interval
 
-__all__ = ["STAGE_TEXT", "ClassifyTable", "accuracy_text", "cv_lines", "info_lines",
-           "metrics_lines", "selection_lines"]
+__all__ = ["STAGE_TEXT", "ClassifyTable", "accuracy_text", "backbone_lines", "cv_lines",
+           "fit_lines", "info_lines", "metrics_lines", "runtime_lines", "selection_lines"]
 
 # `retrain fit`'s stage lines: what each stage of pipeline.STAGES does
 STAGE_TEXT = {"ingest": "finding the images", "features": "computing backbone features",
@@ -52,6 +52,35 @@ def accuracy_text(accuracy, count, images=False):
     low, high = wilson_interval(round(accuracy * count), count)
     return f"{accuracy:.4f} (95% CI {low:.3f}-{high:.3f}" + (f", {count} images)" if images
                                                                else ")")
+
+
+def fit_lines(result, seconds, augment):
+    """`retrain fit`'s results (pipeline.RunResult): counts, accuracies with their
+    intervals, the cache, the epoch kept, the cross-validation, where the files are."""
+    m = result.metrics
+    lines = [f"trained on {m['train']['count']} images of {len(m['classes'])} classes "
+             f"in {seconds:.1f} s"]
+    for split in ("val", "test"):
+        n = m[split]["count"]
+        if n:
+            lines.append(f"  {split} accuracy {accuracy_text(m[split]['accuracy'], n, True)}"
+                         + (f", top-{m[split]['top_k']} "
+                            f"{accuracy_text(m[split]['top_k_accuracy'], n)}"
+                            if m[split]["top_k"] else ""))
+    lines.append(f"  features: {m['cache']['hits']} from the cache, {m['cache']['misses']} "
+                 "computed")
+    ran, best = len(result.history["loss"]), result.history["best_epoch"]
+    if ran < result.history["epochs_planned"]:
+        lines.append(f"  stopped early at epoch {ran}; kept epoch {best} (best val loss)")
+    elif best < ran:
+        lines.append(f"  kept epoch {best} of {ran} (best val loss)")
+    if augment:
+        lines.append(f"  augmented views: {m['cache']['view_hits']} from the cache, "
+                     f"{m['cache']['view_misses']} computed")
+    if m["skipped"]:
+        lines.append(f"  skipped {m['skipped']} files: see {result.run_dir / 'skipped.tsv'}")
+    return lines + cv_lines(m.get("cross_validation")) + [
+        f"  model:  {result.model_path}", f"  report: {result.report_path}"]
 
 
 def cv_lines(cv):
