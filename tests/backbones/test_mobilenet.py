@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrain.backbones import BACKBONES, load_backbone, mobilenet, mobilenet_v2
+from retrain.backbones import mobilenet, mobilenet_v2
 from retrain.backbones.mobilenet import make_divisible
 from retrain.engine import Model, clear_session
 from retrain.errors import ConfigError, PretrainedMissingError, WeightsError
@@ -142,10 +142,8 @@ def test_imagenet_weights_name_the_keras_file(tmp_path, monkeypatch):
 
 def test_keras_files_in_the_pretrained_folder_load_by_name(tmp_path, monkeypatch):
     """weights='imagenet' picks up a Keras no-top file placed in the pretrained folder; here
-    one written by the engine in the same legacy layout stands in for Keras's. MobileNets are
-    builders only: their files cannot be fetched here, so `--backbone` does not offer them."""
+    one written by the engine in the same legacy layout stands in for Keras's."""
     monkeypatch.setenv("RETRAIN_PRETRAINED_DIR", str(tmp_path))
-    assert not {"mobilenet", "mobilenet_v2"} & set(BACKBONES)
     with pytest.raises(PretrainedMissingError, match="1.0_224_no_top"):
         mobilenet_v2(input_shape=(224, 224, 3), weights="imagenet")
     keras_file = tmp_path / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
@@ -155,8 +153,6 @@ def test_keras_files_in_the_pretrained_folder_load_by_name(tmp_path, monkeypatch
     assert loaded.outputs[0].shape == (None, 1280)
     np.testing.assert_array_equal(loaded.get_layer("Conv_1").weights[0].value,
                                   source.get_layer("Conv_1").weights[0].value)
-    with pytest.raises(ConfigError, match="name='mobilenet_v2'.*efficientnet_lite0"):
-        load_backbone("mobilenet_v2")
 
 
 def test_loading_by_name_reports_missing_layers_and_wrong_shapes():
