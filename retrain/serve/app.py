@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..errors import RequestRefused
-from .uploads import discard_body, read_uploads
+from .uploads import read_uploads
 
 __all__ = ["create_app"]
 
@@ -114,11 +114,7 @@ def create_app(batcher, card, limits):
 
 
 async def _classify(request, top_k, batcher, limits):
-    try:
-        batcher.reserve(1)                 # before reading anything: a full queue costs nothing
-    except RequestRefused:
-        await discard_body(request, limits)
-        raise
+    batcher.reserve(1)                     # before reading anything: a full queue costs nothing
     reserved, uploads = 1, []
     try:
         uploads = await read_uploads(request, limits)

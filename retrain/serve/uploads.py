@@ -10,7 +10,7 @@ from starlette.requests import ClientDisconnect
 
 from ..errors import RequestRefused
 
-__all__ = ["UploadLimits", "Upload", "read_uploads", "discard_body"]
+__all__ = ["UploadLimits", "Upload", "read_uploads"]
 
 SPOOL_BYTES = 64 * 1024
 _HOW = ("send images as multipart/form-data `files` (curl -F files=@photo.jpg), or one image "
@@ -50,16 +50,6 @@ async def read_uploads(request, limits):
         raise RequestRefused(400, "the client closed the connection before the whole body "
                              "arrived") from None
     raise RequestRefused(415, f"unsupported Content-Type {kind or '(none)'!r}", hint=_HOW)
-
-
-async def discard_body(request, limits):
-    """Read and drop the body (up to max_bytes), so that a client still sending it reads
-    the refusal instead of a reset connection."""
-    try:
-        async for _ in _limited(request.stream(), limits.max_bytes):
-            pass
-    except (RequestRefused, ClientDisconnect, RuntimeError):
-        pass
 
 
 def _check_length(headers, limits):
