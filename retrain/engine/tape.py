@@ -12,12 +12,21 @@ A layer, a model or a loss called on Tensors is recorded as one op whose backwar
 engine's own (`record_call`, `record_once`). Those backward passes are numpy, so they are
 differentiable once: asking an outer tape to differentiate through them is a GradientError.
 """
+import threading
+
 import numpy as np
 
 from .errors import ConfigError, GradientError
 from .tensor import Tensor, Variable, constant
 
-_active = []    # tapes inside their `with` block, outermost first
+_local = threading.local()     # each thread has its own tapes, as in TensorFlow
+
+
+def _active():
+    """This thread's tapes inside their `with` block, outermost first."""
+    if not hasattr(_local, "tapes"):
+        _local.tapes = []
+    return _local.tapes
 
 
 class GradientTape:
@@ -33,12 +42,12 @@ class GradientTape:
         self._used = False
 
     def __enter__(self):
-        _active.append(self)
+        _active().append(self)
         self._recording = True
         return self
 
     def __exit__(self, *exc_info):
-        _active.remove(self)
+        _active().remove(self)
         self._recording = False
 
     def watch(self, tensor):
@@ -104,7 +113,7 @@ def record(inputs, value, backward):
     """The output Tensor of an op; every recording tape that tracks one of `inputs` keeps
     the op. `backward(g)` returns the gradient of each input (or None), made with ops."""
     out = Tensor(value)
-    for tape in _active:
+    for tape in _active():
         if tape._recording and any([tape._tracks(x) for x in inputs]):
             tape._ops.append((inputs, out, backward))
             tape._tracked[id(out)] = out
@@ -113,7 +122,7 @@ def record(inputs, value, backward):
 
 def recording(tensors):
     """Whether a tape records now and tracks one of `tensors`."""
-    return any(tape._recording and any([tape._tracks(t) for t in tensors]) for tape in _active)
+    return any(tape._recording and any([tape._tracks(t) for t in tensors]) for tape in _active())
 
 
 def record_once(inputs, value, vjp, what):
@@ -131,7 +140,7 @@ def record_once(inputs, value, vjp, what):
 def should_record(inputs):
     """Whether a layer or model called on `inputs` returns a Tensor and is recorded: when
     one of them is a Tensor, or a tape is recording (its weights are watched Variables)."""
-    return any(isinstance(t, Tensor) for t in inputs) or any(t._recording for t in _active)
+    return any(isinstance(t, Tensor) for t in inputs) or any(t._recording for t in _active())
 
 
 def record_call(model_or_layer, inputs, training, layers, forward, backward):

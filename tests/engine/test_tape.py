@@ -2,6 +2,8 @@
 unconnected source, nested structures, persistent tapes), layers and models recorded through
 their own backward for every layer kind, a custom training step equal to train_on_batch, and
 clear errors where a gradient cannot be computed."""
+import threading
+
 import numpy as np
 import pytest
 
@@ -69,6 +71,16 @@ def test_losses_scale_with_the_gradient_that_reaches_them():
             grads.append(tape.gradient(loss, p).numpy())
         np.testing.assert_allclose(grads[1], 3 * grads[0], rtol=1e-6)
         assert np.any(grads[0])
+
+
+def test_a_tape_records_its_own_thread_only():
+    dense, outputs = Dense(2), []
+    with GradientTape():
+        worker = threading.Thread(target=lambda: outputs.append(dense(np.ones((1, 3)))))
+        worker.start()
+        worker.join()
+        inside = dense(np.ones((1, 3)))
+    assert isinstance(outputs[0], np.ndarray) and isinstance(inside, Tensor)
 
 
 def test_broadcast_gradients_are_summed_back_to_each_input_shape():
