@@ -9,6 +9,7 @@ dataset-fashion-mnist when installed, else the shipped 1,000-image sample
     .venv/bin/python examples/mnist_mlp.py [--short] [--out runs/mnist_mlp.h5]
 """
 import argparse
+from pathlib import Path
 
 import numpy as np
 
@@ -45,6 +46,7 @@ def main(argv=None):
     test_loss, test_accuracy = model.evaluate(x_test, y_test, verbose=0)
     print(f"test accuracy {test_accuracy:.4f}")
 
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     model.save(args.out)
     reloaded = retrain.load_model(args.out)
     same = np.array_equal(reloaded.predict(x_test), model.predict(x_test))
