@@ -4,8 +4,9 @@ The full dataset (60,000 training and 10,000 test images) comes from Debian's
 `dataset-fashion-mnist` package when it is installed (`apt-get install dataset-fashion-mnist`,
 or FASHION_MNIST_DIR naming a folder holding its idx files). Without it, the shipped
 sample data/fashion-mnist-sample (1,000 test-split images, 100 per class) serves: the first
-80 images of each class train (shuffled once, with a fixed seed), the other 20 test. data/make_fashion_mnist_sample.py reads the
-idx files; this module reuses its reader and its checksums.
+80 images of each class train (shuffled once, with a fixed seed), the other 20 test.
+data/make_fashion_mnist_sample.py reads the idx files; this module reuses its reader and
+its checksums.
 """
 import os
 import sys
