@@ -11,40 +11,29 @@ another dataset still hits, and raising the number of views computes only the ne
 Entries are stored flat, float32 (pooled features, plain views) or float16 (augmented
 views, to halve their memory).
 
-Why shards and not one growing HDF5 file: HDF5 does not journal its metadata, so a process
-killed while it appends can leave the whole file unreadable. Here a shard is written once,
-built in memory and written with the one atomic writer (engine/atomic.py), so the next run
-sees either the complete shard or nothing. A killed run leaves at most a `.shard-*.tmp`
-file, which readers never open (stale ones are removed after a day). A shard that still
-fails its checks on reading (disk damage) is discarded, never trusted. Shards are never
-rewritten, so concurrent runs are safe too.
-
-The cache is documented as safe to delete, so a cache that cannot be created or written
-(permissions, a full disk) never stops a run: `warning` says why once, and the features
-of this run are kept in memory instead.
+The shards themselves, written once and verified when read, are feature_cache.py's. The
+cache is documented as safe to delete: entries lost during a run (the folder deleted, a
+shard damaged) are computed again, and a cache that cannot be written never stops a run.
 """
+import functools
 import hashlib
-import io
 import json
 import os
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from .augment import augmentation_hash, view_parameters
-from .engine import atomic_write, remove_stale_temps
-from .errors import DataError, Interrupted, ModelFileError
+from .errors import DataError, Interrupted
+from .feature_cache import EntriesLost, FeatureCache
 from .files import sha256_file
 from .preprocess import iter_batches, recipe_hash
 from .progress import progress_bar
 
-_FORMAT_VERSION = 1
-_STALE_TEMP_SECONDS = 24 * 3600
+_FORMAT_VERSION = 2          # 2: shards record their namespace and checksums
 
 __all__ = ["FeatureCache", "FeatureSet", "cache_namespace", "default_cache_dir",
            "extract_features", "extract_views", "forward_entries", "model_fingerprint"]
@@ -96,107 +85,6 @@ def cache_namespace(backbone, recipe, augmentation=None, precision="f32"):
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-class FeatureCache:
-    """Immutable shard files mapping image-content keys (hex sha256) to feature vectors."""
-
-    def __init__(self, root, namespace):
-        self.directory = Path(root) / namespace
-        self.discarded = []          # shards that failed their checks and were removed
-        self.warning = None          # why features are not being cached, if they are not
-        self._where = {}             # key -> (shard path, row), or (None, vector) in memory
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            remove_stale_temps(self.directory, older_than=_STALE_TEMP_SECONDS)
-            shards = sorted(self.directory.glob("shard-*.h5"))
-        except OSError as exc:
-            self._stop_caching(exc)
-            shards = []
-        for shard in shards:
-            self._index_shard(shard)
-
-    def __contains__(self, key):
-        return key in self._where
-
-    def __len__(self):
-        return len(self._where)
-
-    def _index_shard(self, shard):
-        try:
-            with h5py.File(shard, "r") as f:
-                keys = f["keys"][...]
-                count = int(f.attrs["count"])
-                shape = f["features"].shape
-            if len(keys) != count or shape[0] != count or len(shape) != 2:
-                raise ValueError(f"{count} entries announced, {len(keys)} keys, features {shape}")
-        except OSError as exc:
-            if exc.errno is not None:    # permissions, too many open files: not damage
-                raise ModelFileError(f"Cannot read the feature cache file {shard}: "
-                                     f"{exc.strerror or exc}.",
-                                     hint="Check the cache folder's permissions, or pass "
-                                          "--cache with a folder of your own.") from exc
-            self._discard(shard, exc)
-            return
-        except (KeyError, ValueError) as exc:
-            self._discard(shard, exc)
-            return
-        for row, key in enumerate(keys):
-            self._where[key.decode("ascii")] = (shard, row)
-
-    def _discard(self, shard, reason):
-        """A damaged shard (torn by disk failure, say) is never trusted: it is removed."""
-        self.discarded.append((str(shard), str(reason)))
-        shard.unlink(missing_ok=True)
-
-    def add(self, keys, features):
-        """Write one shard holding `features[i]` under `keys[i]`, atomically (see module doc);
-        in memory only once the cache could not be written. float16 features stay float16;
-        anything else is stored as float32."""
-        features = np.asarray(features)
-        if features.dtype != np.float16:
-            features = features.astype(np.float32)
-        final = self.directory / f"shard-{uuid.uuid4().hex}.h5"
-        if self.warning is None:
-            buffer = io.BytesIO()
-            with h5py.File(buffer, "w") as f:
-                f.create_dataset("keys", data=np.array([k.encode("ascii") for k in keys]))
-                f.create_dataset("features", data=features)
-                f.attrs["count"] = len(keys)
-            try:
-                with atomic_write(final, "wb") as handle:
-                    handle.write(buffer.getbuffer())
-            except OSError as exc:
-                self._stop_caching(exc)
-        for row, key in enumerate(keys):
-            self._where[key] = (final, row) if self.warning is None else (None, features[row])
-
-    def _stop_caching(self, exc):
-        self.warning = (f"features will not be cached: {self.directory}: "
-                        f"{exc.strerror or exc}; this run keeps them in memory")
-
-    def get(self, keys):
-        """Features for `keys` (all must be present) as (len(keys), D), in the stored dtype."""
-        by_shard, in_memory = {}, []
-        for i, key in enumerate(keys):
-            shard, row = self._where[key]
-            if shard is None:
-                in_memory.append((i, row))
-            else:
-                by_shard.setdefault(shard, []).append((i, row))
-        out = None
-        if in_memory:
-            out = np.empty((len(keys), in_memory[0][1].shape[0]), in_memory[0][1].dtype)
-            for i, vector in in_memory:
-                out[i] = vector
-        for shard, pairs in by_shard.items():
-            with h5py.File(shard, "r") as f:
-                block = f["features"][...]
-            if out is None:
-                out = np.empty((len(keys), block.shape[1]), block.dtype)
-            idx, rows = zip(*pairs)
-            out[list(idx)] = block[list(rows)]
-        return out if out is not None else np.empty((0, 0), np.float32)
-
-
 @dataclass
 class FeatureSet:
     """Features of the usable images: row i belongs to input index `kept[i]`, whose content
@@ -207,8 +95,9 @@ class FeatureSet:
     skipped: list = field(default_factory=list)   # (path, reason)
     hits: int = 0                                  # images found in the cache
     misses: int = 0                                # forward passes made
-    discarded: list = field(default_factory=list)  # damaged cache shards: (path, reason)
+    discarded: list = field(default_factory=list)  # shards set aside: (path, reason)
     cache_warning: str = None                      # why features were not cached, if not
+    recomputed: int = 0                            # cached, then lost during the run
 
 
 def _hash_or_reason(path):
@@ -241,12 +130,43 @@ def extract_features(paths, backbone, recipe, cache, batch_size=32, workers=2,
                              chunk_size, flush_seconds, progress, cached, cluster=cluster)
     skipped += [(path, failed[key]) for path, key in zip(paths, keys) if key in failed]
     kept = [i for i, key in enumerate(keys) if key is not None and key not in failed]
-    # A copy of an image computed in this run is neither: not a hit on a cold cache.
-    hits = sum(1 for i in kept if keys[i] not in todo)
-    return FeatureSet(features=cache.get([keys[i] for i in kept]), kept=kept,
-                      keys=[keys[i] for i in kept], skipped=sorted(skipped), hits=hits,
-                      misses=len(todo) - len(failed), discarded=list(cache.discarded),
-                      cache_warning=cache.warning)
+    sources = {keys[i]: (paths[i], None) for i in kept}
+    features, recomputed = _gather(cache, [keys[i] for i in kept], sources, functools.partial(
+        _extract_misses, backbone=backbone, recipe=recipe, cache=cache, batch_size=batch_size,
+        workers=workers, chunk_size=chunk_size, flush_seconds=flush_seconds,
+        progress=progress, cluster=cluster))
+    # A copy of an image computed in this run is neither: not a hit on a cold cache. An
+    # entry found damaged when read, computed again, is a miss.
+    hits = sum(1 for i in kept if keys[i] not in todo and keys[i] not in recomputed)
+    return FeatureSet(features=features, kept=kept, keys=[keys[i] for i in kept],
+                      skipped=sorted(skipped), hits=hits,
+                      misses=len(todo) - len(failed) + len(recomputed - todo.keys()),
+                      discarded=list(cache.discarded), cache_warning=cache.warning,
+                      recomputed=len(recomputed))
+
+
+def _gather(cache, entries, sources, compute):
+    """cache.get(entries), computing again any entries whose shard was lost since it was
+    indexed (the cache folder deleted during the run, a shard found damaged): then kept in
+    memory, so that a second loss cannot happen. `sources` {entry: (path, view)} says how
+    to compute an entry; `compute(todo)` is _extract_misses bound to the backbone.
+    Returns (features, the set of entries computed again)."""
+    recomputed = set()
+    while True:
+        try:
+            return cache.get(entries), recomputed
+        except EntriesLost as lost:
+            cache.keep_in_memory()
+            todo = {entry: sources[entry] for entry in dict.fromkeys(lost.entries)
+                    if entry in sources}
+            failed = compute(todo)
+            recomputed.update(todo)
+            if failed:
+                entry, reason = next(iter(failed.items()))
+                raise DataError(f"{todo[entry][0]} could not be decoded again ({reason}), "
+                                "though it was earlier in this run.",
+                                hint="Was it changed during the run? Run the same command "
+                                     "again.") from None
 
 
 def extract_views(paths, keys, backbone, recipe, cache, views, augmentation, batch_size=32,
@@ -271,7 +191,14 @@ def extract_views(paths, keys, backbone, recipe, cache, views, augmentation, bat
                         f"({reason}), though it was earlier in this run.",
                         hint="Was it changed during the run? Run the same command again.")
     entries = [f"{key}:{view}" for key in keys for view in range(1, views + 1)]
-    found = cache.get(entries) if entries else np.empty((0, 0), np.float16)
+    sources = {f"{key}:{view}": (str(path), view_parameters(key, view, augmentation))
+               for path, key in zip(paths, keys) for view in range(1, views + 1)}
+    found, _ = _gather(cache, entries, sources, functools.partial(
+        _extract_misses, backbone=backbone, recipe=recipe, cache=cache, batch_size=batch_size,
+        workers=workers, chunk_size=chunk_size, flush_seconds=flush_seconds,
+        progress=progress, dtype=np.float16, desc="views", cluster=cluster))
+    if not entries:
+        found = np.empty((0, 0), np.float16)
     return found.reshape(len(keys), views, -1), len(entries) - len(todo), len(todo)
 
 
@@ -337,7 +264,8 @@ def forward_entries(items, backbone, recipe, batch_size=32, workers=2, dtype=np.
     paths = [path for _, path, _ in items]
     views = [view for _, _, view in items]
     position = 0
-    for batch, inputs in iter_batches(paths, recipe, batch_size, workers, views):
+    hashes = [key.split(":")[0] for key in keys]     # decode what was hashed, or nothing
+    for batch, inputs in iter_batches(paths, recipe, batch_size, workers, views, hashes):
         batch_keys = keys[position:position + len(batch)]
         position += len(batch)
         failed = {key: reason for key, (_, reason) in zip(batch_keys, batch) if reason}

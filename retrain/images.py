@@ -6,6 +6,8 @@ with an EXIF orientation tag, and the occasional decompression bomb. Each become
 an (H, W, 3) uint8 RGB array as a person would see it, or an ImageError with a reason
 short enough for one line of skipped.tsv.
 """
+import functools
+import hashlib
 import io
 import stat
 import threading
@@ -48,12 +50,16 @@ def is_image_file(path):
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def decode_image(path, max_pixels=MAX_PIXELS):
+def decode_image(path, max_pixels=MAX_PIXELS, sha256=None):
     """Decode the file at `path` to an (H, W, 3) uint8 RGB array.
 
     The EXIF orientation is applied; animated files give their first frame; transparent
     pixels are composited on white; 16-bit and float images are scaled to 0..255.
     `max_pixels` can only lower the limit: Pillow's own (Image.MAX_IMAGE_PIXELS) still applies.
+    With `sha256` (the hex digest the file had when it was hashed), the bytes decoded are
+    the bytes checked against it, read once: a file changed since it was hashed is refused,
+    so its features can never be cached under the old content's key. Memory stays a small
+    multiple of pixels x bytes per pixel (transparency included): see _composite_on_white.
 
     Raises:
         ImageError: the file cannot be read, is empty, is not an image (or claims a
@@ -68,7 +74,13 @@ def decode_image(path, max_pixels=MAX_PIXELS):
         raise ImageError("not a regular file (a FIFO, device or socket)")
     if status.st_size == 0:
         raise ImageError("the file is empty (0 bytes)")
-    return _decode(path, max_pixels)
+    if sha256 is None:
+        return _decode(path, max_pixels)
+    try:
+        source = _bytes_hashing_to(path, sha256)
+    except OSError as exc:
+        raise ImageError(_reason(exc)) from exc
+    return _decode(source, max_pixels)
 
 
 def decode_image_file(file, max_pixels=MAX_PIXELS):
@@ -86,7 +98,8 @@ def _decode(source, max_pixels):
         with _open_refusing_bombs(source) as image:
             _check_size(image, max_pixels)
             image.load()
-            oriented = ImageOps.exif_transpose(image)
+            ImageOps.exif_transpose(image, in_place=True)   # a copy otherwise, 4 B/pixel
+            oriented = image
     except ImageError:
         raise
     except Exception as exc:  # noqa: BLE001
@@ -96,6 +109,16 @@ def _decode(source, max_pixels):
         # end the run; only the reading of an untrusted file sits inside this try.
         raise ImageError(_reason(exc)) from exc
     return _to_rgb(oriented)
+
+
+def _bytes_hashing_to(path, sha256):
+    """The file's bytes, as a file object for Pillow, if their sha256 is `sha256`."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ImageError("the file changed after this run hashed it (its bytes are no longer "
+                         "the ones hashed); run the command again to use its new content")
+    return io.BytesIO(data)
 
 
 def _open_refusing_bombs(path):
@@ -133,7 +156,8 @@ def _to_rgb(image):
         return np.repeat(grey[:, :, None], 3, axis=2)
     try:
         if mode in _ALPHA_MODES or "transparency" in image.info:
-            return _composite_on_white(np.asarray(image.convert("RGBA")))
+            rgba = image if mode == "RGBA" else image.convert("RGBA")   # no copy if RGBA
+            return _composite_on_white(np.asarray(rgba))
         return np.array(image.convert("RGB"))
     except ValueError as exc:   # a mode Pillow cannot convert, e.g. premultiplied 'La'
         raise ImageError(f"unsupported colour mode {mode!r} ({exc})") from exc
@@ -146,23 +170,53 @@ def _scale_to_uint8(values, mode):
     16-bit photos white. 16-bit values map 0..65535 -> 0..255 (divide by 257, so 65535 is
     exactly 255). 32-bit 'I' images in practice carry 16-bit samples (older Pillow opened
     16-bit PNGs as 'I'), so they are clipped to 0..65535 and scaled the same way. Float
-    images in 0..1 are scaled by 255; any other float range is clipped to 0..255.
+    images in 0..1 are scaled by 255; any other float range is clipped to 0..255. Worked
+    out a block of rows at a time, so that the float64/int64 temporaries stay small.
     """
     if mode == "F":
-        values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
-        if values.size and values.min() >= 0.0 and values.max() <= 1.0:
-            values = values * 255.0
-        return np.clip(np.rint(values), 0, 255).astype(np.uint8)
-    values = np.clip(values.astype(np.int64), 0, 65535)
-    return ((values * 255 + 32767) // 65535).astype(np.uint8)
+        cleaned = functools.partial(np.nan_to_num, nan=0.0, posinf=255.0, neginf=0.0)
+        ranges = [(block.min(), block.max()) for block in
+                  (cleaned(rows.astype(np.float64)) for rows in _row_blocks(values))]
+        unit = bool(ranges) and min(r[0] for r in ranges) >= 0.0 \
+            and max(r[1] for r in ranges) <= 1.0
+        return _by_rows(values, lambda block: np.clip(np.rint(
+            cleaned(block.astype(np.float64)) * (255.0 if unit else 1.0)), 0, 255))
+    return _by_rows(values, lambda block: (np.clip(block.astype(np.int64), 0, 65535) * 255
+                                           + 32767) // 65535)
 
 
 def _composite_on_white(rgba):
     """Alpha-composite (H, W, 4) uint8 over a white background -> (H, W, 3) uint8.
 
     White, not black: transparent product shots and logos are drawn for a light page,
-    and black would invent dark edges the photographer never saw.
+    and black would invent dark edges the photographer never saw. In uint16, a block of
+    rows at a time: rgb * a + 255 * (255 - a) + 127 is at most 65,152, so nothing
+    overflows, and a 9400x9400 image needs tens of MB beside its pixels, not gigabytes
+    (uint32 arrays of the whole image took more than 4 GB).
     """
-    rgb = rgba[:, :, :3].astype(np.uint32)
-    alpha = rgba[:, :, 3:].astype(np.uint32)
-    return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+    def blend(block):
+        alpha = block[:, :, 3:].astype(np.uint16)
+        mixed = block[:, :, :3] * alpha
+        mixed += 255 * (255 - alpha)
+        mixed += 127
+        return mixed // 255
+    return _by_rows(rgba, blend, channels=3)
+
+
+_BLOCK_PIXELS = 1 << 20
+
+
+def _row_blocks(values):
+    rows = max(1, _BLOCK_PIXELS // max(1, values.shape[1] if values.ndim > 1 else 1))
+    return (values[top:top + rows] for top in range(0, values.shape[0], rows))
+
+
+def _by_rows(values, convert, channels=None):
+    """uint8 of convert(block) for each block of about a million pixels of `values`."""
+    shape = values.shape[:2] + ((channels,) if channels else ())
+    out = np.empty(shape, np.uint8)
+    top = 0
+    for block in _row_blocks(values):
+        out[top:top + len(block)] = convert(block)
+        top += len(block)
+    return out

@@ -25,6 +25,7 @@ from .evaluate import evaluate_predictions, small_sample_warnings
 from .export import export_model
 from .augment import augmentation_recipe
 from .backbones.cut import split_backbone
+from .feature_cache import SET_ASIDE_SUFFIX
 from .features import (FeatureCache, cache_namespace, default_cache_dir, extract_features,
                        extract_views)
 from .files import atomic_write_json, atomic_write_text
@@ -129,9 +130,14 @@ def _run(data, run_dir, options, announce):
     model_path = export_model(run_dir, backbone, classifier, dataset.classes,
                               _model_metadata(data, backbone, options, metrics, dataset,
                                               seen_record(keys, parts)))
-    discarded = [f"discarded the damaged cache file {path} ({reason}); its features were "
-                 "computed again" for path, reason in found.discarded]
+    set_aside = found.discarded + (views["set_aside"] if views else [])
+    discarded = [f"set aside the damaged or foreign cache file {path} as "
+                 f"{Path(path).name}{SET_ASIDE_SUFFIX} ({reason}); its features were computed "
+                 "again" for path, reason in set_aside]
     cache = [found.cache_warning] if found.cache_warning else []
+    if found.recomputed:
+        cache.append(f"the features of {found.recomputed} images were lost from the cache "
+                     "during the run (was it deleted?) and computed again")
     return RunResult(run_dir, model_path, report_path, metrics, history, dataset.skipped,
                      dataset.warnings + parts.warnings + discarded + cache)
 
@@ -177,7 +183,8 @@ def _views(dataset, keys, parts, extractor, options):
         extractor.recipe, cache, options.head.augment, augmentation,
         batch_size=options.extract_batch_size, workers=options.workers,
         progress=options.progress, cluster=options.cluster)
-    return {"views": views, "hits": hits, "misses": misses, "augmentation": augmentation}
+    return {"views": views, "hits": hits, "misses": misses, "augmentation": augmentation,
+            "set_aside": list(cache.set_aside)}
 
 
 def _set_aside_failures(dataset, found, run_dir):

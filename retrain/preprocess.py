@@ -144,11 +144,12 @@ def preprocess_batch(images, recipe):
     return normalize(batch, recipe)
 
 
-def _load_for_model(path, recipe, view=None):
+def _load_for_model(path, recipe, view=None, sha256=None):
     """One file -> (uint8 model-size image, None), or (None, the reason it cannot be used).
-    `view`: None for the plain view, else an augmented view's parameters (augment.py)."""
+    `view`: None for the plain view, else an augmented view's parameters (augment.py);
+    `sha256`: the content hash the decoded bytes must have (decode_image)."""
     try:
-        image = decode_image(path)
+        image = decode_image(path, sha256=sha256)
         if view is None:
             return crop_and_resize(image, recipe), None
         return crop_and_resize_view(image, recipe, view), None
@@ -158,10 +159,12 @@ def _load_for_model(path, recipe, view=None):
         return None, f"cannot read the file: {exc.strerror or exc}"
 
 
-def iter_batches(paths, recipe, batch_size=32, workers=2, views=None):
+def iter_batches(paths, recipe, batch_size=32, workers=2, views=None, hashes=None):
     """Stream files as model input: yield (done, inputs) per batch, in the order of `paths`.
     `views`, if given, holds for each path None (the plain view) or an augmented view's
-    parameters (augment.view_parameters); a path may then appear once per view.
+    parameters (augment.view_parameters); a path may then appear once per view. `hashes`,
+    if given, the sha256 each file had when it was hashed: a file whose bytes differ now
+    is done with a reason, not decoded.
 
     `done` lists (path, reason) for up to `batch_size` files, reason None for the usable
     ones; `inputs` is the float32 (n_usable, h, w, 3) batch of those, in the same order.
@@ -171,8 +174,9 @@ def iter_batches(paths, recipe, batch_size=32, workers=2, views=None):
     out_h, out_w = recipe["input_size"]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending = deque()
-        for path, view in zip(paths, itertools.repeat(None) if views is None else views):
-            pending.append((path, pool.submit(_load_for_model, path, recipe, view)))
+        for path, view, sha256 in zip(paths, itertools.repeat(None) if views is None else views,
+                                      itertools.repeat(None) if hashes is None else hashes):
+            pending.append((path, pool.submit(_load_for_model, path, recipe, view, sha256)))
             if len(pending) >= 2 * batch_size:
                 yield _next_batch(pending, batch_size, recipe, (out_h, out_w))
         while pending:

@@ -154,3 +154,27 @@ def test_truncated_large_jpeg_is_refused(tmp_path):
     with pytest.raises(ImageError, match=r"^corrupt or truncated image data \(OSError: image file "
                                          r"is truncated"):
         decode_image(tmp_path / "cut.jpg")
+
+
+def test_transparent_image_memory_is_bounded_by_pixels_times_bytes(tmp_path):
+    """A 344 kB 9400x9400 transparent PNG, under the pixel limit, took more than 4 GB:
+    compositing made uint32 arrays of the whole image. What numpy allocates while one is
+    decoded is now the RGBA pixels, the RGB result and a block of rows: at most 8 bytes a
+    pixel and 16 MB (the compositing of the old code took 48 bytes a pixel)."""
+    import tracemalloc
+
+    side = 2000
+    rgba = np.zeros((side, side, 4), np.uint8)
+    rgba[::7, ::5] = (200, 10, 10, 128)
+    Image.fromarray(rgba).save(tmp_path / "clear.png")
+    del rgba
+    tracemalloc.start()
+    try:
+        decoded = decode_image(tmp_path / "clear.png")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= 8 * side * side + 16 * 2**20, peak / side**2
+    over_white = [(value * 128 + 255 * 127 + 127) // 255 for value in (200, 10, 10)]
+    assert decoded[0, 0].tolist() == over_white == [227, 132, 132]
+    assert decoded[0, 1].tolist() == [255] * 3

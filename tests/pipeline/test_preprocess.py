@@ -115,7 +115,7 @@ def test_iter_batches_decodes_at_most_two_batches_ahead(tmp_path, monkeypatch):
     Image.new("RGB", (4, 4)).save(path)
     loaded = []
 
-    def counting_load(p, recipe, view=None):
+    def counting_load(p, recipe, view=None, sha256=None):
         loaded.append(p)
         return np.zeros((4, 4, 3), np.uint8), None
 
