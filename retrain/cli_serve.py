@@ -40,6 +40,8 @@ def add_serve_parser(commands, func):
                    help="largest request body (413 beyond)")
     p.add_argument("--max-files", type=positive_int, default=32,
                    help="most images in one request (413 beyond)")
+    p.add_argument("--read-timeout-s", type=float, default=60.0,
+                   help="longest a request's body may take to arrive (408 beyond)")
     p.add_argument("--workers", type=positive_int, default=2,
                    help="threads decoding and resizing uploads")
     add_runtime_choice(p)
@@ -57,7 +59,8 @@ def run_serve(args, say, log):
         batch=server.BatchOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                                   max_queue=args.max_queue, workers=args.workers),
         limits=server.UploadLimits(max_bytes=int(args.max_upload_mb * 2 ** 20),
-                                   max_files=args.max_files))
+                                   max_files=args.max_files,
+                                   read_timeout_s=args.read_timeout_s))
     runner = load_runtime(model, args.runtime, args.precision)
     server.warm_up(model, runner)
     sock = server.bind(args.host, args.port)
@@ -92,6 +95,9 @@ def _check(args):
     if not 0 < args.max_upload_mb <= 4096:
         raise UsageError(f"--max-upload-mb must be more than 0 and at most 4096. Received: "
                          f"{args.max_upload_mb:g}.", hint="For example --max-upload-mb 20.")
+    if not 0 < args.read_timeout_s <= 86_400:
+        raise UsageError(f"--read-timeout-s must be more than 0 and at most 86400. Received: "
+                         f"{args.read_timeout_s:g}.", hint="For example --read-timeout-s 60.")
     if not 0 <= args.max_wait_ms <= 10_000:
         raise UsageError(f"--max-wait-ms must be from 0 to 10000. Received: "
                          f"{args.max_wait_ms:g}.", hint="For example --max-wait-ms 5.")

@@ -51,6 +51,7 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {
     "image/*": {"schema": {"type": "string", "format": "binary"}}}}}
 _REFUSALS = {status: {"model": Refusal, "description": text} for status, text in (
     (400, "empty body or malformed multipart"), (401, "missing or wrong API key"),
+    (408, "the body took longer than --read-timeout-s to arrive"),
     (413, "over --max-upload-mb, or more than --max-files images"),
     (415, "neither multipart nor image/*"), (422, "an image cannot be decoded, or top_k is "
                                                  "not a positive whole number"),

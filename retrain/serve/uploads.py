@@ -2,6 +2,7 @@
 raw body with Content-Type image/*. Every upload is spooled to a temporary file past 64 KB,
 so memory stays small whatever the clients send; too much data is refused (413) as soon as
 it is seen, before the rest is read."""
+import asyncio
 from dataclasses import dataclass
 from tempfile import SpooledTemporaryFile
 
@@ -22,6 +23,7 @@ _HOW = ("send images as multipart/form-data `files` (curl -F files=@photo.jpg), 
 class UploadLimits:
     max_bytes: int = 20 * 1024 * 1024    # the request body, multipart framing included
     max_files: int = 32                  # images in one request
+    read_timeout_s: float = 60.0         # for the whole body: a slow client frees its place
 
 
 @dataclass
@@ -36,9 +38,19 @@ class _Parser(MultiPartParser):
 
 async def read_uploads(request, limits):
     """[Upload, ...] of the request, or RequestRefused: 413 past max_bytes or max_files,
-    415 for a Content-Type that is neither, 400 for an empty body or malformed multipart.
-    The caller closes the files."""
+    415 for a Content-Type that is neither, 400 for an empty body or malformed multipart,
+    408 if the body takes longer than read_timeout_s to arrive (a client that trickles it
+    would otherwise hold its place in the queue for ever). The caller closes the files."""
     _check_length(request.headers, limits)
+    try:
+        return await asyncio.wait_for(_read(request, limits), limits.read_timeout_s)
+    except asyncio.TimeoutError:
+        raise RequestRefused(408, f"the body did not arrive within --read-timeout-s "
+                             f"{limits.read_timeout_s:g} s", hint="send it faster, or "
+                             "smaller") from None
+
+
+async def _read(request, limits):
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     stream = _limited(request.stream(), limits.max_bytes)
     try:

@@ -144,3 +144,23 @@ def test_a_bug_is_a_json_500_without_a_traceback_and_nothing_escapes(colour_mode
     assert sent[0]["status"] == 500 and answer["error"] == "unexpected ZeroDivisionError: a bug"
     assert "Traceback" not in str(answer)
     assert len(lines) == 1 and lines[0].startswith('127.0.0.1:5 "POST /v1/classify" 500 ')
+
+
+def test_a_body_that_trickles_is_refused_after_the_read_timeout_and_frees_its_place(
+        colour_model):
+    """A client that sends the headers and 10 of its 1,000 bytes, then nothing: 408 after
+    --read-timeout-s, and its place in the queue is free again."""
+    import http.client
+    import json
+    import socket
+    with running(colour_model, "-q", "--read-timeout-s", "0.5", "--max-queue", "1",
+                 "--max-files", "1") as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as slow:
+            slow.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                         b"Content-Length: 1000\r\n\r\n0123456789")
+            response = http.client.HTTPResponse(slow)
+            response.begin()
+            answer = json.loads(response.read())
+        assert response.status == 408 and "read-timeout-s 0.5 s" in answer["error"]
+        assert server.request("GET", "/healthz")[2]["queued_images"] == 0
+        assert server.classify([GOOD])[0] == 200
