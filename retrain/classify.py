@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .confidence import check_min_confidence, mark_unknown
 from .engine import softmax
 from .errors import ConfigError, DataError
 from .evaluate import top_predictions
@@ -97,14 +98,18 @@ def top_or_error(probabilities, labels, top_k):
 
 
 def classify(model, paths, top_k=3, batch_size=32, workers=2, cluster=None, runtime="numpy",
-             precision="f32"):
+             precision="f32", min_confidence=None):
     """Yield {"path", "top": [{"label", "probability"}, ...]} or {"path", "error"} for every
     image file in `paths` (files, or folders searched recursively), in order; with
-    `cluster`, computed by its workers (the files listed first, then sent in chunks)."""
+    `cluster`, computed by its workers (the files listed first, then sent in chunks). With
+    `min_confidence`, each answer also has "prediction": its label, or "unknown" below it
+    (confidence.mark_unknown)."""
     labels = model_labels(model)
     files = iter_image_files(paths)
     for done, probabilities in predict_probabilities(model, files, batch_size, workers,
                                                      cluster, runtime, precision):
-        answers = iter(top_or_error(probabilities, labels, top_k))
+        answers = top_or_error(probabilities, labels, top_k)
+        answers = iter(answers if min_confidence is None else
+                       mark_unknown(answers, check_min_confidence(min_confidence)))
         for path, reason in done:
             yield {"path": str(path), **(next(answers) if reason is None else {"error": reason})}

@@ -32,6 +32,7 @@ from .cli_options import (add_dask_option, add_export_parser, add_runtime_choice
                           add_runtime_options, add_runtimes_parser, add_training_options,
                           check_accuracy, open_cluster, training_options)
 from .onnx_export import export_file
+from .cli_recipes import add_min_confidence_option, coverage_lines
 from .cli_serve import add_serve_parser, run_serve
 from .pipeline import STAGES, RunOptions, evaluate_model, run
 from .runtimes import describe_runtimes
@@ -92,7 +93,7 @@ def cmd_evaluate(args):
     model = load_model_file(args.model)
     metrics = evaluate_model(model, args.data, args.split, batch_size=args.batch_size,
                              workers=args.workers, cluster=args.cluster, runtime=args.runtime,
-                             precision=args.precision)
+                             precision=args.precision, min_confidence=args.min_confidence)
     if args.json:
         _out(json_line(metrics))
         return 0
@@ -100,7 +101,7 @@ def cmd_evaluate(args):
     _out(lines[0])
     for line in lines[1:]:
         _err(line)
-    for line in metrics_lines(metrics):
+    for line in metrics_lines(metrics) + coverage_lines(metrics):
         _out(line)
     return 0
 
@@ -110,10 +111,12 @@ def cmd_classify(args):
     model = load_model_file(args.model)
     records = classify(model, args.paths, top_k=args.top_k, batch_size=args.batch_size,
                        workers=args.workers, cluster=args.cluster, runtime=args.runtime,
-                       precision=args.precision)
-    writer = {"table": _write_table, "csv": _write_csv, "json": _write_json}[args.format]
+                       precision=args.precision, min_confidence=args.min_confidence)
+    answer = args.min_confidence is not None
+    writer = {"table": _write_table, "csv": functools.partial(_write_csv, answer=answer),
+              "json": _write_json}[args.format]
     if args.format == "table":
-        writer = functools.partial(_write_table, labels=model_labels(model))
+        writer = functools.partial(_write_table, labels=model_labels(model), answer=answer)
     seen = {"any": False}
 
     def noting(records):
@@ -129,10 +132,10 @@ def cmd_classify(args):
     return 0
 
 
-def _write_table(records, top_k, labels):
+def _write_table(records, top_k, labels, answer=False):
     """Aligned columns under a header, the path last (it is the one of unknown width), one
     line per image as it is classified."""
-    failed, table = 0, ClassifyTable(labels, top_k)
+    failed, table = 0, ClassifyTable(labels, top_k, answer)
     for number, record in enumerate(records):
         if number == 0:
             _out(table.header())
@@ -141,15 +144,15 @@ def _write_table(records, top_k, labels):
     return failed
 
 
-def _write_csv(records, top_k):
-    header = ["path"]
+def _write_csv(records, top_k, answer=False):
+    header = ["path"] + ["prediction"] * answer
     for rank in range(1, top_k + 1):
         header += [f"label_{rank}", f"probability_{rank}"]
     sys.stdout.write(csv_line(header + ["error"]))
     failed = 0
     for record in records:
         top = record.get("top", [])
-        row = [record["path"]]
+        row = [record["path"]] + [record.get("prediction", "")] * answer
         for rank in range(top_k):
             row += ([top[rank]["label"], f"{top[rank]['probability']:.6f}"]
                     if rank < len(top) else ["", ""])
@@ -277,6 +280,7 @@ def _add_evaluate_parser(commands):
                         "validated on; val, train = those it used so; all")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object shaped like a split in metrics.json")
+    add_min_confidence_option(p)
     add_runtime_options(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -293,6 +297,7 @@ def _add_classify_parser(commands):
     p.add_argument("--format", choices=("table", "csv", "json"), default="table",
                    help="table: one line per image; csv: with a header row; json: one JSON "
                         "object per line")
+    add_min_confidence_option(p)
     add_runtime_options(p)
     p.set_defaults(func=cmd_classify)
 

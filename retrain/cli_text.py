@@ -23,23 +23,25 @@ class ClassifyTable:
     """Rows of label/probability columns, then the path. The columns' width comes from the
     model's labels, so rows line up while they stream, before all paths are known."""
 
-    def __init__(self, labels, top_k):
+    def __init__(self, labels, top_k, answer=False):
         self.k = min(top_k, len(labels))
-        self.width = min(max([len("label 1")] + [len(label) for label in labels]),
+        self.width = min(max([len("label 1"), len("unknown")] + [len(label) for label in labels]),
                          _LABEL_WIDTH_MOST)
+        self.answer = answer                # a first column: the label, or "unknown"
 
     def header(self):
         cells = [f"{f'label {rank}':<{self.width}}  {'prob':>5}" for rank in
                  range(1, self.k + 1)]
-        return "  ".join(cells + ["path"])
+        return "  ".join([f"{'answer':<{self.width}}"] * self.answer + cells + ["path"])
 
     def row(self, record):
         if "error" in record:               # the path stays in its column; the reason after
-            span = self.k * (self.width + 9) - 2
+            span = self.k * (self.width + 9) - 2 + self.answer * (self.width + 2)
             return f"{'error':<{span}}  {record['path']}: {record['error']}"
         cells = [f"{self._fit(t['label']):<{self.width}}  {t['probability']:5.3f}"
                  for t in record["top"]]
-        return "  ".join(cells + [str(record["path"])])
+        answer = [f"{self._fit(record['prediction']):<{self.width}}"] * self.answer
+        return "  ".join(answer + cells + [str(record["path"])])
 
     def _fit(self, label):
         return label if len(label) <= self.width else label[:self.width - 1] + "…"

@@ -9,6 +9,7 @@ names, exactly as `run` made it, which is right only in the folder it was traine
 import numpy as np
 
 from .classify import model_labels, predict_probabilities
+from .confidence import check_min_confidence, coverage_at, coverage_table
 from .errors import DataError
 from .evaluate import evaluate_predictions
 from .files import sha256_file
@@ -20,7 +21,7 @@ __all__ = ["evaluate_model"]
 
 
 def evaluate_model(model, data, split_name="test", batch_size=32, workers=2, cluster=None,
-                   runtime="numpy", precision="f32"):
+                   runtime="numpy", precision="f32", min_confidence=None):
     """Metrics of an exported model on the images of `data` chosen by `split_name`.
 
     A model that records the content of the images it learnt from (metadata "seen", see
@@ -31,8 +32,12 @@ def evaluate_model(model, data, split_name="test", batch_size=32, workers=2, clu
     the folder it was trained on), after setting aside the files `run` set aside. With
     `cluster`, its workers run the model; on `runtime` in `precision` (runtimes.py).
     Returns the dict shaped as a split's entry in
-    metrics.json, plus "selection": which images were scored, and why."""
+    metrics.json, plus "selection": which images were scored, and why, and "coverage":
+    what answering "unknown" below a few thresholds (and `min_confidence`) would leave
+    (confidence.coverage_table; "min_confidence" holds the row of the one asked for)."""
     labels = model_labels(model)
+    if min_confidence is not None:
+        min_confidence = check_min_confidence(min_confidence)
     dataset = ingest(data, min_classes=1)      # a model can be scored on one of its classes
     if model.metadata.get("seen") is not None:
         index, selection = _select_by_content(dataset, model.metadata["seen"], split_name)
@@ -53,6 +58,9 @@ def evaluate_model(model, data, split_name="test", batch_size=32, workers=2, clu
     selection["skipped"] = [{"path": path, "reason": reason}
                             for path, reason in selection.pop("unreadable") + skipped]
     selection["scored"] = len(index)
+    metrics["coverage"] = coverage_table(probabilities, targets, extra=min_confidence)
+    if min_confidence is not None:
+        metrics["min_confidence"] = coverage_at(probabilities, targets, min_confidence)
     return dict(metrics, selection=selection)
 
 

@@ -33,6 +33,7 @@ class Prediction(BaseModel):
 class Result(BaseModel):
     file: str
     top: List[Prediction]
+    prediction: Optional[str] = None      # with --min-confidence: the label, or "unknown"
 
 
 class ClassifyAnswer(BaseModel):
@@ -132,8 +133,7 @@ async def _classify(request, top_k, batcher, limits):
     if failed:
         return refusal(422, f"{len(failed)} of {len(uploads)} image(s) cannot be classified; "
                             f"{failed[0]['file']}: {failed[0]['error']}", files=failed)
-    return JSONResponse({"results": [{"file": u.name, "top": a["top"]}
-                                     for u, a in zip(uploads, answers)]})
+    return JSONResponse({"results": [{"file": u.name, **a} for u, a in zip(uploads, answers)]})
 
 
 class Guard:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..classify import model_labels, model_probabilities, top_or_error
+from ..confidence import mark_unknown
 from ..errors import ImageError, RequestRefused
 from ..images import decode_image_file
 from ..preprocess import crop_and_resize, normalize
@@ -32,6 +33,7 @@ class BatchOptions:
     max_wait_ms: float = 5.0    # after the first image of a batch, how long to wait for more
     max_queue: int = 256        # images admitted at once; more get 503 + Retry-After
     workers: int = 2            # threads decoding and resizing uploads
+    min_confidence: float = None    # below it the answer is "unknown" (confidence.py)
 
 
 class Batcher:
@@ -71,7 +73,10 @@ class Batcher:
         for image, future in zip(prepared, waiting):
             self._queue.put_nowait((image, future))
         rows = await asyncio.gather(*waiting)
-        return top_or_error(np.stack(rows), self.labels, top_k)
+        answers = top_or_error(np.stack(rows), self.labels, top_k)
+        if self.options.min_confidence is None:
+            return answers
+        return mark_unknown(answers, self.options.min_confidence)
 
     def _prepare(self, file):
         """One upload -> the model-size uint8 image, or the reason it cannot be used."""
