@@ -40,7 +40,7 @@ class ClassifyTable:
             return f"{'error':<{span}}  {record['path']}: {record['error']}"
         cells = [f"{self._fit(t['label']):<{self.width}}  {t['probability']:5.3f}"
                  for t in record["top"]]
-        answer = [f"{self._fit(record['prediction']):<{self.width}}"] * self.answer
+        answer = [f"{self._fit(record['prediction']):<{self.width}}"] if self.answer else []
         return "  ".join(answer + cells + [str(record["path"])])
 
     def _fit(self, label):
