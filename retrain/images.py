@@ -19,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "decode_image", "decode_image_file",
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "decode_image", "decode_image_file", "image_to_rgb",
            "is_image_file"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
@@ -119,6 +119,17 @@ def _bytes_hashing_to(path, sha256):
         raise ImageError("the file changed after this run hashed it (its bytes are no longer "
                          "the ones hashed); run the command again to use its new content")
     return io.BytesIO(data)
+
+
+def image_to_rgb(image):
+    """A PIL image already in memory (retrain.load(...).predict) -> (H, W, 3) uint8 RGB, as
+    decode_image turns a file into one: EXIF orientation applied, alpha on white, 16-bit
+    and float grey scaled."""
+    try:
+        oriented = ImageOps.exif_transpose(image)
+    except Exception as exc:  # noqa: BLE001 - malformed EXIF, as in _decode
+        raise ImageError(_reason(exc)) from exc
+    return _to_rgb(oriented)
 
 
 def _open_refusing_bombs(path):
