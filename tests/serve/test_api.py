@@ -27,9 +27,10 @@ def assert_same_answers(model, answers, expected):
 
 
 @needs_lite0
-def test_photos_get_the_labels_and_probabilities_of_retrain_classify():
+@pytest.mark.parametrize("runtime", ["numpy", "auto"])
+def test_photos_get_the_labels_and_probabilities_of_retrain_classify(runtime):
     model = load_model_file(LITE0)
-    with running(LITE0, "-q") as server:
+    with running(LITE0, "-q", "--runtime", runtime) as server:
         expected = list(classify(model, [PHOTOS / n for n in NAMES], top_k=5,
                                  **server.runtime()))
         status, _, answer = server.classify([photo(n) for n in NAMES], top_k=5)
