@@ -9,9 +9,9 @@ import pytest
 
 from test_layer_contract import CASES as LAYER_CASES
 from retrain import (SGD, Adam, BatchNormalization, ConfigError, Conv2D, Dense, Dropout,
-                     Flatten, GradientError, GradientTape, Input, MaxPooling2D, Sequential,
-                     SparseCategoricalCrossentropy, Tensor, Variable, constant, ops,
-                     set_random_seed, sparse_categorical_crossentropy)
+                     Flatten, GradientError, GradientTape, Input, MaxPooling2D, Model,
+                     Sequential, ShapeError, SparseCategoricalCrossentropy, Tensor, Variable,
+                     constant, ops, set_random_seed, sparse_categorical_crossentropy)
 from retrain.engine.layers import LAYERS
 
 
@@ -219,7 +219,7 @@ def test_a_second_derivative_through_a_layer_or_a_loss_is_a_clear_error(what):
         outer.gradient(grad, x)
 
 
-def test_watch_and_gradient_refuse_arrays_with_a_hint():
+def test_bad_arguments_are_typed_errors_that_say_what_to_do():
     with GradientTape() as tape:
         with pytest.raises(ConfigError, match=r"retrain.constant"):
             tape.watch(np.ones(2))
@@ -230,3 +230,9 @@ def test_watch_and_gradient_refuse_arrays_with_a_hint():
         Variable(2.0) ** Variable(2.0)
     with pytest.raises(ConfigError, match="No gradients provided"):
         SGD().apply_gradients([(None, Variable(1.0))])
+    with pytest.raises(ShapeError, match="rank >= 2"):
+        ops.matmul(constant([1.0, 2.0]), constant([[1.0], [2.0]]))
+    inputs = Input((2,))
+    two_outputs = Model(inputs, [Dense(1)(inputs), Dense(1)(inputs)])
+    with GradientTape(), pytest.raises(ConfigError, match="several outputs"):
+        two_outputs(np.ones((1, 2)))
