@@ -89,3 +89,5 @@ def test_retraining_a_pretrained_backbone_takes_ten_lines(tmp_path):
                          env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert number(output, "test accuracy") >= 0.6     # measured 0.821 (chance: 0.10)
     assert (tmp_path / "run" / "model.h5").is_file()
+    classes = {folder.name for folder in data.iterdir()}
+    assert re.search(r"^ankle_boot/0000\.png: (\S+)$", output, re.M).group(1) in classes
