@@ -19,7 +19,7 @@ from . import __version__
 from .backbones import BACKBONES, DEFAULT_BACKBONE, convert, describe_backbones
 from .classify import classify, model_labels
 from .cli_text import (STAGE_TEXT, ClassifyTable, backbone_lines, fit_lines, info_lines,
-                       metrics_lines, runtime_lines, selection_lines)
+                       metrics_lines, selection_lines)
 from .cli_usage import (HelpFormatter, Parser, int_from_to, path_argument, percent,
                         positive_int, sigterm_as_ctrl_c)
 from .errors import ConfigError, Interrupted, RetrainError, UsageError
@@ -35,7 +35,6 @@ from .onnx_export import export_file
 from .cli_recipes import add_min_confidence_option, coverage_lines
 from .cli_serve import add_serve_parser, run_serve
 from .pipeline import STAGES, RunOptions, evaluate_model, run
-from .runtimes import describe_runtimes
 
 __all__ = ["build_parser", "main"]
 
@@ -63,7 +62,7 @@ def cmd_fit(args):
                          test_percent=args.test_percent, cache_dir=args.cache,
                          workers=args.workers, progress=not args.quiet, head=head,
                          cluster=args.cluster, runtime=args.runtime, precision=args.precision,
-                         cv=args.cv)
+                         cv=args.cv, jpeg_draft=args.jpeg_draft)
     earlier = (Path(args.out) / "model.h5").exists()
     if earlier:
         _err(f"note: {args.out} holds an earlier run; its files are replaced when this run "
@@ -225,8 +224,7 @@ def build_parser():
     add_serve_parser(commands, cmd_serve)
     _add_pretrained_parser(commands)
     _add_backbones_parser(commands)
-    add_runtimes_parser(commands, functools.partial(
-        cmd_table, describe=describe_runtimes, lines=runtime_lines))
+    add_runtimes_parser(commands, cmd_table)
     return parser
 
 

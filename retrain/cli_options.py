@@ -3,13 +3,15 @@
 parsing only, no printing."""
 import argparse
 import contextlib
+import functools
 
 from .cli_usage import (HelpFormatter, auto_or, dask_address, fraction, int_from_to,
                         non_negative_int, path_argument, positive_int)
 from .distribution import pip_install
 from .errors import AccuracyBelowThreshold, ConfigError
 from .fit import AUTO, HeadOptions
-from .runtimes import PRECISIONS, RUNTIMES
+from .cli_text import runtime_lines
+from .runtimes import PRECISIONS, RUNTIMES, describe_runtimes
 
 __all__ = ["add_dask_option", "add_export_parser", "add_runtime_choice", "add_runtime_options",
            "add_runtimes_parser", "add_training_options", "check_accuracy", "open_cluster",
@@ -41,14 +43,14 @@ def add_runtime_choice(p):
 
 
 def add_runtimes_parser(commands, func):
-    """`retrain runtimes [--json]`, which runs func(args)."""
+    """`retrain runtimes [--json]`, which runs func(args, describe_runtimes, runtime_lines)."""
     p = commands.add_parser(
         "runtimes", formatter_class=HelpFormatter, help="list the runtimes --runtime can use",
         description="Per runtime: installed or not (and how to install it), its version, the "
                     "precisions it has on this CPU, and images/s here (from `make bench`). "
                     "--runtime auto takes the fastest installed.")
     p.add_argument("--json", action="store_true", help="print one JSON list")
-    p.set_defaults(func=func)
+    p.set_defaults(func=functools.partial(func, describe=describe_runtimes, lines=runtime_lines))
 
 
 def add_dask_option(p):
@@ -93,6 +95,9 @@ def add_training_options(p):
     p.add_argument("--no-flip", dest="flip", action="store_false",
                    help="no mirrored views (for data where a mirror image changes the class: "
                         "text, digits)")
+    p.add_argument("--no-jpeg-draft", dest="jpeg_draft", action="store_false",
+                   help="decode JPEGs at full size before the resize, not by DCT scaling to "
+                        "about the input size (slower on photos; the model file records it)")
     p.add_argument("--epochs", type=auto_or(positive_int), default=AUTO,
                    help="most passes over the training images (auto: 50 for the head alone; "
                         "15 when fine-tuning, after --freeze-epochs)")

@@ -50,7 +50,7 @@ def is_image_file(path):
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def decode_image(path, max_pixels=MAX_PIXELS, sha256=None):
+def decode_image(path, max_pixels=MAX_PIXELS, sha256=None, draft=None):
     """Decode the file at `path` to an (H, W, 3) uint8 RGB array.
 
     The EXIF orientation is applied; animated files give their first frame; transparent
@@ -60,6 +60,10 @@ def decode_image(path, max_pixels=MAX_PIXELS, sha256=None):
     the bytes checked against it, read once: a file changed since it was hashed is refused,
     so its features can never be cached under the old content's key. Memory stays a small
     multiple of pixels x bytes per pixel (transparency included): see _composite_on_white.
+    `draft`: a side S in pixels, or None. A JPEG is then decoded by its DCT-domain scaling
+    (Pillow's draft: 1/2, 1/4 or 1/8) to the smallest size whose shorter side is still >= S,
+    far less work than decoding every pixel of a photo much larger than the model's input
+    (different pixels too: the preprocessing recipe records it, "jpeg_draft").
 
     Raises:
         ImageError: the file cannot be read, is empty, is not an image (or claims a
@@ -75,28 +79,30 @@ def decode_image(path, max_pixels=MAX_PIXELS, sha256=None):
     if status.st_size == 0:
         raise ImageError("the file is empty (0 bytes)")
     if sha256 is None:
-        return _decode(path, max_pixels)
+        return _decode(path, max_pixels, draft)
     try:
         source = _bytes_hashing_to(path, sha256)
     except OSError as exc:
         raise ImageError(_reason(exc)) from exc
-    return _decode(source, max_pixels)
+    return _decode(source, max_pixels, draft)
 
 
-def decode_image_file(file, max_pixels=MAX_PIXELS):
+def decode_image_file(file, max_pixels=MAX_PIXELS, draft=None):
     """`decode_image` for an open binary file (an upload to `retrain serve`, spooled to
     memory or disk): the same decoding, limits and reasons. Reads from the start."""
     if file.seek(0, io.SEEK_END) == 0:
         raise ImageError("the image is empty (0 bytes)")
     file.seek(0)
-    return _decode(file, max_pixels)
+    return _decode(file, max_pixels, draft)
 
 
-def _decode(source, max_pixels):
+def _decode(source, max_pixels, draft=None):
     """A path or a binary file object -> (H, W, 3) uint8 RGB, or ImageError."""
     try:
         with _open_refusing_bombs(source) as image:
             _check_size(image, max_pixels)
+            if draft and image.format == "JPEG":
+                image.draft(image.mode, (draft, draft))
             image.load()
             ImageOps.exif_transpose(image, in_place=True)   # a copy otherwise, 4 B/pixel
             oriented = image

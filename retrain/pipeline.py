@@ -56,6 +56,7 @@ class RunOptions:
     cluster: object = None           # cluster.Cluster: forward passes on its Dask workers
     runtime: str = "numpy"           # runtimes.py: what runs the frozen forward passes
     precision: str = "f32"
+    jpeg_draft: bool = True          # the recipe's "jpeg_draft" (preprocess.py)
     head: HeadOptions = field(default_factory=HeadOptions)
     cv: int = 0                      # K > 1: also cross-validate the head (crossval.py)
 
@@ -157,6 +158,10 @@ class _Extractor:
 
 def _features(dataset, options):
     backbone = backbones.load_backbone(options.backbone)
+    # This run's recipe: the backbone's own, plus how JPEGs are decoded. Set on the freshly
+    # loaded backbone, so that the cache key, the export and the model file all see it.
+    backbone.metadata["preprocessing"] = dict(backbone.metadata["preprocessing"],
+                                              jpeg_draft=options.jpeg_draft)
     bottom, top, cut = split_backbone(backbone, options.head.fine_tune)
     extractor = _Extractor(backbone, bottom, top, cut, backbone.metadata["preprocessing"],
                            load_runtime(bottom, options.runtime, options.precision))

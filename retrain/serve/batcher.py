@@ -22,7 +22,7 @@ from ..classify import model_labels, model_probabilities, top_or_error
 from ..confidence import mark_unknown
 from ..errors import ImageError, RequestRefused
 from ..images import decode_image_file
-from ..preprocess import crop_and_resize, normalize
+from ..preprocess import crop_and_resize, draft_side, normalize
 
 __all__ = ["BatchOptions", "Batcher"]
 
@@ -81,7 +81,8 @@ class Batcher:
     def _prepare(self, file):
         """One upload -> the model-size uint8 image, or the reason it cannot be used."""
         try:
-            return crop_and_resize(decode_image_file(file), self.recipe)
+            return crop_and_resize(decode_image_file(file, draft=draft_side(self.recipe)),
+                                   self.recipe)
         except ImageError as error:
             return str(error)
 

@@ -11,7 +11,7 @@ from retrain.classify import model_probabilities
 from retrain.errors import ImageError, RequestRefused
 from retrain.images import decode_image, decode_image_file
 from retrain.model_file import load_model_file
-from retrain.preprocess import preprocess_batch
+from retrain.preprocess import draft_side, preprocess_batch
 from retrain.serve.batcher import BatchOptions, Batcher
 from numerics import float32_paths_atol
 from serving import PHOTOS
@@ -72,9 +72,10 @@ def test_concurrent_requests_share_batches_of_at_most_max_batch(colour_model):
     batcher = Batcher(model, BatchOptions(max_batch=4, max_wait_ms=50))
     answers = run(batcher, *(batcher.classify([file], top_k=3) for file in uploads(10)))
     assert max(model.sizes) == 4 and sum(model.sizes) == 10 and len(model.sizes) < 10
-    images = [decode_image(PHOTOS / n) for n in ("chelsea.png", "coffee.png", "rocket.jpg")]
-    alone = model_probabilities(model.model, preprocess_batch(images, model.metadata[
-        "preprocessing"]))
+    recipe = model.metadata["preprocessing"]          # decoded as fit decoded (jpeg_draft)
+    images = [decode_image(PHOTOS / n, draft=draft_side(recipe))
+              for n in ("chelsea.png", "coffee.png", "rocket.jpg")]
+    alone = model_probabilities(model.model, preprocess_batch(images, recipe))
     for i, (answer,) in enumerate(answers):
         got = {t["label"]: t["probability"] for t in answer["top"]}
         want = dict(zip(batcher.labels, alone[i % 3]))
