@@ -64,9 +64,10 @@ report-check: $(STAMP)
 bench: $(STAMP) pretrained
 	$(PY) bench/bench.py --scale
 
-# Only the cold `retrain fit` extraction rate against the backbone alone (a part of make bench).
+# Only the runtimes' rates and the cold `retrain fit` extraction rate against the backbone alone,
+# on numpy and on OpenVINO (a part of make bench).
 bench-extract: $(STAMP) pretrained
-	$(PY) bench/bench.py --sections extract
+	$(PY) bench/bench.py --sections runtimes,extract
 
 # Optional: the same network in CPU PyTorch, in its own venv; never needed by tests or users.
 # The +cpu pin keeps pip from resolving a CUDA build.
@@ -86,9 +87,10 @@ bench-torch: $(STAMP) pretrained $(TORCH_STAMP)
 PEERS_VENV := .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.installed
 
-$(PEERS_STAMP):
+$(PEERS_STAMP): Makefile
 	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
-	$(PEERS_VENV)/bin/python -m pip install -q 'onnxruntime==1.32.0' 'openvino==2026.4.1' numpy
+	$(PEERS_VENV)/bin/python -m pip install -q 'onnxruntime==1.32.0' 'openvino==2026.4.1' numpy \
+	  'pillow==13.0.0'
 	touch $(PEERS_STAMP)
 
 bench-peers: $(STAMP) pretrained $(PEERS_STAMP)

@@ -8,6 +8,9 @@ os.wait4, i.e. of that child alone) belongs to it and to nothing measured before
             batch size, and with batch size 1: images/s as the median of several timed
             calls after one warm-up call (and the best call's, less sensitive to other work
             on a shared machine). `retrain backbones` shows the images/s at B.
+  runtimes  each installed runtime (runtimes.py) in each precision it has on this CPU: the
+            default backbone's features at batch B, images/s (`retrain runtimes` shows them,
+            `--runtime auto` takes the fastest).
   decode    retrain.images.decode_image + retrain.preprocess (crop, resize, normalise) on
             real files: the Fashion-MNIST sample (28x28 PNG) and the four fixture photos
             (300x451 .. 512x512 PNG/JPEG), one thread; and the pipeline's own two-thread
@@ -19,7 +22,9 @@ os.wait4, i.e. of that child alone) belongs to it and to nothing measured before
   extract   the feature extraction of a cold `retrain fit` on the sample (images / seconds of
             its "computing backbone features" stage, decoding included) against the
             backbone alone (as in "backbone", at batch B), measured before and after the fit
-            in the same run; the ratio should be >= 0.9. `make bench-extract` runs it alone.
+            in the same run; the ratio should be >= 0.9. The same with `--runtime openvino`
+            against OpenVINO alone, where it is installed (issue 18: >= 0.85).
+            `make bench-extract` runs it alone.
   finetune  `retrain fit --fine-tune N` (N = 1, 2, 3) on 1,000 generated images, 3 epochs:
             seconds per epoch (the fit stage over the epochs run) and peak memory; then
             --fine-tune 2 --augment 4 with a cold view cache and again warm (0 misses). With
@@ -69,7 +74,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "fashion-mnist-sample"
 PHOTOS = ROOT / "tests" / "fixtures" / "photos"
 BACKBONE = "efficientnet_lite0"       # the default backbone: decode, fit warm, scale
-SECTIONS = ("backbone", "decode", "fit", "extract", "finetune", "dask", "serve", "scale")
+SECTIONS = ("backbone", "runtimes", "decode", "fit", "extract", "finetune", "dask", "serve",
+            "scale")
 EXTRACT_STAGE = "computing backbone features"     # the CLI's line for the features stage
 FINE_TUNE_EPOCHS = 3                  # epochs of each finetune-section run on 1,000 images
 RSS_LIMIT_BYTES = 1_000_000_000
@@ -82,14 +88,19 @@ def default_batch_size():
     return DEFAULT_BATCH_SIZE, "retrain.engine.DEFAULT_BATCH_SIZE"
 
 
-def child_backbone(batch_size, images, repeats, backbone=BACKBONE):
-    """Images/s of the frozen feature extractor `backbone`: `images` real preprocessed images per
-    timed call of predict(x, batch_size), one untimed warm-up call, then `repeats` calls."""
+def child_backbone(batch_size, images, repeats, backbone=BACKBONE, runtime="numpy",
+                   precision="f32"):
+    """Images/s of the frozen feature extractor `backbone` on `runtime` (runtimes.py) in
+    `precision`: `images` real preprocessed images per timed call of predict(x, batch_size),
+    one untimed warm-up call, then `repeats` calls."""
     from retrain.backbones import load_backbone
+    from retrain.runtimes import load_runtime
     model = load_backbone(backbone)
+    runner = load_runtime(model, runtime, precision)
     x = _sample_inputs(images, model.metadata["preprocessing"])
-    runs = timed_calls(lambda: model.predict(x, batch_size=batch_size), repeats)
+    runs = timed_calls(lambda: runner.predict(x, batch_size=batch_size), repeats)
     return {"batch_size": batch_size, "images_per_run": images, "runs_s": runs,
+            "runtime": runtime, "precision": precision,
             "images_per_s": images / statistics.median(runs),
             "best_images_per_s": images / min(runs)}
 
@@ -363,19 +374,49 @@ def bench_fit(quick, work, names):
 
 
 def bench_extract(quick, work):
-    """Cold-fit extraction rate / backbone-alone rate: backbone, cold fit, backbone."""
+    """Cold-fit extraction rate / backbone-alone rate, on numpy and on OpenVINO (f32) where it
+    is installed: backbone, cold `retrain fit --runtime R`, backbone, each on runtime R."""
+    from retrain.runtimes import describe_runtimes
     batch = measure("batch_size")["batch_size"]
     data = make_dataset(100, work / "extract-data") if quick else SAMPLE
     count = sum(1 for _ in Path(data).glob("*/*.png"))
-    alone = [measure("backbone", batch_size=batch, images=2 * batch, repeats=3)]
-    fit = run_fit(data, work / "extract-run", work / "extract-cache")
-    alone.append(measure("backbone", batch_size=batch, images=2 * batch, repeats=3))
+    installed = [r["name"] for r in describe_runtimes() if r["installed"]]
+    result = _extract_on("numpy", data, count, batch, work)
+    result["by_runtime"] = {name: _extract_on(name, data, count, batch, work)
+                            for name in ("openvino",) if name in installed}
+    return result
+
+
+def _extract_on(runtime, data, count, batch, work):
+    alone = [measure("backbone", batch_size=batch, images=2 * batch, repeats=3,
+                     runtime=runtime)]
+    fit = run_fit(data, work / f"extract-run-{runtime}", work / f"extract-cache-{runtime}",
+                  args=("--runtime", runtime))
+    alone.append(measure("backbone", batch_size=batch, images=2 * batch, repeats=3,
+                         runtime=runtime))
     runs = alone[0]["runs_s"] + alone[1]["runs_s"]
     backbone_rate = 2 * batch / statistics.median(runs)
     fit_rate = count / fit["stages_s"][EXTRACT_STAGE]
-    return {"images": count, "batch_size": batch, "fit": fit, "backbone": alone,
-            "fit_extract_images_per_s": fit_rate, "backbone_images_per_s": backbone_rate,
-            "ratio": fit_rate / backbone_rate}
+    return {"runtime": runtime, "images": count, "batch_size": batch, "fit": fit,
+            "backbone": alone, "fit_extract_images_per_s": fit_rate,
+            "backbone_images_per_s": backbone_rate, "ratio": fit_rate / backbone_rate,
+            "loadavg_1min": os.getloadavg()[0]}
+
+
+def bench_runtimes(quick):
+    """Each installed runtime's EfficientNet-Lite0 features at batch B in each precision it
+    has here: what `retrain runtimes` shows and `--runtime auto` ranks by."""
+    from retrain.runtimes import describe_runtimes
+    batch = measure("batch_size")["batch_size"]
+    rates, runs = {}, {}
+    for row in describe_runtimes():
+        for precision in row["precisions"]:
+            m = measure("backbone", batch_size=batch, images=2 * batch,
+                        repeats=2 if quick else 3, runtime=row["name"], precision=precision)
+            rates.setdefault(row["name"], {})[precision] = m["images_per_s"]
+            runs.setdefault(row["name"], {})[precision] = m
+    return {"batch_size": batch, "images_per_s": rates, "measurements": runs,
+            "versions": {r["name"]: r["version"] for r in describe_runtimes()}}
 
 
 def bench_finetune(quick, work, sizes):
@@ -477,6 +518,20 @@ def table(data):
                      f"{e['backbone_images_per_s']:.1f} img/s",
                      max(b["peak_rss_mb"] for b in e["backbone"])))
         rows.append((f"    cold fit extraction / backbone alone: {e['ratio']:.2f}", None, None))
+        for name, r in e.get("by_runtime", {}).items():
+            rows.append((f"cold fit --runtime {name} extraction, {r['images']} images",
+                         f"{r['fit_extract_images_per_s']:.1f} img/s", r["fit"]["peak_rss_mb"]))
+            rows.append((f"{name} alone, batch {r['batch_size']} (before and after the fit)",
+                         f"{r['backbone_images_per_s']:.1f} img/s",
+                         max(b["peak_rss_mb"] for b in r["backbone"])))
+            rows.append((f"    cold fit --runtime {name} extraction / {name} alone: "
+                         f"{r['ratio']:.2f}", None, None))
+    if "runtimes" in data:
+        for name, rates in data["runtimes"]["images_per_s"].items():
+            for precision, rate in rates.items():
+                rows.append((f"runtime {name} {precision}, batch "
+                             f"{data['runtimes']['batch_size']}", f"{rate:.1f} img/s",
+                             data["runtimes"]["measurements"][name][precision]["peak_rss_mb"]))
     if "finetune" in data:
         f = data["finetune"]
         for name, run in f["runs"].items():
@@ -516,7 +571,8 @@ def build_parser():
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="smaller counts and a 100-image fit: a smoke test of the harness")
-    p.add_argument("--sections", default="backbone,decode,fit,extract,finetune,dask,serve",
+    p.add_argument("--sections",
+                   default="backbone,runtimes,decode,fit,extract,finetune,dask,serve",
                    help=f"comma-separated, from {','.join(SECTIONS)}")
     p.add_argument("--scale", action="store_true",
                    help="add the scale section, and the 10,000-image run of the finetune one")
@@ -564,6 +620,7 @@ def main(argv=None):
                        "dask": lambda: measure("dask", images=200 if args.quick
                                                else args.dask_images),
                        "extract": lambda: bench_extract(args.quick, Path(tmp)),
+                       "runtimes": lambda: bench_runtimes(args.quick),
                        "finetune": lambda: bench_finetune(
                            args.quick, Path(tmp), [max(sizes)] if args.scale else []),
                        "serve": lambda: bench_serve.bench_serve(args.quick),

@@ -18,12 +18,17 @@ Runtime. Runs in its own venv (.venv-peers: onnxruntime, openvino, numpy); the p
    machine falls on all alike. Median (and best) images/s over the pooled calls.
 4. The ratios ours/peer go to bench.json under "peers" with the load average at the start
    and end, and to a table.
-5. With --profile, where the time goes instead: milliseconds per image by kind of layer
+5. End to end on photos (bench_photos.py): `retrain classify` on --photos generated 640x480
+   JPEGs as a whole process against the pipeline a user writes around each runtime (PIL,
+   2 decoding threads, batches of 32), per runtime and precision (bf16 where OpenVINO has it
+   on this CPU), interleaved, best of 2 ("end_to_end" in bench.json); --no-photos skips it.
+6. With --profile, where the time goes instead: milliseconds per image by kind of layer
    (1x1 convolution, depthwise by window and stride, the stem, the rest) for our plan's
    steps and for OpenVINO's own per-node profile (PERF_COUNT) of the same layers, at batch B
    and 1 ("profile" in bench.json).
 
     .venv-peers/bin/python bench/bench_peers.py [--python .venv/bin/python] [--quick] [--profile]
+                                                [--photos 2000] [--no-photos]
 """
 import argparse
 import json
@@ -36,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+import bench_photos
 from bench import (BACKBONE, ROOT, machine_info, measure, now, run_child, timed_calls,
                    update_json)
 
@@ -277,6 +283,9 @@ def main(argv=None):
     p.add_argument("--profile", action="store_true",
                    help="time by kind of layer, ours and OpenVINO's, instead of the ratios")
     p.add_argument("--out", type=Path, default=ROOT / "bench.json")
+    p.add_argument("--photos", type=int, default=2000,
+                   help="generated 640x480 JPEGs for the end-to-end row")
+    p.add_argument("--no-photos", action="store_true", help="skip the end-to-end row")
     args = p.parse_args(argv)
     load = os.getloadavg()
     repeats, rounds = (2, 1) if args.quick else (3, 3)
@@ -292,7 +301,10 @@ def main(argv=None):
             return 0
         rows = [compare(Path(tmp) / "backbone.onnx", args.python, batch_size, args.images,
                         repeats, rounds) for batch_size in (batch, 1)]
-    result = {"versions": versions(), "threads": THREADS, "max_abs_feature_diff": diffs,
+        photos = None if args.no_photos else bench_photos.end_to_end(
+            args.python, run_child, 200 if args.quick else args.photos, 1 if args.quick else 2,
+            tmp, bf16_here())
+    result = {"end_to_end": photos, "versions": versions(), "threads": THREADS, "max_abs_feature_diff": diffs,
               "rounds": rounds, "repeats_per_round": repeats, "rows": rows,
               "loadavg_at_start": list(load), "loadavg_at_end": list(os.getloadavg()),
               "machine": machine_info(args.python), "measured_at": now()}
@@ -306,7 +318,28 @@ def main(argv=None):
             line += f"{_pair(r, name)}{r['ratio'][name]:>8.3f} ({r['ratio_best'][name]:.3f})"
         print(line)
     print("ratio: retrain / peer (>= 1.0: retrain is faster)")
+    if photos:
+        print_end_to_end(photos)
     return 0
+
+
+def bf16_here():
+    import openvino
+    return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def print_end_to_end(photos):
+    images = photos["rows"][0]["images"]
+    print(f"\n`retrain classify` on {images} generated 640x480 JPEGs, whole process, best of "
+          f"{photos['rounds']} (load average per round: "
+          f"{', '.join(f'{x:.1f}' for x in photos['loadavg_1min_per_round'])})")
+    print(f"{'runtime':<18}{'retrain s':>10}{'img/s':>8}{'peer s':>9}{'img/s':>8}{'ratio':>7}")
+    for row in photos["rows"]:
+        peer = (f"{row['peer_s']:>9.1f}{images / row['peer_s']:>8.1f}{row['ratio']:>7.2f}"
+                if "peer_s" in row else f"{'-':>9}{'-':>8}{'-':>7}")
+        print(f"{row['config']:<18}{row['retrain_s']:>10.1f}{images / row['retrain_s']:>8.1f}"
+              f"{peer}")
+    print("ratio: peer seconds / retrain seconds (>= 1.0: retrain is as fast as the peer)")
 
 
 def _pair(row, name):
