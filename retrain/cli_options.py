@@ -162,5 +162,7 @@ def add_export_parser(commands, func):
     p.add_argument("--format", choices=("onnx",), required=True, default=argparse.SUPPRESS,
                    help="the format to write")
     p.add_argument("--out", metavar="FILE", type=path_argument, default=argparse.SUPPRESS,
-                   help="the file to write (default: MODEL with the suffix .onnx)")
+                   help="the file to write (default: RUN.onnx beside the run folder for a "
+                        "RUN/model.h5, so that the next fit into RUN is not refused; else "
+                        "MODEL with the suffix .onnx)")
     p.set_defaults(func=func)

@@ -11,6 +11,7 @@ input and one before each 4-D output. BatchNormalization stays an ONNX BatchNorm
 """
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from .errors import ConfigError
 from .files import atomic_write_bytes
 from .model_file import load_model_file
 from .output import json_ready
+from .run_folder import is_run_folder
 
 __all__ = ["OPSET", "export_file", "to_onnx", "write_onnx"]
 
@@ -171,9 +173,21 @@ def write_onnx(model, path):
 
 def export_file(model_path, out=None):
     """`retrain export MODEL --format onnx [--out FILE]`: the model file at `model_path` (a
-    RUN/model.h5, a pretrained backbone) as ONNX at `out` (default: beside it, .onnx)."""
+    RUN/model.h5, a pretrained backbone) as ONNX at `out`. Default: RUN.onnx beside the
+    run folder for a run's model (a file inside RUN would make the next `fit --out RUN`
+    refuse it), else the model's path with the suffix .onnx."""
     model_path = Path(model_path)
-    out = model_path.with_suffix(".onnx") if out is None else Path(out)
+    run_dir = Path(os.path.realpath(model_path)).parent
+    if out is None:             # a run folder holds fit's outputs only: write beside it
+        out = (run_dir.parent / f"{run_dir.name}.onnx" if is_run_folder(run_dir)
+               else model_path.with_suffix(".onnx"))
+    out = Path(out)
+    if is_run_folder(Path(os.path.realpath(out.parent))):
+        raise ConfigError(f"--out {out} is inside the run folder {out.parent}, which holds "
+                          "`retrain fit`'s outputs only: the next `fit --out` there would "
+                          "refuse it.", hint=f"Leave out --out to write "
+                          f"{run_dir.parent / (run_dir.name + '.onnx')}, or give another "
+                          "folder.")
     if out.is_dir():
         raise ConfigError(f"--out must be a file name; {out} is a folder.",
                           hint=f"Give e.g. --out {out / model_path.with_suffix('.onnx').name}.")

@@ -29,7 +29,7 @@ from pathlib import Path
 from .engine import fsync_directory, remove_stale_temps
 from .errors import ConfigError
 
-__all__ = ["RUN_OUTPUTS", "check_cache_outside", "run_folder"]
+__all__ = ["RUN_OUTPUTS", "check_cache_outside", "is_run_folder", "run_folder"]
 
 # What `fit` writes into RUN, in the order the fallback renames them (model.h5 last).
 RUN_OUTPUTS = ("split.json", "skipped.tsv", "history.json", "metrics.json", "report.html",
@@ -75,6 +75,13 @@ def run_folder(out):
     finally:
         if created and run_dir.is_dir() and all(e.name == _LOCK for e in run_dir.iterdir()):
             shutil.rmtree(run_dir, ignore_errors=True)     # a failed first run: no trace
+
+
+def is_run_folder(folder):
+    """Whether `folder` holds a `retrain fit` run (its model.h5 and metrics.json): a file
+    written into it (an export) would make the next `fit --out` there refuse the folder."""
+    folder = Path(folder)
+    return all((folder / name).is_file() for name in ("model.h5", "metrics.json"))
 
 
 def check_cache_outside(cache_dir, out):

@@ -60,7 +60,10 @@ def _made_by(argv):
     if words[0].endswith("retrain") and words[1] in ("fit", "export"):
         if "--out" in words:
             return [words[words.index("--out") + 1]]
-        return [str(Path(words[2]).with_suffix(".onnx"))] if words[1] == "export" else []
+        model = Path(words[2])      # a run's model is exported beside its run folder
+        beside = model.parent.parent / f"{model.parent.name}.onnx"
+        return ([str(beside if model.name == "model.h5" else model.with_suffix(".onnx"))]
+                if words[1] == "export" else [])
     if words[0] == "mkdir":
         return [w for w in words[1:] if not w.startswith("-")][:1] + (
             _made_by(words[words.index("cp"):]) if "cp" in words else [])

@@ -165,3 +165,23 @@ def test_export_refuses_to_overwrite_the_model_file(tmp_path, capsys):
     assert main(["export", str(model), "--format", "onnx", "--out", str(model)]) == 2
     assert "is the model file itself" in capsys.readouterr().err
     assert model.read_bytes() == b"not read"
+
+
+def test_exporting_a_run_writes_beside_it_so_the_next_fit_is_not_refused(image_tree, tmp_path,
+                                                                          monkeypatch, capsys):
+    """The issue's case: `export RUN/model.h5` wrote RUN/model.onnx, and the next
+    `fit --out RUN` refused RUN as holding files retrain did not write."""
+    from stand_in import use_stand_in
+    use_stand_in(monkeypatch)
+    data = image_tree({"a": 6, "b": 6})
+    fit = ["fit", str(data), "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "c"),
+           "--epochs", "2", "-q"]
+    assert main(fit) == 0
+    assert main(["export", str(tmp_path / "run" / "model.h5"), "--format", "onnx"]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"wrote {tmp_path / 'run.onnx'}")
+    onnx.checker.check_model(str(tmp_path / "run.onnx"))
+    assert main(fit) == 0, capsys.readouterr().err
+    inside = tmp_path / "run" / "model.onnx"
+    assert main(["export", str(tmp_path / "run" / "model.h5"), "--format", "onnx", "--out",
+                 str(inside)]) == 2
+    assert "inside the run folder" in capsys.readouterr().err and not inside.exists()
