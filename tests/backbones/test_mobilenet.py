@@ -27,6 +27,7 @@ def keras_outputs():
 
 
 def _fixture_model():
+    clear_session()  # auto names (input_layer, global_average_pooling2d) count per session
     return mobilenet_v2(alpha=0.35, input_shape=(96, 96, 3), pooling="avg", weights=str(WEIGHTS))
 
 
