@@ -217,7 +217,8 @@ def backbone_lines(rows):
         where = "present" if r["weights_present"] else f"missing: {r['how_to_get']}"
         lines.append(f"{r['name']:<19} {r['params']:>10,}  {r['input_size'][0]:>5}  "
                      f"{r['top1']:.1f}%  {speed:>8}  {where}")
-    return lines + ["", f"top-1: ImageNet, as published ({rows[0]['top1_source']}); images/s: "
+    sources = "; ".join(dict.fromkeys(r["top1_source"] for r in rows))  # each once, in order
+    return lines + ["", f"top-1: ImageNet, as published ({sources}); images/s: "
                     "this machine, from `make bench` (- if it has not run)"]
 
 
