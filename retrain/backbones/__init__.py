@@ -37,7 +37,9 @@ def load_backbone(name, weights=None):
         raise PretrainedMissingError(
             f"The ImageNet weights of backbone {name} are not on disk: {path} is missing.",
             hint=f"Run `{record.how_to_get}`.")
-    model = record.builder(include_top=False, pooling="avg", weights=str(path))
+    size = tuple(record.preprocessing["input_size"])       # what its recipe makes
+    model = record.builder(include_top=False, pooling="avg", weights=str(path),
+                           input_shape=size + (3,))
     model.trainable = False
     provenance = dict(read_metadata(path).get("provenance") or {"source": "retrain pretrained"})
     provenance.update(weights_file=path.name, weights_sha256=sha256_file(path))
