@@ -6,16 +6,23 @@ files (`mobilenet_1_0_224_tf_no_top.h5`, `mobilenet_v2_weights_tf_dim_ordering_t
 
 weights='imagenet' looks for the Keras file under `pretrained_dir()`: this project has no
 network access at run time and does not ship them; copy the file there to use it.
+
+MobileNetV2 is also a registered backbone (`--backbone mobilenet_v2`): its plug-in rules are
+here, `v2_block_names`/`v2_block_layers` (its 17 inverted residual blocks by their Keras
+names, then `top`) and `convert_keras_file`, its weight converter, which reads a Keras
+Applications file given with `retrain pretrained --backbone mobilenet_v2 --wheel FILE`.
 """
 import warnings
 
 from ..engine import (Activation, Add, BatchNormalization, Conv2D, DepthwiseConv2D, Dense,
                       Dropout, Flatten, GlobalAveragePooling2D, GlobalMaxPooling2D, Input, Model,
                       ReLU, ZeroPadding2D)
-from ..errors import ConfigError
-from .weights import resolve_weights
+from ..errors import ConfigError, WeightsError
+from ..files import sha256_file
+from .weights import read_labels, resolve_weights
 
-__all__ = ["mobilenet", "mobilenet_v2", "make_divisible", "keras_weights_file", "PREPROCESSING"]
+__all__ = ["mobilenet", "mobilenet_v2", "make_divisible", "keras_weights_file", "PREPROCESSING",
+           "v2_block_names", "v2_block_layers", "convert_keras_file", "V2_HOW_TO_GET"]
 
 # Keras `preprocess_input` mode 'tf': x / 127.5 - 1; the whole image, resized.
 PREPROCESSING = {"input_size": [224, 224], "crop": "center", "crop_fraction": 1.0,
@@ -251,3 +258,56 @@ def _obtain_input_shape(arch, input_shape, default_size, include_top, weights):
         raise ConfigError(f"{arch}: include_top=True needs a static input_shape. "
                           f"Received: input_shape={input_shape}.")
     return input_shape
+
+
+# -- MobileNetV2 as a registered backbone: its block rule and its weight converter -----------
+_V2_TOP = ("Conv_1", "Conv_1_bn", "out_relu")
+V2_HOW_TO_GET = ("retrain pretrained --backbone mobilenet_v2 --wheel FILE, FILE downloaded "
+                 f"from {_KERAS_URL}mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels"
+                 "_1.0_224_no_top.h5")
+
+
+def _v2_block_of(layer_name):
+    """Keras's names: block 0 is `expanded_conv_*`, block k `block_k_*`; `top` the last conv."""
+    if layer_name in _V2_TOP:
+        return "top"
+    if layer_name.startswith("expanded_conv_"):
+        return "expanded_conv"
+    parts = layer_name.split("_")
+    if len(parts) > 2 and parts[0] == "block" and parts[1].isdigit():
+        return f"block_{parts[1]}"
+    return None
+
+
+def v2_block_names(model):
+    """MobileNetV2's fine-tuning blocks in `model`, bottom to top ([] if it has none)."""
+    names = []
+    for layer in model.layers:
+        block = _v2_block_of(layer.name)
+        if block is not None and block not in names:
+            names.append(block)
+    return names
+
+
+def v2_block_layers(model, block):
+    """The layers of MobileNetV2 block `block` in `model`, in model order."""
+    return [layer for layer in model.layers if _v2_block_of(layer.name) == block]
+
+
+def convert_keras_file(record, source, out_path):
+    """MobileNetV2's weight converter: a Keras Applications file (no-top, or with the top)
+    -> `out_path`, the network below the top with the registry's recipe and the ImageNet
+    labels in its metadata, written atomically."""
+    model = record.builder(include_top=False, weights=None)
+    try:
+        model.load_weights(str(source))
+    except WeightsError:        # the file holds the top too: take the layers below it
+        full = record.builder(include_top=True, weights=str(source))
+        for layer in (l for l in model.layers if l.weights):
+            layer.set_weights(full.get_layer(layer.name).get_weights())
+    model.save(str(out_path), metadata={
+        "backbone": record.name, "labels": read_labels(), "outputs": "features",
+        "preprocessing": record.preprocessing,
+        "provenance": {"source": f"Keras Applications file {source}",
+                       "source_sha256": sha256_file(source),
+                       "converter": "retrain.backbones.mobilenet"}})

