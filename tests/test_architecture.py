@@ -87,6 +87,83 @@ def _code_lines(path):
     return len(lines - docstrings)
 
 
+def _module_name(path):
+    name = _rel(path)[:-3].replace("/", ".")
+    return name[:-len(".__init__")] if name.endswith(".__init__") else name
+
+
+def _import_graph():
+    """module -> the retrain modules it imports, at the top or inside a function alike (a
+    function-level import is a cycle deferred, not removed)."""
+    names = {_module_name(p): p for p in MODULES}
+    graph = {}
+    for name, path in names.items():
+        deps = set()
+        for module, imported in _imports(path):
+            for item in imported or [""]:
+                full = f"{module}.{item}" if item else module
+                deps.add(full if full in names else module)
+        graph[name] = {d for d in deps if d in names and d != name}
+    return graph
+
+
+def _cycles(graph):
+    """The strongly connected components of more than one module (Tarjan, iteratively)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is None:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = set()
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.add(member)
+                        if member == node:
+                            break
+                    if len(component) > 1:
+                        found.append(frozenset(component))
+            elif child not in index:
+                index[child] = low[child] = len(index)
+                stack.append(child)
+                on_stack.add(child)
+                work.append((child, iter(sorted(graph[child]))))
+            elif child in on_stack:
+                low[node] = min(low[node], index[child])
+    return found
+
+
+# Cycles owned by work in progress elsewhere (issue 24's tape: tensor.py imports ops.py for
+# Python's operators, ops.py imports tape.py, tape.py imports tensor.py). Remove the entry
+# when the cycle goes; a new cycle anywhere fails.
+KNOWN_CYCLES = {frozenset({"retrain.engine.ops", "retrain.engine.tape", "retrain.engine.tensor"})}
+
+
+def test_no_import_cycles():
+    """Modules form layers: each concept imports only what it builds on. A cycle means two
+    modules are one concept split in two, or one reaching back into its user (saving into
+    the model, the layer base into its initializers)."""
+    cycles = [sorted(c) for c in _cycles(_import_graph()) if c not in KNOWN_CYCLES]
+    assert cycles == [], f"import cycles: {cycles}"
+
+
+def test_the_cycle_check_sees_a_deferred_import():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(graph) == [frozenset("abc")]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
 def test_engine_line_budget():
     """The engine within 3,300 lines of code, and GradientTape's three modules (a Tensor
     type, the tape, the differentiable ops: automatic differentiation, which the rest of the

@@ -6,7 +6,8 @@ from .atomic import atomic_write, check_replaceable, fsync_directory, remove_sta
 from .errors import (ConfigError, EngineError, GradientError, ModelFileError, ShapeError,
                      UnsupportedLayerError, WeightsError)
 from .initializers import set_random_seed
-from .layer import KerasTensor, Layer, clear_session
+from .layer import KerasTensor, Layer
+from .naming import clear_session
 from .tensor import Tensor, Variable, constant
 from .tape import GradientTape
 from .layers import *  # noqa: F401,F403  (the layer classes; see layers.__all__)

@@ -2,6 +2,7 @@
 import numpy as np
 
 from .errors import ConfigError
+from .naming import to_snake_case
 
 _rng = np.random.default_rng()
 
@@ -54,13 +55,9 @@ def get(identifier):
         return identifier
     if isinstance(identifier, dict):
         identifier = identifier.get("class_name", "")
-    key = _snake(str(identifier))
+    key = to_snake_case(str(identifier))
     if key not in _INITIALIZERS:
         raise ConfigError(f"Unknown initializer. Received: initializer={identifier!r}. "
                           f"Use one of {sorted(_INITIALIZERS)}.")
     return _INITIALIZERS[key]
 
-
-def _snake(name):
-    from .layer import to_snake_case
-    return to_snake_case(name)

@@ -1,18 +1,21 @@
-"""The Layer base: naming, build-on-first-call, weights, trainable flag and config. No math."""
+"""The Layer base: build-on-first-call, weights, trainable flag, config and lowerings; and the
+registries model files are read through (LAYERS, MODELS). No math."""
 import contextlib
 import contextvars
-import re
 
 import numpy as np
 
 from . import initializers
 from .errors import ConfigError, ShapeError
+from .naming import to_snake_case, unique_name
 from .tape import record_call, should_record
 from .tensor import Variable
 
-_name_counts = {}
 # Every layer class a model file may name: Keras class_name -> class (see `register`).
 LAYERS = {}
+# The model classes a model file may name, by Keras class_name ("Functional", "Sequential"):
+# serialization rebuilds models through it, and so needs no import of model.py.
+MODELS = {}
 # Weight values that add_weight may still create (None: no limit); see weight_budget.
 _budget = contextvars.ContextVar("weight_budget", default=None)
 
@@ -28,23 +31,12 @@ def weight_budget(values):
         _budget.reset(token)
 
 
-def to_snake_case(name):
-    """Keras's auto-name rule: Conv2D -> conv2d, ReLU -> re_lu, BatchNormalization -> batch_normalization."""
-    name = re.sub(r"\W+", "", name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
-
-
-def unique_name(base):
-    """conv2d, conv2d_1, conv2d_2, ... as Keras names layers (counted per session)."""
-    count = _name_counts.get(base, 0)
-    _name_counts[base] = count + 1
-    return base if count == 0 else f"{base}_{count}"
-
-
-def clear_session():
-    """Reset the auto-name counters (Keras's `clear_session`)."""
-    _name_counts.clear()
+def register_model(class_name):
+    """Class decorator: the model class that model files call `class_name` (MODELS)."""
+    def decorate(cls):
+        MODELS[class_name] = cls
+        return cls
+    return decorate
 
 
 def register(cls):

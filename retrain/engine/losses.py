@@ -8,7 +8,7 @@ import numpy as np
 
 from .activations import log_softmax
 from .errors import ConfigError, ShapeError
-from .layer import to_snake_case
+from .naming import to_snake_case
 from .tape import record_once
 from .tensor import Tensor
 

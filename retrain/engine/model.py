@@ -7,7 +7,8 @@ a residual `Add` (one tensor feeding two layers) correct.
 import numpy as np
 
 from .errors import ConfigError, ShapeError
-from .layer import KerasTensor, Layer, unique_name
+from .layer import KerasTensor, Layer, register_model
+from .naming import unique_name
 from .layers.core import Input, InputLayer
 from .tape import record_call, should_record
 from .training import Trainer
@@ -43,6 +44,7 @@ def _topological_order(outputs):
     return sorted(post_order, key=lambda layer: (-depth[id(layer)], visit_index[id(layer)]))
 
 
+@register_model("Functional")
 class Model(Trainer):
     """A functional model: `Model(inputs, outputs)`, inputs being `Input(...)` tensors."""
 
@@ -194,6 +196,7 @@ class Model(Trainer):
         save_weights(self, path)
 
 
+@register_model("Sequential")
 class Sequential(Model):
     """Layers applied one after the other. The first may be `Input(shape)`, an `InputLayer`,
     or a layer given `input_shape=`; otherwise the graph is wired at the first forward call."""

@@ -24,7 +24,8 @@ import numpy as np
 from .atomic import atomic_write
 from .errors import ConfigError, EngineError, ModelFileError, UnsupportedLayerError, WeightsError
 from .h5reading import check_file, dataset, member, read_array
-from .layer import to_snake_case, weight_budget
+from .layer import weight_budget
+from .naming import to_snake_case
 from .serialization import model_from_config, model_to_config
 
 __all__ = ["load_weights", "save_weights", "save_model", "load_model", "read_metadata",

@@ -7,9 +7,9 @@ reads that, and Keras 3's variant (`batch_shape`, DTypePolicy dicts, `inbound_no
 file is imported, evaluated or looked up as an attribute.
 """
 from .errors import ConfigError, EngineError, UnsupportedLayerError
+from .layer import MODELS
 from .layers import LAYERS
 from .layers.core import InputLayer
-from .model import Model, Sequential
 
 __all__ = ["model_to_config", "model_from_config", "layer_from_config"]
 
@@ -66,7 +66,7 @@ def layer_from_config(entry):
 
 def model_to_config(model):
     """The model as tf_keras's `model.get_config()` JSON structure."""
-    if isinstance(model, Sequential):
+    if isinstance(model, MODELS["Sequential"]):
         return {"class_name": "Sequential", "config": _sequential_config(model)}
     names = {id(t): t.layer.name for t in model.inputs + model.outputs}
     layers = []
@@ -121,7 +121,7 @@ def _model_from_config(config):
 
 
 def _sequential_from_config(inner):
-    model = Sequential([layer_from_config(entry) for entry in inner["layers"]],
+    model = MODELS["Sequential"]([layer_from_config(entry) for entry in inner["layers"]],
                        name=inner.get("name"))
     build_shape = inner.get("build_input_shape")
     if model._input is None and build_shape:
@@ -141,7 +141,7 @@ def _functional_from_config(inner):
         tensors[layer.name] = layer(args if as_list else args[0])
     inputs = [_lookup(tensors, n, "input_layers") for n in _refs(inner.get("input_layers"))]
     outputs = [_lookup(tensors, n, "output_layers") for n in _refs(inner.get("output_layers"))]
-    return Model(inputs if len(inputs) > 1 else inputs[0],
+    return MODELS["Functional"](inputs if len(inputs) > 1 else inputs[0],
                  outputs if len(outputs) > 1 else outputs[0], name=inner.get("name"))
 
 
