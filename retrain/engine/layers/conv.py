@@ -18,6 +18,7 @@ __all__ = ["Conv2D", "DepthwiseConv2D", "ZeroPadding2D"]
 # -- convolutions ---------------------------------------------------------------------------
 class _BaseConv(Layer):
     """What Conv2D and DepthwiseConv2D share: window arguments, bias, fused activation."""
+    _depthwise = False
 
     def __init__(self, kernel_size, strides, padding, data_format, dilation_rate, activation,
                  use_bias, bias_initializer, **kwargs):
@@ -55,7 +56,7 @@ class _BaseConv(Layer):
 
     def to_inference(self, srcs, new_vid):
         """[a Pad for 'same'] then a Matmul (1x1, stride 1), Window or Depthwise step."""
-        depthwise = isinstance(self, DepthwiseConv2D)
+        depthwise = self._depthwise
         kernel = (self.depthwise_kernel if depthwise else self.kernel).value
         if not depthwise and kernel.shape[:2] == (1, 1) and self.strides == (1, 1):
             return [Matmul(srcs, new_vid(), self, kernel.reshape(kernel.shape[2:]))]
@@ -67,7 +68,7 @@ class _BaseConv(Layer):
         return before + [(Depthwise if depthwise else Window)([src], new_vid(), self, kernel)]
 
     def to_onnx(self, graph, xs, shapes):
-        if isinstance(self, DepthwiseConv2D):   # (kh, kw, C, M) -> (C*M, 1, kh, kw), group C
+        if self._depthwise:                     # (kh, kw, C, M) -> (C*M, 1, kh, kw), group C
             kernel = self.depthwise_kernel.value
             weight = kernel.transpose(2, 3, 0, 1).reshape((-1, 1) + kernel.shape[:2])
             group = kernel.shape[2]
@@ -154,6 +155,7 @@ class DepthwiseConv2D(_BaseConv):
     `depthwise_kernel` (kh, kw, C, M); output channel c*M + m uses depthwise_kernel[:, :, c, m]."""
     torch_weights = {"depthwise_kernel": ("weight", (2, 3, 0, 1)),   # (C, 1, kh, kw)
                      "bias": ("bias", None)}
+    _depthwise = True
 
     def __init__(self, kernel_size, strides=(1, 1), padding="valid", depth_multiplier=1,
                  data_format=None, dilation_rate=(1, 1), activation=None, use_bias=True,
