@@ -9,9 +9,7 @@ and the engine's Keras-like API (Sequential, Model, layers, load_model...)."""
 from .engine import *  # noqa: F401,F403
 from .engine import __all__ as _engine_all
 
-__version__ = "0.1.0"
-
-# After __version__, which the pipeline behind api.py records in every model file.
-from .api import ImageClassifier, Prediction, load, train  # noqa: E402
+from .version import __version__
+from .api import ImageClassifier, Prediction, load, train
 
 __all__ = list(_engine_all) + ["ImageClassifier", "Prediction", "load", "train"]

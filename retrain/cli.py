@@ -15,7 +15,7 @@ import traceback
 import warnings
 from pathlib import Path
 
-from . import __version__
+from .version import __version__
 from .backbones import BACKBONES, DEFAULT_BACKBONE, convert, describe_backbones
 from .classify import classify, model_labels
 from .cli_text import (STAGE_TEXT, ClassifyTable, backbone_lines, fit_lines, info_lines,

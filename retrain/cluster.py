@@ -35,7 +35,7 @@ import numpy as np
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed
 from distributed.scheduler import KilledWorker
 
-from . import __version__
+from .version import __version__
 from .classify import predict_probabilities
 from .engine import load_model
 from .errors import ClusterError, RetrainError

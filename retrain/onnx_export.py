@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from .version import __version__
 from .engine import UnsupportedLayerError
 from .distribution import pip_install
 from .engine import check_replaceable

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, backbones
+from . import backbones
+from .version import __version__
 from .crossval import cross_validate
 from .errors import ConfigError, DataError
 from .evaluate import evaluate_predictions, small_sample_warnings

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from .. import __version__
+from ..version import __version__
 from ..errors import RequestRefused
 from .uploads import read_uploads
 
