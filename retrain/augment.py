@@ -23,8 +23,8 @@ import math
 import numpy as np
 from .errors import ConfigError
 
-__all__ = ["DEFAULT_AUGMENTATION", "augmentation_recipe", "augmentation_hash",
-           "view_parameters"]
+__all__ = ["DEFAULT_AUGMENTATION", "MAX_TTA_VIEWS", "augmentation_recipe",
+           "augmentation_hash", "tta_recipe", "tta_views", "view_parameters"]
 
 # Chosen by measurement (README, "Fine-tuning and augmentation").
 DEFAULT_AUGMENTATION = {"scale": [0.5, 1.0], "ratio": [0.75, 4 / 3], "flip": True,
@@ -54,10 +54,42 @@ def augmentation_hash(recipe):
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+# Test-time augmentation (`--tta N`, tta.py) averages over the plain view and the first N of
+# these fixed views: the mirror image first (where the recipe allows it), then crops of 80%
+# of the plain crop's area (centre, corners), each with its mirror image. Fixed, not drawn,
+# so that classify, evaluate, serve and fit give one image the same answer.
+_TEST_TIME_CROPS = ((0.8, 0.5, 0.5), (0.8, 0.0, 0.0), (0.8, 1.0, 1.0), (0.8, 1.0, 0.0),
+                    (0.8, 0.0, 1.0), (0.64, 0.5, 0.5), (0.9, 0.5, 0.5), (0.7, 0.5, 0.5))
+MAX_TTA_VIEWS = 8
+
+
+def tta_recipe(flip):
+    """The "augmentation recipe" of the test-time views: it names them in the cache."""
+    return {"test_time": 1, "flip": bool(flip)}
+
+
+def tta_views(count, flip):
+    """The parameters (as view_parameters') of the first `count` test-time views."""
+    views = []
+    if flip:
+        views.append(_fixed(1.0, 0.5, 0.5, True))
+    for area, x, y in _TEST_TIME_CROPS:
+        views += [_fixed(area, x, y, False)] + ([_fixed(area, x, y, True)] if flip else [])
+    return views[:count]
+
+
+def _fixed(area, x, y, flip):
+    return {"area": area, "ratio": 1.0, "x": x, "y": y, "flip": flip, "brightness": 1.0,
+            "contrast": 1.0}
+
+
 def view_parameters(content_key, view, recipe):
     """The random choices of view `view` (>= 1) of the image whose content hash is
     `content_key`: a dict of crop area fraction, aspect ratio, crop centre (as fractions of
-    the free room), flip, brightness and contrast factors. Pure: same inputs, same view."""
+    the free room), flip, brightness and contrast factors. Pure: same inputs, same view.
+    For a tta_recipe, the fixed test-time view `view` instead."""
+    if "test_time" in recipe:
+        return tta_views(view, recipe["flip"])[view - 1]
     seed = hashlib.sha256(f"{content_key}:{view}".encode("ascii")).digest()
     rng = np.random.default_rng(int.from_bytes(seed[:8], "little"))
     log_low, log_high = (math.log(r) for r in recipe["ratio"])

@@ -13,6 +13,7 @@ from .evaluate import top_predictions
 from .images import is_image_file
 from .preprocess import iter_batches, validate_recipe
 from .runtimes import Runtime, load_runtime
+from .tta import collapse, model_tta, spread
 
 __all__ = ["iter_image_files", "model_labels", "predict_probabilities", "model_probabilities",
            "top_or_error", "classify"]
@@ -58,14 +59,19 @@ def model_labels(model):
 
 
 def predict_probabilities(model, paths, batch_size=32, workers=2, cluster=None,
-                          runtime="numpy", precision="f32"):
+                          runtime="numpy", precision="f32", tta=None):
     """Yield (done, probabilities) per batch: `done` = [(path, reason or None)] in order, and
     the (n_usable, C) class probabilities of the usable files, in the same order, the model
     run on `runtime` in `precision` (runtimes.py; `runtime` may also be a loaded
     runtimes.Runtime of `model`). With `cluster` (cluster.Cluster), its workers run this per
-    chunk of files, in order."""
+    chunk of files, in order. Each file's probabilities are the mean over its test-time
+    views (tta.py): the model's record, or `tta` views where given."""
     model_labels(model)
+    views = model_tta(model.metadata, tta)
     loaded = runtime if isinstance(runtime, Runtime) else None
+    if cluster is not None and views:
+        raise ConfigError("Test-time augmentation does not run on a Dask cluster yet.",
+                          hint="Give --tta 0, or leave out --dask.")
     if cluster is not None:
         if loaded is not None:
             runtime, precision = loaded.name, loaded.precision
@@ -73,8 +79,10 @@ def predict_probabilities(model, paths, batch_size=32, workers=2, cluster=None,
         return
     recipe = model.metadata["preprocessing"]
     runner = loaded or load_runtime(model, runtime, precision)
-    for done, inputs in iter_batches(paths, recipe, batch_size, workers):
-        yield done, model_probabilities(model, inputs, runner)
+    k = len(views) + 1
+    paths, views = spread(paths, views)
+    for done, inputs in iter_batches(paths, recipe, batch_size * k, workers, views):
+        yield collapse(done, model_probabilities(model, inputs, runner), k)
 
 
 def model_probabilities(model, inputs, runner=None):
@@ -98,16 +106,17 @@ def top_or_error(probabilities, labels, top_k):
 
 
 def classify(model, paths, top_k=3, batch_size=32, workers=2, cluster=None, runtime="numpy",
-             precision="f32", min_confidence=None):
+             precision="f32", min_confidence=None, tta=None):
     """Yield {"path", "top": [{"label", "probability"}, ...]} or {"path", "error"} for every
     image file in `paths` (files, or folders searched recursively), in order; with
-    `cluster`, computed by its workers (the files listed first, then sent in chunks). With
+    `cluster`, computed by its workers (the files listed first, then sent in chunks);
+    averaged over the test-time views of `tta` (None: the model's record). With
     `min_confidence`, each answer also has "prediction": its label, or "unknown" below it
     (confidence.mark_unknown)."""
     labels = model_labels(model)
     files = iter_image_files(paths)
     for done, probabilities in predict_probabilities(model, files, batch_size, workers,
-                                                     cluster, runtime, precision):
+                                                     cluster, runtime, precision, tta):
         answers = top_or_error(probabilities, labels, top_k)
         answers = iter(answers if min_confidence is None else
                        mark_unknown(answers, check_min_confidence(min_confidence)))

@@ -32,7 +32,7 @@ from .cli_options import (add_dask_option, add_export_parser, add_runtime_choice
                           add_runtime_options, add_runtimes_parser, add_training_options,
                           check_accuracy, open_cluster, training_options)
 from .onnx_export import export_file
-from .cli_recipes import add_min_confidence_option, coverage_lines
+from .cli_recipes import add_min_confidence_option, add_tta_option, coverage_lines
 from .cli_serve import add_serve_parser, run_serve
 from .pipeline import STAGES, RunOptions, evaluate_model, run
 
@@ -62,7 +62,7 @@ def cmd_fit(args):
                          test_percent=args.test_percent, cache_dir=args.cache,
                          workers=args.workers, progress=not args.quiet, head=head,
                          cluster=args.cluster, runtime=args.runtime, precision=args.precision,
-                         cv=args.cv, jpeg_draft=args.jpeg_draft)
+                         cv=args.cv, jpeg_draft=args.jpeg_draft, tta=args.tta)
     earlier = (Path(args.out) / "model.h5").exists()
     if earlier:
         _err(f"note: {args.out} holds an earlier run; its files are replaced when this run "
@@ -92,7 +92,8 @@ def cmd_evaluate(args):
     model = load_model_file(args.model)
     metrics = evaluate_model(model, args.data, args.split, batch_size=args.batch_size,
                              workers=args.workers, cluster=args.cluster, runtime=args.runtime,
-                             precision=args.precision, min_confidence=args.min_confidence)
+                             precision=args.precision, min_confidence=args.min_confidence,
+                             tta=args.tta)
     if args.json:
         _out(json_line(metrics))
         return 0
@@ -110,7 +111,8 @@ def cmd_classify(args):
     model = load_model_file(args.model)
     records = classify(model, args.paths, top_k=args.top_k, batch_size=args.batch_size,
                        workers=args.workers, cluster=args.cluster, runtime=args.runtime,
-                       precision=args.precision, min_confidence=args.min_confidence)
+                       precision=args.precision, min_confidence=args.min_confidence,
+                       tta=args.tta)
     answer = args.min_confidence is not None
     writer = {"table": _write_table, "csv": functools.partial(_write_csv, answer=answer),
               "json": _write_json}[args.format]
@@ -242,6 +244,7 @@ def _add_fit_parser(commands):
                    help="pretrained ImageNet feature extractor (`retrain backbones` compares "
                         "them; `retrain pretrained --backbone NAME` converts its weights)")
     add_training_options(p)
+    add_tta_option(p, fit=True)
     p.add_argument("--hidden-units", type=int_from_to(0, MAX_HIDDEN_UNITS), default=0,
                    help="units of a hidden ReLU layer before the softmax (0: none)")
     p.add_argument("--dropout", type=float, default=0.2,
@@ -279,6 +282,7 @@ def _add_evaluate_parser(commands):
     p.add_argument("--json", action="store_true",
                    help="print one JSON object shaped like a split in metrics.json")
     add_min_confidence_option(p)
+    add_tta_option(p)
     add_runtime_options(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -296,6 +300,7 @@ def _add_classify_parser(commands):
                    help="table: one line per image; csv: with a header row; json: one JSON "
                         "object per line")
     add_min_confidence_option(p)
+    add_tta_option(p)
     add_runtime_options(p)
     p.set_defaults(func=cmd_classify)
 

@@ -3,7 +3,10 @@
 parsing and formatting only, no printing."""
 import argparse
 
-__all__ = ["add_min_confidence_option", "coverage_lines"]
+from .augment import MAX_TTA_VIEWS
+from .cli_usage import int_from_to
+
+__all__ = ["add_min_confidence_option", "add_tta_option", "coverage_lines"]
 
 
 def _confidence(text):
@@ -21,6 +24,19 @@ def add_min_confidence_option(p):
                    help="answer \"unknown\" where the most probable class has a probability "
                         "below P (`retrain evaluate` prints what each P leaves: coverage "
                         "and accuracy)")
+
+
+def add_tta_option(p, fit=False):
+    """--tta N: on fit, what the model records (default 0); on its consumers, an override
+    of the record (default: the record)."""
+    views = (f"average the class probabilities over the plain view and N fixed views (up to "
+             f"{MAX_TTA_VIEWS}: the mirror image unless trained with --no-flip, then "
+             "crops)")
+    p.add_argument("--tta", type=int_from_to(0, MAX_TTA_VIEWS), metavar="N",
+                   default=0 if fit else None,
+                   help=f"{views}; the model records N, and classify, evaluate and serve "
+                        "then do the same" if fit else
+                        f"{views} (default: the N the model records; 0: the plain view)")
 
 
 def coverage_lines(metrics):

@@ -4,7 +4,7 @@ import argparse
 import os
 
 from .cli_options import add_runtime_choice
-from .cli_recipes import add_min_confidence_option
+from .cli_recipes import add_min_confidence_option, add_tta_option
 from .cli_usage import HelpFormatter, positive_int
 from .distribution import pip_install
 from .errors import ConfigError, UsageError
@@ -47,6 +47,7 @@ def add_serve_parser(commands, func):
                    help="threads decoding and resizing uploads")
     add_runtime_choice(p)
     add_min_confidence_option(p)
+    add_tta_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no access-log lines")
     p.set_defaults(func=func)
 
@@ -60,7 +61,7 @@ def run_serve(args, say, log):
         api_key=getattr(args, "api_key", None) or os.environ.get("RETRAIN_API_KEY") or None,
         batch=server.BatchOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                                   max_queue=args.max_queue, workers=args.workers,
-                                  min_confidence=args.min_confidence),
+                                  min_confidence=args.min_confidence, tta=args.tta),
         limits=server.UploadLimits(max_bytes=int(args.max_upload_mb * 2 ** 20),
                                    max_files=args.max_files,
                                    read_timeout_s=args.read_timeout_s))

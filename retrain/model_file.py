@@ -3,6 +3,7 @@ weights safely; here the retrain metadata (labels, recipe, metrics...) is checke
 anything uses it. Every problem is a ModelFileError naming the file."""
 import re
 
+from .augment import MAX_TTA_VIEWS
 from .engine import load_model
 from .errors import ConfigError, ModelFileError
 from .preprocess import validate_recipe
@@ -53,6 +54,7 @@ def _check(model, metadata):
         raise ConfigError(f"outputs must be 'probabilities' or 'logits'. "
                           f"Received: {_short(metadata['outputs'])}.")
     _check_seen(metadata.get("seen"))
+    _check_tta(metadata.get("tta"))
     backbone_provenance = (metadata.get("provenance") or {}).get("backbone_provenance")
     if backbone_provenance is not None and not isinstance(backbone_provenance, dict):
         raise ConfigError("provenance.backbone_provenance must be a dict. "
@@ -91,6 +93,17 @@ def _check_seen(seen):
                 isinstance(d, str) and _HEX.fullmatch(d) for d in digests):
             raise ConfigError(f"seen[{name!r}] must be a list of hex digests of "
                               f"{SEEN_DIGITS} digits. Received: {_short(digests)}.")
+
+
+def _check_tta(record):
+    """None, or {"views": 0..MAX_TTA_VIEWS, "flip": bool} (tta.tta_record)."""
+    if record is None:
+        return
+    views = record.get("views") if isinstance(record, dict) else None
+    if not (isinstance(views, int) and not isinstance(views, bool)
+            and 0 <= views <= MAX_TTA_VIEWS and isinstance(record.get("flip"), bool)):
+        raise ConfigError(f"tta must be {{'views': 0 to {MAX_TTA_VIEWS}, 'flip': true "
+                          f"or false}}. Received: {_short(record)}.")
 
 
 def _check_recipe(model, recipe):

@@ -24,7 +24,7 @@ from .crossval import cross_validate
 from .errors import ConfigError, DataError
 from .evaluate import evaluate_predictions, small_sample_warnings
 from .export import export_model
-from .augment import augmentation_recipe
+from .augment import augmentation_recipe, tta_recipe
 from .backbones.cut import split_backbone
 from .feature_cache import SET_ASIDE_SUFFIX
 from .features import (FeatureCache, cache_namespace, default_cache_dir, extract_features,
@@ -37,6 +37,7 @@ from .runtimes import load_runtime, resolve_runtime, runtime_record
 from .run_folder import check_cache_outside, run_folder
 from .scoring import evaluate_model    # `retrain evaluate`, re-exported under its old home
 from .split import SPLITS, check_percentages, seen_record, split, write_split
+from .tta import check_tta, mean_over_views, tta_record
 
 __all__ = ["RunOptions", "RunResult", "run", "evaluate_model"]
 
@@ -60,6 +61,7 @@ class RunOptions:
     jpeg_draft: bool = True          # the recipe's "jpeg_draft" (preprocess.py)
     head: HeadOptions = field(default_factory=HeadOptions)
     cv: int = 0                      # K > 1: also cross-validate the head (crossval.py)
+    tta: int = 0                     # test-time views averaged over (tta.py)
 
     def validate(self):
         """Refuse bad settings before any image is read; "auto" becomes the runtime it is."""
@@ -72,6 +74,7 @@ class RunOptions:
             raise ConfigError("--cv cross-validates the head alone on cached features; it "
                               "cannot be combined with --fine-tune or --augment.",
                               hint="Compare head recipes with --cv, then fine-tune without it.")
+        check_tta(self.tta)
         return replace(self, head=self.head.validate(),
                        runtime=resolve_runtime(self.runtime, self.precision))
 
@@ -113,11 +116,12 @@ def _run(data, run_dir, options, announce):
     parts = _split(dataset, options, run_dir)
     announce("augment")
     views = _views(dataset, keys, parts, extractor, options)
+    tta = _tta_views(dataset, keys, parts, extractor, options)
     announce("fit")
     classifier, history = _fit(dataset, features, views, parts, extractor, options, run_dir)
     announce("evaluate")
     metrics = _evaluate(dataset, features, parts, classifier, extractor, found, views, history,
-                        options, run_dir)
+                        options, run_dir, tta)
     if options.cv:
         metrics["cross_validation"] = cross_validate(
             features, [label for _, label in dataset.records],
@@ -193,6 +197,27 @@ def _views(dataset, keys, parts, extractor, options):
             "set_aside": list(cache.set_aside)}
 
 
+def _tta_views(dataset, keys, parts, extractor, options):
+    """{"val": (n, N, D), "test": (n, N, D)}: the cached outputs of the --tta views of the
+    val and test images (tta.py), over which their probabilities are averaged; None
+    without --tta. The train split's figures stay on the plain view."""
+    if not options.tta:
+        return None
+    cache = FeatureCache(options.cache_dir or default_cache_dir(),
+                         cache_namespace(extractor.bottom, extractor.recipe,
+                                         tta_recipe(options.head.flip),
+                                         precision=options.precision))
+    found = {}
+    for name in ("val", "test"):
+        index = parts.indices(name)
+        found[name] = index and extract_views(
+            [dataset.path(i) for i in index], [keys[i] for i in index], extractor.runner,
+            extractor.recipe, cache, options.tta, tta_recipe(options.head.flip),
+            batch_size=options.extract_batch_size, workers=options.workers,
+            progress=options.progress, cluster=options.cluster)[0]
+    return found
+
+
 def _set_aside_failures(dataset, found, run_dir):
     """Drop the files that could not be read or decoded; write RUN/skipped.tsv (all skipped
     files: those ingest refused and these). Returns the smaller dataset and its features."""
@@ -260,11 +285,11 @@ def _training_record(options, extractor, views, history):
                         + (", restarted for the fine-tuning phase" if head.fine_tune else ""),
             "label_smoothing": head.label_smoothing, "epochs": history["epochs_planned"],
             "patience": head.patience, "epochs_run": history["epochs_run"],
-            "best_epoch": history["best_epoch"]}
+            "best_epoch": history["best_epoch"], "tta": options.tta}
 
 
 def _evaluate(dataset, features, parts, classifier, extractor, found, views, history, options,
-              run_dir):
+              run_dir, tta=None):
     targets = np.array([label for _, label in dataset.records], np.int64)
     shape = (-1,) + tuple(classifier.input_shape)
     metrics = {"classes": list(dataset.classes),
@@ -277,7 +302,8 @@ def _evaluate(dataset, features, parts, classifier, extractor, found, views, his
                "training": _training_record(options, extractor, views, history)}
     for name in SPLITS:
         index = parts.indices(name)
-        probabilities = (classifier.predict(features[index].reshape(shape)) if index
+        probabilities = (mean_over_views(classifier.predict, features[index],
+                                         (tta or {}).get(name), shape) if index
                          else np.empty((0, len(dataset.classes))))
         metrics[name] = evaluate_predictions(probabilities, targets[index], dataset.classes,
                                              paths=[dataset.records[i][0] for i in index])
@@ -306,4 +332,5 @@ def _model_metadata(data, backbone, options, metrics, dataset, seen):
             "split": {"val_percent": options.val_percent, "test_percent": options.test_percent,
                       "set_aside": [relative for relative, _ in dataset.skipped]},
             "seen": seen,
+            "tta": tta_record(options.tta, options.head.flip),
             "metrics": {name: {k: metrics[name][k] for k in summary_keys} for name in SPLITS}}

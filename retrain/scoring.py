@@ -15,13 +15,14 @@ from .evaluate import evaluate_predictions
 from .files import sha256_file
 from .ingest import exclude, ingest, validate
 from .runtimes import load_runtime
+from .tta import model_tta
 from .split import seen_role, split
 
 __all__ = ["evaluate_model"]
 
 
 def evaluate_model(model, data, split_name="test", batch_size=32, workers=2, cluster=None,
-                   runtime="numpy", precision="f32", min_confidence=None):
+                   runtime="numpy", precision="f32", min_confidence=None, tta=None):
     """Metrics of an exported model on the images of `data` chosen by `split_name`.
 
     A model that records the content of the images it learnt from (metadata "seen", see
@@ -34,8 +35,10 @@ def evaluate_model(model, data, split_name="test", batch_size=32, workers=2, clu
     Returns the dict shaped as a split's entry in
     metrics.json, plus "selection": which images were scored, and why, and "coverage":
     what answering "unknown" below a few thresholds (and `min_confidence`) would leave
-    (confidence.coverage_table; "min_confidence" holds the row of the one asked for)."""
+    (confidence.coverage_table; "min_confidence" holds the row of the one asked for).
+    Probabilities are averaged over the test-time views of `tta` (None: the model's)."""
     labels = model_labels(model)
+    model_tta(model.metadata, tta)             # a bad --tta is refused before any work
     if min_confidence is not None:
         min_confidence = check_min_confidence(min_confidence)
     dataset = ingest(data, min_classes=1)      # a model can be scored on one of its classes
@@ -50,7 +53,8 @@ def evaluate_model(model, data, split_name="test", batch_size=32, workers=2, clu
                         hint=f"The model's classes are {labels}.")
     runner = load_runtime(model, runtime, precision)
     index, probabilities, skipped = _predict(runner, dataset, index, batch_size, workers,
-                                             cluster, tolerate=selection["by"] == "content")
+                                             cluster, tolerate=selection["by"] == "content",
+                                             tta=tta)
     targets = np.array([labels.index(dataset.classes[dataset.records[i][1]]) for i in index],
                        np.int64)
     metrics = evaluate_predictions(probabilities, targets, labels,
@@ -59,6 +63,7 @@ def evaluate_model(model, data, split_name="test", batch_size=32, workers=2, clu
                             for path, reason in selection.pop("unreadable") + skipped]
     selection["scored"] = len(index)
     metrics["coverage"] = coverage_table(probabilities, targets, extra=min_confidence)
+    metrics["tta"] = len(model_tta(model.metadata, tta))
     if min_confidence is not None:
         metrics["min_confidence"] = coverage_at(probabilities, targets, min_confidence)
     return dict(metrics, selection=selection)
@@ -103,7 +108,7 @@ def _select_by_name(dataset, metadata, split_name, workers):
                             "unreadable": []}
 
 
-def _predict(runner, dataset, index, batch_size, workers, cluster, tolerate):
+def _predict(runner, dataset, index, batch_size, workers, cluster, tolerate, tta=None):
     """(the records scored, their probabilities, [(relative path, reason)] skipped), the
     model run by `runner` (runtimes.Runtime). Without `tolerate`, a file that fails to
     decode is an error (it was decoded before)."""
@@ -113,7 +118,7 @@ def _predict(runner, dataset, index, batch_size, workers, cluster, tolerate):
     position = {str(dataset.path(i)): i for i in index}
     paths = [dataset.path(i) for i in index]
     for done, probabilities in predict_probabilities(model, paths, batch_size, workers,
-                                                     cluster, runner):
+                                                     cluster, runner, tta=tta):
         for path, reason in done:
             if reason and not tolerate:
                 raise DataError(f"{path} can no longer be decoded ({reason}); was it changed "

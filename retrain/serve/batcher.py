@@ -22,7 +22,8 @@ from ..classify import model_labels, model_probabilities, top_or_error
 from ..confidence import mark_unknown
 from ..errors import ImageError, RequestRefused
 from ..images import decode_image_file
-from ..preprocess import crop_and_resize, draft_side, normalize
+from ..preprocess import crop_and_resize, crop_and_resize_view, draft_side, normalize
+from ..tta import model_tta
 
 __all__ = ["BatchOptions", "Batcher"]
 
@@ -34,6 +35,7 @@ class BatchOptions:
     max_queue: int = 256        # images admitted at once; more get 503 + Retry-After
     workers: int = 2            # threads decoding and resizing uploads
     min_confidence: float = None    # below it the answer is "unknown" (confidence.py)
+    tta: int = None             # test-time views (tta.py); None: the model's record
 
 
 class Batcher:
@@ -44,6 +46,7 @@ class Batcher:
         self.model, self.options, self.runner = model, options, runner   # runner: a Runtime
         self.labels = model_labels(model)
         self.recipe = model.metadata["preprocessing"]
+        self.views = model_tta(model.metadata, options.tta)     # as classify averages them
         self.admitted = 0                          # images between reserve and release
         self.served = {"images": 0, "batches": 0, "model_busy_s": 0.0}
         self._decoders = ThreadPoolExecutor(options.workers, thread_name_prefix="decode")
@@ -79,10 +82,12 @@ class Batcher:
         return mark_unknown(answers, self.options.min_confidence)
 
     def _prepare(self, file):
-        """One upload -> the model-size uint8 image, or the reason it cannot be used."""
+        """One upload -> its model-size uint8 views (1 + test-time views, h, w, 3), or the
+        reason it cannot be used."""
         try:
-            return crop_and_resize(decode_image_file(file, draft=draft_side(self.recipe)),
-                                   self.recipe)
+            image = decode_image_file(file, draft=draft_side(self.recipe))
+            return np.stack([crop_and_resize(image, self.recipe)] + [
+                crop_and_resize_view(image, self.recipe, view) for view in self.views])
         except ImageError as error:
             return str(error)
 
@@ -122,7 +127,11 @@ class Batcher:
                 future.set_result(row)
 
     def _probabilities(self, images):
-        return model_probabilities(self.model, normalize(images, self.recipe), self.runner)
+        """(n, views, h, w, 3) uint8 -> (n, C): the mean over each image's views."""
+        n, k = images.shape[:2]
+        rows = model_probabilities(self.model, normalize(images.reshape(
+            (n * k,) + images.shape[2:]), self.recipe), self.runner)
+        return rows.reshape(n, k, -1).mean(axis=1)
 
     def close(self):
         self._decoders.shutdown(wait=True, cancel_futures=True)

@@ -120,7 +120,7 @@ def test_evaluate_json_matches_the_split_in_metrics_json(trained, small_data, ca
         assert code == 0 and err == ""
         assert len(out.strip().split("\n")) == 1
         scored = json.loads(out)
-        assert scored.keys() == metrics[split].keys() | {"selection", "coverage"}
+        assert scored.keys() == metrics[split].keys() | {"selection", "coverage", "tta"}
         for key in ("count", "accuracy", "top_k", "top_k_accuracy", "confusion_matrix"):
             assert scored[key] == metrics[split][key]
         assert scored["loss"] == pytest.approx(metrics[split]["loss"], abs=1e-5)
