@@ -10,7 +10,9 @@ or a batch of them (N, H, W, 3), or a list of these; one image gives one Predict
 rest a list. Files go through exactly the code `retrain classify` runs
 (classify.predict_probabilities), and images in memory through the same conversion to RGB
 (images.image_to_rgb: EXIF orientation, alpha on white, 16-bit scaled), crop, resize and
-normalization, so the labels and probabilities are the CLI's.
+normalization, so the labels and probabilities are the CLI's. (A PIL image or an array is
+taken as already decoded: where the model's recipe has "jpeg_draft", a JPEG given by its
+path is decoded at reduced scale, as the CLI decodes it, and one opened in memory is not.)
 
 `retrain.train(DATA, out=RUN, epochs=20)` is `retrain fit DATA --out RUN --epochs 20`: the
 keyword arguments are RunOptions' and HeadOptions' fields, and it returns the trained model

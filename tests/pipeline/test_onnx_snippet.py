@@ -41,3 +41,29 @@ def test_the_onnx_runtime_snippet_matches_retrain(tmp_path, monkeypatch, capsys)
     np.testing.assert_allclose(namespace["probabilities"], ours.probabilities, rtol=0,
                                atol=1e-5)
     assert printed == f"{ours.label} {round(ours.probability, 4)}" == "tiger cat 0.4084"
+
+
+@pytest.mark.skipif(not WEIGHTS.is_file(), reason=f"{WEIGHTS} is absent: run `make pretrained`")
+def test_the_snippets_preprocessing_is_retrains_for_jpegs_with_and_without_draft(
+        tmp_path, monkeypatch, capsys):
+    """The snippet's `preprocess`, given a recipe with and without jpeg_draft, makes the
+    model input retrain makes, on a JPEG whose margins are odd both ways."""
+    from PIL import Image
+    from retrain.preprocess import iter_batches
+    (tmp_path / "pretrained").mkdir()
+    assert main(["export", str(WEIGHTS), "--format", "onnx", "--out",
+                 str(tmp_path / "pretrained" / "efficientnet_lite0.onnx")]) == 0
+    (tmp_path / "tests" / "fixtures").mkdir(parents=True)
+    (tmp_path / "tests" / "fixtures" / "photos").symlink_to(ROOT / "tests" / "fixtures" /
+                                                          "photos")
+    photo = Image.open(ROOT / "tests" / "fixtures" / "photos" / "chelsea.png").convert("RGB")
+    photo.resize((901, 603)).save(tmp_path / "big.jpg", quality=90)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(snippet(), "docs/onnx.md", "exec"), namespace)   # noqa: S102 - our docs
+    capsys.readouterr()
+    for draft in (False, True):
+        recipe = dict(namespace["recipe"], jpeg_draft=draft)
+        namespace["recipe"] = recipe
+        ((done, ours),) = list(iter_batches([tmp_path / "big.jpg"], recipe, 1, 1))
+        np.testing.assert_array_equal(namespace["preprocess"](tmp_path / "big.jpg"), ours[0])
