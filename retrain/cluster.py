@@ -30,6 +30,7 @@ import os
 import socket
 import tempfile
 import threading
+from concurrent.futures import CancelledError
 
 import numpy as np
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed
@@ -56,7 +57,31 @@ _RUNNERS = {}            # on a worker: (sha256, runtime, precision) -> runtimes
 def connect(address, timeout=None):
     """A Cluster on the scheduler at `address` (tcp://host:8786), or on a LocalCluster of N
     worker processes for "local:N" (one thread each; started here, closed on exit).
-    `timeout`: seconds to reach the scheduler (default CONNECT_TIMEOUT)."""
+    `timeout`: seconds to reach the scheduler (default CONNECT_TIMEOUT). Dask's own log
+    lines (a lost scheduler's reconnection attempts, with tracebacks) are silenced while
+    it is open: what goes wrong reaches the caller as one ClusterError."""
+    with _quiet("distributed"), _connected(address, timeout) as connected:
+        yield connected
+
+
+@contextlib.contextmanager
+def _quiet(prefix):
+    """Loggers named `prefix` or `prefix.*` at CRITICAL (Dask's config gives some of them
+    their own level, so the parent's alone would not do), then as they were."""
+    loggers = [logging.getLogger(name) for name in [prefix, *logging.root.manager.loggerDict]
+               if name == prefix or name.startswith(prefix + ".")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _connected(address, timeout):
     local = None
     try:
         if address.startswith(_LOCAL):
@@ -65,11 +90,11 @@ def connect(address, timeout=None):
                                  silence_logs=logging.CRITICAL)   # errors reach us anyway
             client = Client(local)
         else:
-            client = Client(address, timeout=timeout or CONNECT_TIMEOUT)
+            client = _client(address, timeout or CONNECT_TIMEOUT)
             _wait_for_a_worker(client, address, timeout or CONNECT_TIMEOUT)
     except ClusterError:
         raise
-    except (OSError, TimeoutError, ValueError, TypeError) as error:
+    except Exception as error:  # noqa: BLE001  (whatever a non-scheduler's bytes make Dask raise)
         if local is not None:
             local.close()
         raise ClusterError(f"Cannot reach the Dask scheduler at {address}: "
@@ -86,6 +111,34 @@ def connect(address, timeout=None):
         client.close()
         if local is not None:
             local.close()
+
+
+def _client(address, timeout):
+    """Client(address), or ClusterError after `timeout` s: Dask's timeout does not bound its
+    handshake, so at a port where something else listens (a dashboard, any TCP server that
+    waits for a request) Client() would wait for ever. It is made in a thread of its own,
+    given up (a daemon thread, left waiting) when the time is over."""
+    made = {}
+
+    def connect_client():
+        try:
+            made["client"] = Client(address, timeout=0.8 * timeout)   # its errors first
+        except BaseException as error:  # noqa: BLE001  (handed to the caller's thread)
+            made["error"] = error
+
+    thread = threading.Thread(target=connect_client, name="retrain-dask-connect", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise ClusterError(f"No Dask scheduler answered at {address} within {timeout:g} s: "
+                           "something else listens on that port (a dashboard?), or it is "
+                           "too busy.",
+                           hint="Give the scheduler's own address (tcp://HOST:8786 by "
+                                "default, not its dashboard's :8787), or use --dask local:2 "
+                                "for worker processes on this machine.")
+    if "error" in made:
+        raise made["error"]
+    return made["client"]
 
 
 def _wait_for_a_worker(client, address, timeout):
@@ -241,8 +294,9 @@ def _result(future):
         raise ClusterError(f"A task was lost with every worker that ran it ({error}).",
                            hint="Look at the workers' logs: out of memory? Then give them "
                                 "more, or run fewer worker processes per machine.") from None
-    except (OSError, TimeoutError) as error:
-        raise ClusterError(f"Lost the Dask cluster during the run: {error}.",
+    except (OSError, TimeoutError, CancelledError) as error:   # the scheduler went away
+        raise ClusterError(f"Lost the Dask cluster during the run: "
+                           f"{' '.join(str(error).split()) or type(error).__name__}.",
                            hint="Check the scheduler; run the same command again to resume "
                                 "(finished chunks are cached).") from None
 

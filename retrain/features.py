@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .augment import augmentation_hash, view_parameters
-from .errors import DataError, Interrupted
+from .errors import ClusterError, DataError, Interrupted
 from .feature_cache import EntriesLost, FeatureCache
 from .files import sha256_file
 from .preprocess import iter_batches, recipe_hash
@@ -249,6 +249,9 @@ def _extract_misses(todo, backbone, recipe, cache, batch_size, workers, chunk_si
             take(result)
         flush()
         raise Interrupted(saved[0], len(todo)) from None
+    except ClusterError:          # the scheduler lost: what arrived is kept, as on Ctrl-C
+        flush()
+        raise
     flush()
     return failed
 

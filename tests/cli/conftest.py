@@ -31,14 +31,20 @@ def stand_in(monkeypatch):
 def small_data(tmp_path):
     """DATA with classes red, green, blue (10 slightly varied 12x10 PNGs each) and one
     corrupt file."""
-    root = tmp_path / "data"
-    for label, channel in (("blue", 2), ("green", 1), ("red", 0)):
+    root = write_small_data(tmp_path / "data")
+    (root / "red" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    return root
+
+
+def write_small_data(root, names=("blue", "green", "red")):
+    """root/<name>/<name><i>.png: 10 slightly varied 12x10 PNGs for each of three names,
+    mostly blue, green and red in that order."""
+    for label, channel in zip(names, (2, 1, 0)):
         (root / label).mkdir(parents=True)
         for i in range(10):
             pixels = np.full((10, 12, 3), 40 + 3 * i, np.uint8)
             pixels[..., channel] = 200 - 5 * i
             Image.fromarray(pixels).save(root / label / f"{label}{i}.png")
-    (root / "red" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     return root
 
 

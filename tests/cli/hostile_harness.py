@@ -1,19 +1,23 @@
 """Run `retrain` commands in this process, one after another, and report each one's exit
 status, output, peak RSS and peak traced allocations as JSON on stdout.
 
-    python hostile_harness.py CASES.json    # [[name, [argv...]], ...]
+    python hostile_harness.py CASES.json    # [[name, [argv...]] or [name, [argv...], cwd]]
 
-Run as a subprocess by test_hostile_models.py, so that peak RSS (ru_maxrss) belongs to
-these commands alone. A command that hangs (a read of a FIFO) ends the process after
-TIMEOUT seconds with the traceback on stderr, after the name of the case on stderr."""
+Run as a subprocess by test_hostile_models.py and test_hostile_runs.py, so that peak RSS
+(ru_maxrss) belongs to these commands alone. A command that hangs (a read of a FIFO) ends
+the process after TIMEOUT seconds with the traceback on stderr, after the name of the case
+on stderr. With RETRAIN_STAND_IN=1 in the environment, `fit` uses the stand-in backbone of
+tests/pipeline/stand_in.py; a case's third element is the folder it runs in."""
 import contextlib
 import faulthandler
 import io
 import json
+import os
 import resource
 import sys
 import time
 import tracemalloc
+from pathlib import Path
 
 TIMEOUT = 60
 
@@ -54,13 +58,26 @@ def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _use_stand_in():
+    import pytest
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))
+    import stand_in
+
+    stand_in.use_stand_in(pytest.MonkeyPatch())
+
+
 def main(cases_file):
     import retrain.cli  # noqa: F401  (imports counted before the first case)
 
+    if os.environ.get("RETRAIN_STAND_IN") == "1":
+        _use_stand_in()
     tracemalloc.start()
     results = {}
-    for name, argv in json.loads(open(cases_file).read()):
+    home = os.getcwd()
+    for name, argv, *where in json.loads(open(cases_file).read()):
         print(f"case {name}", file=sys.stderr, flush=True)
+        os.chdir(where[0] if where and where[0] else home)
         faulthandler.dump_traceback_later(TIMEOUT, exit=True)
         results[name] = run_case(argv)
         faulthandler.cancel_dump_traceback_later()

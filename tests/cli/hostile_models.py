@@ -234,6 +234,31 @@ def module_registered_name(folder):
     return path
 
 
+def _edited_layer(folder, filename, layer, edit):
+    """The base model with `edit(entry)` applied to the config entry of `layer`."""
+    path = write_base(folder / filename)
+    with h5py.File(path, "a") as f:
+        config = _config(f)
+        edit(_layer(config, layer))
+        _set_config(f, config)
+    return path
+
+
+def foreign_module_layer(folder):
+    """The layer entry of 'pool' names Keras's class from another module (issue 21): a
+    custom class sharing a Keras name must not be taken for Keras's."""
+    return _edited_layer(folder, "foreign_module.h5", "pool",
+                         lambda entry: entry.update(module="os"))
+
+
+def foreign_module_initializer(folder):
+    """The kernel initializer in the config of 'head' comes from module 'os'."""
+    initializer = {"module": "os", "class_name": "GlorotUniform", "config": {"seed": None},
+                   "registered_name": None}
+    return _edited_layer(folder, "foreign_initializer.h5", "head",
+                         lambda entry: entry["config"].update(kernel_initializer=initializer))
+
+
 def soft_link_loop(folder):
     """The layer group 'pool' is a soft link to itself."""
     path = write_base(folder / "soft_loop.h5")
@@ -278,7 +303,8 @@ def string_weights(folder):
 # Cases that must be refused with exit status 2 by both `info` and `classify`.
 REFUSED = [external_file, external_fifo, virtual_dataset, huge_dense_units, unstored_dataset,
            huge_input_size, deep_json, deep_metadata, non_string_labels, non_numeric_metrics,
-           lambda_layer, unknown_class, module_registered_name, soft_link_loop, external_link,
+           lambda_layer, unknown_class, module_registered_name, foreign_module_layer,
+           foreign_module_initializer, soft_link_loop, external_link,
            nan_weights, mismatched_labels, string_weights, bad_seen_record,
            ragged_confusion_matrix]
 # Legitimate but unusual: must work, and print nothing that drives a terminal.

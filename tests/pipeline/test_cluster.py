@@ -365,3 +365,121 @@ def test_without_dask_the_error_says_what_to_install(monkeypatch, capsys, tmp_pa
     assert code == 2 and len(err) == 2, err
     assert "--dask needs Dask's distributed scheduler, which is not installed" in err[0]
     assert err[1] == f"hint: Install it with: {pip_install('dask')}"
+
+
+# -- issue 21: a port that is no scheduler, a scheduler that dies ------------------------
+@pytest.fixture
+def listener():
+    """A TCP port where something that is no Dask scheduler listens: `silent` accepts and
+    says nothing (as a dashboard waits for its HTTP request); `garbage` answers a frame
+    header that declares 3.5 EiB (Dask tried to allocate them: MemoryError)."""
+    import threading
+
+    servers, stop = [], threading.Event()
+
+    def start(kind):
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        server.settimeout(0.2)
+        servers.append(server)
+
+        def serve():
+            while not stop.is_set():
+                try:
+                    connection, _ = server.accept()
+                except OSError:
+                    continue
+                if kind == "garbage":
+                    connection.sendall(b"\x00" * 7 + b"\x31" + b"\xff" * 56)
+                servers.append(connection)
+
+        threading.Thread(target=serve, daemon=True).start()
+        return f"tcp://127.0.0.1:{server.getsockname()[1]}"
+
+    yield start
+    stop.set()
+    for server in servers:
+        server.close()
+
+
+@pytest.mark.parametrize("kind", ["silent", "garbage"])
+def test_a_port_that_is_no_scheduler_is_one_line_within_the_timeout(listener, monkeypatch,
+                                                                    capsys, tmp_path, kind):
+    """`--dask` at a dashboard's port or any silent listener waited for ever, where the help
+    promises an error within 10 s; garbage gave "unexpected MemoryError: Unable to allocate
+    3.07 EiB"."""
+    import threading
+
+    at = listener(kind)
+    monkeypatch.setattr(cluster_module, "CONNECT_TIMEOUT", 2)
+    started, done = time.monotonic(), []
+    command = threading.Thread(daemon=True, target=lambda: done.append(main(
+        ["classify", str(tmp_path), str(tmp_path), "--dask", at])))
+    command.start()
+    command.join(2 + 30)                   # a hang fails the test instead of hanging it
+    seconds = time.monotonic() - started
+    assert done, f"no answer after {seconds:.0f} s"
+    err = capsys.readouterr().err.strip().split("\n")
+    assert done[0] == 2 and len(err) == 2, err
+    assert err[0].startswith(("error: No Dask scheduler answered at " + at + " within 2 s",
+                              "error: Cannot reach the Dask scheduler at " + at)), err
+    assert "unexpected" not in err[0] and err[1].startswith("hint: ")
+    assert seconds < 2 + 5, seconds                 # the timeout, and no more than a margin
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_scheduler_killed_mid_run_keeps_finished_chunks_and_is_one_line(
+        image_tree, tmp_path, monkeypatch, capfd, caplog):
+    """A scheduler killed mid-run gave "unexpected FutureCancelledError ... a bug" and two
+    tracebacks, and the features already computed were not cached."""
+    import subprocess
+
+    port = free_port()
+    at = f"tcp://127.0.0.1:{port}"
+    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler",
+                                  "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", at,
+                               "--nworkers", "1", "--nthreads", "1", "--no-dashboard"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        from distributed import Client
+
+        with Client(at, timeout=60) as probe:   # both started (a loaded machine is slow)
+            probe.wait_for_workers(1, timeout=60)
+        use_stand_in(monkeypatch)
+        monkeypatch.setattr(cluster_module, "CONNECT_TIMEOUT", 3)   # also the reconnection
+        monkeypatch.setattr(cluster_module, "TASK_IMAGES", 32)
+        results, taken = cluster_module._Run.__iter__, []
+
+        def killing_the_scheduler(run):
+            for result in results(run):
+                taken.append(result[0])
+                if len(taken) == 2:
+                    scheduler.kill()
+                    scheduler.wait()
+                yield result
+
+        monkeypatch.setattr(cluster_module._Run, "__iter__", killing_the_scheduler)
+        data = photos(image_tree, count=400)
+        capfd.readouterr()
+        code = main(["fit", str(data), "--out", str(tmp_path / "run"), "--cache",
+                     str(tmp_path / "cache"), "-q", "--dask", at])
+        err = capfd.readouterr().err.strip().split("\n")
+    finally:
+        for process in (worker, scheduler):
+            process.kill()
+            process.wait()
+    assert code == 2 and len(err) == 2, err
+    assert [record.getMessage() for record in caplog.records
+            if record.name.startswith("distributed")] == []      # no log lines, no traceback
+    assert err[0].startswith("error: Lost the Dask cluster during the run") and \
+        err[1].startswith("hint: Check the scheduler; run the same command again"), err
+    keys = cached_keys(tmp_path / "cache")
+    assert len(keys) == len(set(keys)) >= sum(taken[:2]) > 0
