@@ -11,9 +11,6 @@ from .layer import MODELS
 from .layers import LAYERS
 from .layers.core import InputLayer
 
-# Keras 3 writes "keras.layers", "keras.initializers" or "keras"; tf_keras "tf_keras.*".
-_KERAS_MODULES = ("keras", "tf_keras")
-
 __all__ = ["model_to_config", "model_from_config", "layer_from_config"]
 
 # Keras-only config noise, dropped before a layer is rebuilt (the one place that knows it):
@@ -42,23 +39,6 @@ def _clean_layer_config(config):
     return clean
 
 
-def _check_modules(entry, name):
-    """Keras names the module of each class it serializes ("keras.layers", and inside a
-    config "keras.initializers"...): a class of a Keras name from another module ("module":
-    "os", a custom class) is refused, anywhere in the entry, not taken for Keras's."""
-    stack = [entry]
-    while stack:
-        item = stack.pop()
-        stack.extend(item if isinstance(item, list) else
-                     item.values() if isinstance(item, dict) else [])
-        module = item.get("module") if isinstance(item, dict) else None
-        if module is not None and str(module).split(".")[0] not in _KERAS_MODULES:
-            raise UnsupportedLayerError(
-                f"Layer {name!r} names the module {module!r} for its class "
-                f"{item.get('class_name')!r}; retrain loads Keras's own classes only.",
-                hint="Rebuild the model from Keras layers: retrain runs no code of a file.")
-
-
 def layer_from_config(entry):
     """Rebuild one layer from `{"class_name": ..., "config": {...}}` through `LAYERS` only."""
     if not isinstance(entry, dict) or not isinstance(entry.get("config", {}), dict):
@@ -68,13 +48,17 @@ def layer_from_config(entry):
     config = dict(entry.get("config", {}))
     name = config.get("name") or entry.get("name")
     cls = LAYERS.get(class_name)
-    if cls is None:
+    # Keras names each class's module ("keras.layers"; "keras.initializers" for a config's
+    # initializer): a class of Keras's name from another module (a custom one) is not Keras's.
+    modules = [d.get("module") or "keras" for d in [entry, *config.values()] if isinstance(d, dict)]
+    foreign = [m for m in modules if str(m).split(".")[0] not in ("keras", "tf_keras")]
+    if cls is None or foreign:
         raise UnsupportedLayerError(
-            f"Layer {name!r} has class {class_name!r}, which retrain cannot load. "
+            f"Layer {name!r} has class {class_name!r}"
+            f"{f' of module {foreign[0]!r}' if foreign else ''}, which retrain cannot load. "
             f"Supported classes: {', '.join(sorted(LAYERS))}.",
             hint="Lambda and custom layers hold Python code, which retrain never runs from a "
                  "file; rebuild the model from supported layers.")
-    _check_modules(entry, name)
     config["name"] = name
     try:
         return cls(**_clean_layer_config(config))

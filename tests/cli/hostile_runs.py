@@ -336,12 +336,12 @@ def mount_point_run_folder(folder, data):
 # -- 18: model files ------------------------------------------------------------------------
 def layer_of_another_module(folder, data):
     path = hostile_models.foreign_module_layer(folder)
-    return Case(["info", str(path)], refused("names the module 'os'"))
+    return Case(["info", str(path)], refused("of module 'os', which retrain cannot load"))
 
 
 def initializer_of_another_module(folder, data):
     path = hostile_models.foreign_module_initializer(folder)
-    return Case(["info", str(path)], refused("names the module 'os'"))
+    return Case(["info", str(path)], refused("of module 'os', which retrain cannot load"))
 
 
 CASES = [hidden_files_in_out, empty_out_in_home, export_to_a_fifo, export_to_a_device_node,

@@ -86,10 +86,8 @@ def test_error_names_the_problem(results):
                 "non_numeric_metrics": "must be a number",
                 "ragged_confusion_matrix": "rows of 3 counts", "lambda_layer": "'Lambda'",
                 "unknown_class": "'MyCustomPooling'", "module_registered_name": "'system'",
-                "foreign_module_layer": "names the module 'os' for its class "
-                                        "'GlobalAveragePooling2D'",
-                "foreign_module_initializer": "names the module 'os' for its class "
-                                              "'GlorotUniform'",
+                "foreign_module_layer": "class 'GlobalAveragePooling2D' of module 'os'",
+                "foreign_module_initializer": "class 'Dense' of module 'os'",
                 "soft_link_loop": "is a link (SoftLink)",
                 "external_link": "is a link (ExternalLink)",
                 "nan_weights": "not finite", "mismatched_labels": "3 outputs but",
