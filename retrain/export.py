@@ -3,28 +3,10 @@
 The model file is self-describing: its metadata carries the labels, the preprocessing
 recipe, the provenance (backbone, weights hash, data, seed), the split settings and the
 metrics, so `retrain classify/evaluate/info` need nothing but the file."""
-from .engine import Model
-from .errors import ConfigError
+from .engine import clone_model
 from .files import atomic_write_text
 
-__all__ = ["combine", "export_model", "describe"]
-
-
-def combine(backbone, head):
-    """One functional model: the backbone's layers, then fresh copies of the head's layers
-    (same config and weights) wired onto the backbone's output. Copies, because a layer
-    can sit in one graph only."""
-    taken = {layer.name for layer in backbone.layers}
-    x = backbone.outputs[0]
-    for layer in head.layers:
-        if layer.name in taken:
-            raise ConfigError(f"Head layer name {layer.name!r} is also a backbone layer name.",
-                              hint="Rename the head layer; names must be unique in a model.")
-        copy = type(layer)(**layer.get_config())
-        x = copy(x)
-        copy.set_weights(layer.get_weights())
-    inputs = backbone.inputs[0] if len(backbone.inputs) == 1 else backbone.inputs
-    return Model(inputs, x, name="retrain_classifier")
+__all__ = ["export_model", "describe"]
 
 
 def export_model(run_dir, backbone, classifier, labels, metadata):
@@ -36,7 +18,8 @@ def export_model(run_dir, backbone, classifier, labels, metadata):
     for layer in top.layers if top is not None else []:
         if layer.weights:
             backbone.get_layer(layer.name).set_weights(layer.get_weights())
-    model = combine(backbone, getattr(classifier, "head", classifier))
+    model = clone_model(getattr(classifier, "head", classifier),
+                        input_tensors=backbone.outputs[0], name="retrain_classifier")
     model.metadata = dict(metadata, labels=list(labels), outputs="probabilities")
     model_path = run_dir / "model.h5"
     model.save(model_path, metadata=model.metadata)

@@ -32,7 +32,7 @@ import numpy as np
 
 from .engine import (AdamW, Callback, CosineDecay, Dense, Dropout, EarlyStopping, Input,
                      MultiOptimizer, Sequential, SparseCategoricalCrossentropy, Trainer,
-                     set_random_seed)
+                     clone_model, set_random_seed)
 from .errors import ConfigError, DataError
 from .progress import progress_bar
 
@@ -219,10 +219,10 @@ class Classifier(Trainer):
 
     def predict(self, x, batch_size=None, verbose=0):
         """Class probabilities, by the fast inference plan of the top and head in one graph."""
-        from .export import combine
         if self.top is None:
             return self.head.predict(x, batch_size=batch_size)
-        return combine(self.top, self.head).predict(x, batch_size=batch_size)
+        return clone_model(self.head, input_tensors=self.top.outputs[0]).predict(
+            x, batch_size=batch_size)
 
 
 class _Views:

@@ -165,7 +165,7 @@ def test_the_cycle_check_sees_a_deferred_import():
 
 
 def test_engine_line_budget():
-    """The engine within 3,300 lines of code, and GradientTape's three modules (a Tensor
+    """The engine within 3,400 lines of code, and GradientTape's three modules (a Tensor
     type, the tape, the differentiable ops: automatic differentiation, which the rest of the
     engine does not need) within their own 350."""
     counts = {p.name if p.parent == ENGINE else _rel(p): _code_lines(p)
@@ -173,8 +173,9 @@ def test_engine_line_budget():
     autodiff = sum(counts.pop(name) for name in AUTODIFF_MODULES)
     total = sum(counts.values())
     # 3,100 before each layer class took in its ONNX lowering (about 130 lines that left
-    # onnx_export.py), and room for a few more layer kinds.
-    assert total <= 3300, f"the engine has {total} lines of code; its budget is 3,300"
+    # onnx_export.py) and clone_model came in from cut.py and export.py (about 50), and
+    # room for a few more layer kinds.
+    assert total <= 3400, f"the engine has {total} lines of code; its budget is 3,400"
     assert autodiff <= 350, (f"tensor.py, tape.py and ops.py have {autodiff} lines of code; "
                              "their budget is 350")
 

@@ -19,6 +19,7 @@ from .inference import DEFAULT_BATCH_SIZE
 from .losses import (CategoricalCrossentropy, SparseCategoricalCrossentropy,
                      categorical_crossentropy, sparse_categorical_crossentropy)
 from .model import Model, Sequential
+from .cloning import clone_model
 from .training import Trainer
 from .optimizers import SGD, Adam, AdamW, MultiOptimizer, Optimizer
 from .schedules import CosineDecay, LearningRateSchedule
@@ -26,7 +27,7 @@ from .saving import load_model, model_from_config, model_to_config, read_metadat
 
 __all__ = ["ConfigError", "EngineError", "ModelFileError", "ShapeError", "UnsupportedLayerError",
            "WeightsError", "set_random_seed", "KerasTensor", "Layer", "Variable",
-           "clear_session", "Model", "Sequential", "Trainer", "losses", "optimizers",
+           "clear_session", "Model", "Sequential", "clone_model", "Trainer", "losses", "optimizers",
            "Callback",
            "EarlyStopping", "History", "CategoricalCrossentropy", "SparseCategoricalCrossentropy",
            "categorical_crossentropy", "sparse_categorical_crossentropy", "SGD", "Adam", "AdamW",

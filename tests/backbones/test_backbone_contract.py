@@ -12,9 +12,9 @@ from backbone_references import FIXTURES, REFERENCES
 from retrain.backbones import (BACKBONES, block_layers, block_names, get_backbone,
                                load_backbone, weights_path)
 from retrain.backbones.cut import split_backbone
-from retrain.engine import Dense, Input, Sequential, load_model, set_random_seed
+from retrain.engine import (Dense, Input, Sequential, clone_model, load_model,
+                            set_random_seed)
 from retrain.errors import ConfigError
-from retrain.export import combine
 from retrain.files import sha256_file
 from retrain.images import decode_image
 from retrain.preprocess import crop_and_resize, preprocess_batch
@@ -167,7 +167,7 @@ def test_round_trips_through_export(name, backbone, tmp_path):
     assert backbone.outputs[0].shape == (None, record.features)
     assert backbone.metadata["provenance"]["weights_sha256"] == sha256_file(weights_path(name))
     head = Sequential([Input((record.features,)), Dense(3, activation="softmax", name="head")])
-    model = combine(backbone, head)
+    model = clone_model(head, input_tensors=backbone.outputs[0])
     model.save(tmp_path / "model.h5", metadata={"backbone": name})
     loaded = load_model(tmp_path / "model.h5")
     assert loaded.metadata["backbone"] == name

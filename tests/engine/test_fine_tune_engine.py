@@ -1,5 +1,5 @@
 """What fine-tuning adds to the engine: CosineDecay with warmup (Keras's schedule), optimizers
-on a schedule, MultiOptimizer (two learning rates), fit on a batch source; and clone_top,
+on a schedule, MultiOptimizer (two learning rates), fit on a batch source; and clone_model,
 which cuts a backbone (retrain/backbones/cut.py)."""
 import math
 
@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from retrain.engine import (SGD, Add, CosineDecay, Dense, Input, Model, MultiOptimizer,
-                            Sequential, Variable, set_random_seed)
-from retrain.backbones.cut import clone_top
+                            Sequential, Variable, clone_model, set_random_seed)
 from retrain.engine.errors import ConfigError
 
 
@@ -94,7 +93,7 @@ def test_fit_on_a_batch_source_equals_fit_on_the_same_arrays():
         source.fit(batches, y, epochs=1, verbose=0)
 
 
-def test_clone_top_copies_the_layers_above_a_tensor():
+def test_clone_model_copies_the_layers_above_a_tensor():
     set_random_seed(1)
     inputs = Input((4,))
     low = Dense(4, name="low")(inputs)
@@ -102,11 +101,29 @@ def test_clone_top_copies_the_layers_above_a_tensor():
     out = Dense(2, name="out")(Add(name="add")([mid, low]))
     model = Model(inputs, out)
     x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
-    top = clone_top(model, low)
+    top = clone_model(model, start=low)
     assert [layer.name for layer in top.layers][1:] == ["mid", "add", "out"]
     np.testing.assert_allclose(top.forward(model.get_layer("low").forward(x)), model.forward(x),
                                rtol=1e-6)
     top.get_layer("out").kernel.assign(np.zeros((4, 2)))      # the copies are independent
     assert np.any(model.get_layer("out").kernel.value != 0)
     with pytest.raises(ConfigError, match="cannot be cut there"):
-        clone_top(model, mid)                                  # Add also reads `low`
+        clone_model(model, start=mid)                          # Add also reads `low`
+
+
+
+def test_clone_model_wires_a_copy_onto_another_graph():
+    """input_tensors: the copy of a head reads a backbone's output; the new model runs from
+    the backbone's input, and a name the backbone already has is refused."""
+    set_random_seed(2)
+    x_in = Input((4,))
+    features = Dense(3, name="features")(x_in)
+    head = Sequential([Input((3,)), Dense(2, name="predictions")])
+    joined = clone_model(head, input_tensors=features, name="joined")
+    x = np.random.default_rng(1).normal(size=(2, 4)).astype(np.float32)
+    assert joined.inputs == [x_in] and [l.name for l in joined.layers][-1] == "predictions"
+    np.testing.assert_allclose(joined.forward(x), head.forward(Model(x_in, features).forward(x)),
+                               rtol=1e-6)
+    clash = Sequential([Input((3,)), Dense(2, name="features")])
+    with pytest.raises(ConfigError, match="'features'.*already in the graph"):
+        clone_model(clash, input_tensors=features)
