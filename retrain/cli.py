@@ -32,7 +32,8 @@ from .cli_options import (add_dask_option, add_export_parser, add_runtime_choice
                           add_runtime_options, add_runtimes_parser, add_training_options,
                           check_accuracy, open_cluster, training_options)
 from .onnx_export import export_file
-from .cli_recipes import add_min_confidence_option, add_tta_option, coverage_lines
+from .cli_recipes import (add_lr_find_parser, add_min_confidence_option, add_tta_option,
+                          coverage_lines, run_lr_find)
 from .cli_serve import add_serve_parser, run_serve
 from .pipeline import STAGES, RunOptions, evaluate_model, run
 
@@ -224,6 +225,7 @@ def build_parser():
     _add_info_parser(commands)
     add_export_parser(commands, cmd_export)
     add_serve_parser(commands, cmd_serve)
+    add_lr_find_parser(commands, lambda args: run_lr_find(args, say=_out))
     _add_pretrained_parser(commands)
     _add_backbones_parser(commands)
     add_runtimes_parser(commands, cmd_table)

@@ -109,8 +109,9 @@ def add_training_options(p):
                         "with it (as fastai's fine_tune and the Keras guide)")
     p.add_argument("--batch-size", type=positive_int, default=32,
                    help="images per training step")
-    p.add_argument("--lr", "--learning-rate", type=float, default=0.002,
-                   help="the head's peak learning rate (AdamW, cosine schedule)")
+    p.add_argument("--lr", "--learning-rate", type=auto_or(float), default=0.002,
+                   help="the head's peak learning rate (AdamW, cosine schedule); auto: the "
+                        "rate `retrain lr-find` suggests, its curve in RUN/lr_find.html")
     p.add_argument("--backbone-lr", type=float, default=0.0005,
                    help="peak learning rate of the fine-tuned blocks (the head trains with "
                         "them at half --lr after --freeze-epochs, else at --lr)")

@@ -1,12 +1,20 @@
 """The options that choose how a model answers and how a recipe is chosen: --min-confidence
-(classify, evaluate, serve), kept apart from cli.py so that it stays within its budget:
+(classify, evaluate, serve), --tta, and `retrain lr-find`, kept apart from cli.py so that it stays within its budget:
 parsing and formatting only, no printing."""
 import argparse
+from pathlib import Path
 
 from .augment import MAX_TTA_VIEWS
-from .cli_usage import int_from_to
+from .backbones import BACKBONES, DEFAULT_BACKBONE
+from .cli_usage import HelpFormatter, int_from_to, path_argument, percent
+from .features import default_cache_dir
+from .files import atomic_write_text
+from .fit import HeadOptions
+from .lr_find import lr_find, lr_find_page
+from .pipeline import RunOptions, cached_split
 
-__all__ = ["add_min_confidence_option", "add_tta_option", "coverage_lines"]
+__all__ = ["add_lr_find_parser", "add_min_confidence_option", "add_tta_option",
+           "coverage_lines", "run_lr_find"]
 
 
 def _confidence(text):
@@ -53,3 +61,39 @@ def coverage_lines(metrics):
         lines.append(f"{row['threshold']:14.2f}  {row['coverage']:8.4f}  "
                      f"{row['answered']:8d}  {accuracy}")
     return lines
+
+
+def add_lr_find_parser(commands, func):
+    p = commands.add_parser(
+        "lr-find", formatter_class=HelpFormatter, help="suggest the head's learning rate",
+        description="fastai's learning-rate finder on the cached features of DATA's training "
+                    "split: a new head trains while the rate grows from 1e-7 to 10; the page "
+                    "shows the loss against the rate, and the suggested rate (fastai's "
+                    "valley: two thirds down the longest fall of the loss) is printed. `fit --lr auto` does the same.")
+    p.add_argument("data", metavar="DATA", help="folder of class folders of images")
+    p.add_argument("--out", metavar="PAGE", type=path_argument, default=Path("lr_find.html"),
+                   help="the page to write (default: lr_find.html)")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES))
+    p.add_argument("--hidden-units", type=int_from_to(0, 16384), default=0)
+    p.add_argument("--batch-size", type=int_from_to(1, 4096), default=32)
+    p.add_argument("--val-percent", type=percent, default=10)
+    p.add_argument("--test-percent", type=percent, default=10)
+    p.add_argument("--cache", metavar="DIR", type=path_argument, default=default_cache_dir())
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=func)
+
+
+def run_lr_find(args, say):
+    """`retrain lr-find`: the sweep, the page, the suggestion printed; exit status 0."""
+    head = HeadOptions(hidden_units=args.hidden_units, batch_size=args.batch_size)
+    dataset, features, parts = cached_split(args.data, RunOptions(
+        backbone=args.backbone, val_percent=args.val_percent, test_percent=args.test_percent,
+        cache_dir=args.cache, progress=not args.quiet, head=head))
+    train = parts.indices("train")
+    found = lr_find(features[train], [dataset.records[i][1] for i in train],
+                    len(dataset.classes), head)
+    atomic_write_text(args.out, lr_find_page(found, f"retrain lr-find: {Path(args.data).name}"))
+    say(f"suggested learning rate {found['suggestion']:.3g} (the loss is lowest at "
+        f"{found['minimum']:.3g}); the curve: {args.out}")
+    say(f"use it: retrain fit {args.data} --lr {found['suggestion']:.3g} (or --lr auto)")
+    return 0

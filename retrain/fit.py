@@ -98,6 +98,8 @@ class HeadOptions:
                 raise ConfigError(f"{name} must be an integer >= 0. "
                                   f"Received: {name}={value!r}.")
         for name in ("learning_rate", "backbone_learning_rate"):
+            if getattr(self, name) == AUTO and name == "learning_rate":
+                continue            # --lr auto: the pipeline asks lr_find.py first
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive. "
                                   f"Received: {name}={getattr(self, name)!r}.")

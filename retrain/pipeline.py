@@ -13,6 +13,7 @@ Stages take and return plain data; progress goes to tqdm bars and the `on_stage`
 callback, never to print."""
 import datetime
 import platform
+import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -30,7 +31,8 @@ from .feature_cache import SET_ASIDE_SUFFIX
 from .features import (FeatureCache, cache_namespace, default_cache_dir, extract_features,
                        extract_views)
 from .files import atomic_write_json, atomic_write_text
-from .fit import HeadOptions, train_head
+from .fit import AUTO, HeadOptions, train_head
+from .lr_find import lr_find, lr_find_page
 from .ingest import exclude, ingest
 from .report import write_report
 from .runtimes import load_runtime, resolve_runtime, runtime_record
@@ -39,7 +41,7 @@ from .scoring import evaluate_model    # `retrain evaluate`, re-exported under i
 from .split import SPLITS, check_percentages, seen_record, split, write_split
 from .tta import check_tta, mean_over_views, tta_record
 
-__all__ = ["RunOptions", "RunResult", "run", "evaluate_model"]
+__all__ = ["RunOptions", "RunResult", "run", "cached_split", "evaluate_model"]
 
 STAGES = ("ingest", "features", "skip", "split", "augment", "fit", "evaluate", "report",
           "export")
@@ -75,6 +77,10 @@ class RunOptions:
                               "cannot be combined with --fine-tune or --augment.",
                               hint="Compare head recipes with --cv, then fine-tune without it.")
         check_tta(self.tta)
+        if self.head.learning_rate == AUTO and self.head.fine_tune:
+            raise ConfigError("--lr auto finds the head's rate on pooled features; it cannot "
+                              "be combined with --fine-tune yet.",
+                              hint="Run `retrain lr-find DATA`, then give its rate to --lr.")
         return replace(self, head=self.head.validate(),
                        runtime=resolve_runtime(self.runtime, self.precision))
 
@@ -118,6 +124,7 @@ def _run(data, run_dir, options, announce):
     views = _views(dataset, keys, parts, extractor, options)
     tta = _tta_views(dataset, keys, parts, extractor, options)
     announce("fit")
+    options = _auto_rate(dataset, features, parts, options, run_dir)
     classifier, history = _fit(dataset, features, views, parts, extractor, options, run_dir)
     announce("evaluate")
     metrics = _evaluate(dataset, features, parts, classifier, extractor, found, views, history,
@@ -146,6 +153,19 @@ def _run(data, run_dir, options, announce):
                      "during the run (was it deleted?) and computed again")
     return RunResult(run_dir, model_path, report_path, metrics, history, dataset.skipped,
                      dataset.warnings + parts.warnings + discarded + cache)
+
+
+def cached_split(data, options=None):
+    """`run`'s stages up to the split, without a run folder (what they record goes to a
+    scratch folder): (dataset, features, parts), the features cached. For `retrain
+    lr-find`, which needs the training images' features and nothing else."""
+    options = (options or RunOptions()).validate()
+    dataset = ingest(data)
+    extractor, found = _features(dataset, options)
+    with tempfile.TemporaryDirectory() as scratch:
+        dataset, features, _ = _set_aside_failures(dataset, found, Path(scratch))
+        parts = _split(dataset, options, Path(scratch))
+    return dataset, features, parts
 
 
 @dataclass
@@ -195,6 +215,18 @@ def _views(dataset, keys, parts, extractor, options):
         progress=options.progress, cluster=options.cluster)
     return {"views": views, "hits": hits, "misses": misses, "augmentation": augmentation,
             "set_aside": list(cache.set_aside)}
+
+
+def _auto_rate(dataset, features, parts, options, run_dir):
+    """--lr auto: the head's rate suggested by lr_find.py on the training images' cached
+    features; its loss curve is RUN/lr_find.html."""
+    if options.head.learning_rate != AUTO:
+        return options
+    train = parts.indices("train")
+    found = lr_find(features[train], [dataset.records[i][1] for i in train],
+                    len(dataset.classes), options.head)
+    atomic_write_text(run_dir / "lr_find.html", lr_find_page(found))
+    return replace(options, head=replace(options.head, learning_rate=found["suggestion"]))
 
 
 def _tta_views(dataset, keys, parts, extractor, options):

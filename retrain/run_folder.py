@@ -33,7 +33,7 @@ __all__ = ["RUN_OUTPUTS", "check_cache_outside", "is_run_folder", "run_folder"]
 
 # What `fit` writes into RUN, in the order the fallback renames them (model.h5 last).
 RUN_OUTPUTS = ("split.json", "skipped.tsv", "history.json", "metrics.json", "report.html",
-               "labels.txt", "model.h5")
+               "labels.txt", "lr_find.html", "model.h5")
 _LOCK = ".retrain.lock"
 _HINT = "Give --out a new folder, or one that an earlier `retrain fit` wrote."
 # What a killed run may leave in RUN: atomic_write's `.NAME.<12 hex>.tmp` of an output.
