@@ -18,8 +18,8 @@ from pathlib import Path
 from .version import __version__
 from .backbones import BACKBONES, DEFAULT_BACKBONE, convert, describe_backbones
 from .classify import classify, model_labels
-from .cli_text import (STAGE_TEXT, ClassifyTable, backbone_lines, fit_lines, info_lines,
-                       metrics_lines, selection_lines)
+from .cli_text import (FAILED_WHERE, STAGE_TEXT, ClassifyTable, backbone_lines, fit_lines,
+                       info_lines, metrics_lines, selection_lines)
 from .cli_usage import (HelpFormatter, Parser, int_from_to, path_argument, percent,
                         positive_int, sigterm_as_ctrl_c)
 from .errors import ConfigError, Interrupted, RetrainError, UsageError
@@ -119,19 +119,19 @@ def cmd_classify(args):
               "json": _write_json}[args.format]
     if args.format == "table":
         writer = functools.partial(_write_table, labels=model_labels(model), answer=answer)
-    seen = {"any": False}
+    seen = {"any": False, "count": 0}
 
     def noting(records):
         for record in records:
-            seen["any"] = True
+            seen["any"], seen["count"] = True, seen["count"] + 1
             yield record
 
     failed = writer(noting(records), args.top_k)
     if not seen["any"]:
         _err(f"warning: no image files found in {', '.join(args.paths)}")
     if failed:
-        _err(f"{failed} file(s) could not be classified (see the error column)")
-    return 0
+        _err(f"{failed} file(s) could not be classified ({FAILED_WHERE[args.format]})")
+    return 1 if failed == seen["count"] else 0        # nothing classified: a failure
 
 
 def _write_table(records, top_k, labels, answer=False):

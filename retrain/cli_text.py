@@ -3,7 +3,7 @@
 
 from .evaluate import small_sample_warnings, wilson_interval
 
-__all__ = ["STAGE_TEXT", "ClassifyTable", "accuracy_text", "backbone_lines", "cv_lines",
+__all__ = ["FAILED_WHERE", "STAGE_TEXT", "ClassifyTable", "accuracy_text", "backbone_lines", "cv_lines",
            "fit_lines", "info_lines", "metrics_lines", "runtime_lines", "selection_lines"]
 
 # `retrain fit`'s stage lines: what each stage of pipeline.STAGES does
@@ -14,6 +14,10 @@ STAGE_TEXT = {"ingest": "finding the images", "features": "computing backbone fe
               "fit": "training the classifier",
               "evaluate": "scoring train, val and test", "report": "writing report.html",
               "export": "writing model.h5 and labels.txt"}
+
+# Where `retrain classify` says why a file was not classified, by --format.
+FAILED_WHERE = {"table": "each such row ends with the reason, after the path",
+                "csv": "see the error column", "json": 'see each record\'s "error"'}
 
 _LABELS_SHOWN = 20
 _LABEL_WIDTH_MOST = 24          # longer labels (a few ImageNet ones) are cut with an ellipsis
@@ -35,9 +39,9 @@ class ClassifyTable:
         return "  ".join([f"{'answer':<{self.width}}"] * self.answer + cells + ["path"])
 
     def row(self, record):
-        if "error" in record:               # the path stays in its column; the reason after
+        if "error" in record:   # no label, no "error" where a label goes: the reason last
             span = self.k * (self.width + 9) - 2 + self.answer * (self.width + 2)
-            return f"{'error':<{span}}  {record['path']}: {record['error']}"
+            return f"{'-':<{span}}  {record['path']}  (not classified: {record['error']})"
         cells = [f"{self._fit(t['label']):<{self.width}}  {t['probability']:5.3f}"
                  for t in record["top"]]
         answer = [f"{self._fit(record['prediction']):<{self.width}}"] if self.answer else []

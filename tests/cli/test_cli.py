@@ -170,13 +170,15 @@ def test_classify_table_has_a_header_and_aligned_columns(trained, small_data, ca
     path_column = lines[0].index("path")
     for line in lines[1:]:
         assert line[path_column - 2: path_column] == "  " and line[path_column] != " ", out
-        assert Path(line[path_column:].split(": ")[0]).name.startswith(("green", "broken"))
+        assert Path(line[path_column:].split("  (")[0]).name.startswith(("green", "broken"))
     rows = [line.split() for line in lines[1:-1]]
     assert all(row[0] in ("red", "green", "blue") and len(row) == 5 for row in rows)
     for line in lines[1:-1]:                    # each probability under its "prob"
         for match in re.finditer(r"prob", lines[0]):
             assert re.fullmatch(r"[01]\.\d{3}", line[match.start() - 1: match.end()]), line
-    assert lines[-1].split()[0] == "error" and "broken.png: corrupt or truncated" in lines[-1]
+    # no label column holds "error"; the reason comes last, as the message on stderr says
+    assert lines[-1].split()[0] == "-" and "error" not in lines[-1][:path_column]
+    assert "broken.png  (not classified: corrupt or truncated" in lines[-1]
 
 
 def test_info_summarises_the_model(trained, capsys):
@@ -247,7 +249,7 @@ def test_os_errors_on_user_paths_are_one_line(small_data, tmp_path, stand_in, ca
 def test_classify_says_when_it_found_no_images(trained, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     code, out, err = run_cli(capsys, "classify", trained / "model.h5", tmp_path / "empty")
-    assert code == 0 and out == ""
+    assert code == 1 and out == ""          # nothing could be classified
     assert err.strip() == f"warning: no image files found in {tmp_path / 'empty'}"
 
 
@@ -404,3 +406,20 @@ def test_assert_accuracy_at_least_is_a_ci_gate(small_data, tmp_path, stand_in, c
     assert_one_error(err, "is below")
     assert "test accuracy" in out          # the results are still printed and written
     assert (tmp_path / "c" / "model.h5").is_file()
+
+
+@pytest.mark.parametrize("fmt, where", [("table", "each such row ends with the reason, after the path"),
+                                        ("csv", "see the error column"),
+                                        ("json", 'see each record\'s "error"')])
+def test_classify_exits_1_when_nothing_could_be_classified(trained, small_data, capsys, fmt,
+                                                           where):
+    broken = small_data / "red" / "broken.png"
+    code, out, err = run_cli(capsys, "classify", trained / "model.h5", broken, "--format", fmt)
+    assert code == 1 and f"1 file(s) could not be classified ({where})" in err
+    code, out, err = run_cli(capsys, "classify", trained / "model.h5", broken,
+                             small_data / "blue" / "blue0.png", "--format", fmt)
+    assert code == 0 and "1 file(s) could not be classified" in err
+    if fmt == "csv":
+        rows = list(csv.reader(io.StringIO(out)))
+        assert rows[0][-1] == "error" and rows[1][-1].startswith("corrupt")
+        assert "error" not in rows[1][1:-1]

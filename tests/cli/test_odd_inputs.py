@@ -66,7 +66,7 @@ def test_skipped_tsv_names_each_file_exactly(small_data, tmp_path, stand_in):
 def test_a_fifo_and_dev_zero_are_not_regular_files(trained, tmp_path, capsys):
     os.mkfifo(tmp_path / "pipe.png")
     assert main(["classify", str(trained / "model.h5"), str(tmp_path / "pipe.png"),
-                 "/dev/zero", "--format", "json"]) == 0
+                 "/dev/zero", "--format", "json"]) == 1         # nothing could be classified
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["error"] for r in records] == ["not a regular file (a FIFO, device or socket)"] * 2
 
@@ -87,7 +87,7 @@ def test_a_non_finite_model_output_is_an_error_for_that_file(trained, small_data
         kernel = weights["predictions"]["kernel:0"]
         kernel[...] = np.full(kernel.shape, 3e38, np.float32)
     assert main(["classify", str(trained / "model.h5"), str(small_data / "red" / "red0.png"),
-                 "--format", "json"]) == 0
+                 "--format", "json"]) == 1                     # its one file failed
     out, err = capsys.readouterr()
     record = json.loads(out)
     assert record["error"] == "the model's output for it is not finite (NaN or infinity)"
