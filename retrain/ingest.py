@@ -158,6 +158,13 @@ def _assemble(root, files_by_class, skipped, warnings, layout, split_folders, mi
         found = f"{len(classes)} class with images ({classes[0]!r})" if classes else \
             "no class folder with images"
         needed = "at least 2 classes are needed" if min_classes > 1 else "a class is needed"
+        if skipped:       # image files were there: say that they failed, not that none was
+            relative, reason = skipped[0]
+            raise DataError(f"found {found} in {root}: {len(skipped)} image file(s) in its "
+                            f"class folders could not be used (e.g. {relative}: {reason}); "
+                            f"{needed}",
+                            hint="check that the files are images Pillow can read (a copy "
+                                 "or a download may have damaged them)")
         raise DataError(f"found {found} in {root}; {needed}",
                         hint="put each class's images in its own sub-folder, "
                              "e.g. DATA/cats/*.jpg and DATA/dogs/*.jpg")

@@ -423,3 +423,20 @@ def test_classify_exits_1_when_nothing_could_be_classified(trained, small_data, 
         rows = list(csv.reader(io.StringIO(out)))
         assert rows[0][-1] == "error" and rows[1][-1].startswith("corrupt")
         assert "error" not in rows[1][1:-1]
+
+
+def test_class_folders_of_undecodable_files_are_named_as_such(tmp_path, capsys, monkeypatch):
+    """The issue's case: only corrupt files gave 'found no class folder with images', which
+    never said that files were there and failed to decode."""
+    from stand_in import use_stand_in
+    use_stand_in(monkeypatch)
+    for name in ("a", "b"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "data" / name / f"{i}.png").write_bytes(b"not a png")
+    code, out, err = run_cli(capsys, "fit", tmp_path / "data", "--out", tmp_path / "run",
+                             "--cache", tmp_path / "cache", "-q")
+    assert code == 2
+    assert_one_error(err, "6 image file(s) in its class folders could not be used",
+                     "a/0.png: not an image Pillow can read")
+    assert err.strip().split("\n")[-1].startswith("hint: check that the files are images")
