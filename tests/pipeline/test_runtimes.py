@@ -287,3 +287,18 @@ def test_bf16_features_are_cached_apart_and_recorded(tmp_path, monkeypatch):
     assert f32.metrics["cache"]["misses"] == 18 and f32.metrics["runtime"]["precision"] == "f32"
     again = run(data, tmp_path / "again", RunOptions(precision="bf16", **common))
     assert again.metrics["cache"]["hits"] == 18
+
+
+@pytest.mark.skipif(not BF16, reason="no installed runtime has bf16 on this CPU")
+def test_a_bf16_runtime_that_disagrees_is_refused_too(fresh_trust, monkeypatch):
+    """bf16 is judged by its RMS difference (0.06 for ImageNet's Lite0, 0.18 for this
+    random one): outputs shifted by their own RMS are refused."""
+    name = BF16[0]
+    perturbed = _Perturbed(runtimes.BACKENDS[name])
+    monkeypatch.setitem(runtimes.BACKENDS, name, perturbed)
+    model = lite_stand_in()
+    assert runtimes.load_runtime(model, name, "bf16").precision == "bf16"
+    runtimes._TRUSTED.clear()
+    perturbed.offset = float(np.sqrt(np.mean(np.square(model.predict(_inputs(model))))))
+    with pytest.raises(ConfigError, match=f"The {name} runtime disagrees .*bf16: RMS"):
+        runtimes.load_runtime(model, name, "bf16")
