@@ -425,11 +425,9 @@ def test_classify_exits_1_when_nothing_could_be_classified(trained, small_data, 
         assert "error" not in rows[1][1:-1]
 
 
-def test_class_folders_of_undecodable_files_are_named_as_such(tmp_path, capsys, monkeypatch):
+def test_class_folders_of_undecodable_files_are_named_as_such(tmp_path, capsys, stand_in):
     """The issue's case: only corrupt files gave 'found no class folder with images', which
     never said that files were there and failed to decode."""
-    from stand_in import use_stand_in
-    use_stand_in(monkeypatch)
     for name in ("a", "b"):
         (tmp_path / "data" / name).mkdir(parents=True)
         for i in range(3):
