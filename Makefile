@@ -59,8 +59,8 @@ report-check: $(STAMP)
 	@test ! -f runs/report-check.png || echo "screenshot: runs/report-check.png"
 
 # Speed and memory on this machine -> bench.json and a table (bench/bench.py says what and
-# how). --scale adds `retrain fit` on 1,000 and 10,000 generated images (about 3 of the
-# 4 minutes on 2 cores): memory flat, time linear.
+# how). --scale adds `retrain fit` on 1,000 and 10,000 generated images: memory flat, time
+# linear. It has run past 10 minutes on 2 loaded cores, most of it the --scale runs.
 bench: $(STAMP) pretrained
 	$(PY) bench/bench.py --scale
 

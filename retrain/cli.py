@@ -70,7 +70,7 @@ def cmd_fit(args):
              "completes (give another --out to keep it)")
 
     def on_stage(name):
-        if not args.quiet:
+        if not args.quiet and (name != "augment" or args.augment):   # no views: no line
             _err(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {STAGE_TEXT.get(name, name)}")
 
     started = time.monotonic()
@@ -237,7 +237,9 @@ def _add_fit_parser(commands):
                             help="train a classifier on DATA; write the model to RUN",
                             description="Train a new classification head on a frozen ImageNet "
                             "backbone. DATA holds one sub-folder of images per class (or "
-                            "train/, val/, test/ folders of class folders).")
+                            "train/, val/, test/ folders of class folders). The loss weighs "
+                            "each class by n / (classes x its images), scikit-learn's "
+                            "'balanced', so a rare class counts as much as a common one.")
     p.add_argument("data", metavar="DATA", help="folder of class folders of images")
     p.add_argument("--out", metavar="RUN", type=path_argument, required=True,
                    default=argparse.SUPPRESS,

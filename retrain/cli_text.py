@@ -8,7 +8,7 @@ __all__ = ["FAILED_WHERE", "STAGE_TEXT", "ClassifyTable", "accuracy_text", "back
 
 # `retrain fit`'s stage lines: what each stage of pipeline.STAGES does
 STAGE_TEXT = {"ingest": "finding the images", "features": "computing backbone features",
-              "skip": "setting aside files that cannot be decoded",
+              "skip": "setting aside the files that failed to decode",
               "split": "splitting into train, val and test",
               "augment": "computing augmented views of the training images",
               "fit": "training the classifier",

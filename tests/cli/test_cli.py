@@ -73,7 +73,8 @@ def test_fit_prints_stages_on_stderr_and_results_on_stdout(small_data, tmp_path,
     count = len(STAGES)
     assert f"[1/{count}] finding the images" in err
     assert f"[{count}/{count}] writing model.h5 and labels.txt" in err
-    assert f"[3/{count}] setting aside files that cannot be decoded" in err
+    assert f"[3/{count}] setting aside the files that failed to decode" in err
+    assert "augmented views" not in err          # no --augment, no augmentation stage line
     assert "test accuracy" in out and "0 from the cache, 30 computed" in out
     assert re.search(r"^  test accuracy \d\.\d{4} \(95% CI \d\.\d{3}-\d\.\d{3}, \d+ images\)",
                      out, re.M), out
