@@ -33,7 +33,7 @@ from .cli_options import (add_dask_option, add_export_parser, add_runtime_choice
                           check_accuracy, open_cluster, training_options)
 from .onnx_export import export_file
 from .cli_recipes import (add_lr_find_parser, add_min_confidence_option, add_tta_option,
-                          coverage_lines, run_lr_find)
+                          add_search_options, coverage_lines, run_lr_find, search_lines)
 from .cli_serve import add_serve_parser, run_serve
 from .pipeline import STAGES, RunOptions, evaluate_model, run
 
@@ -63,7 +63,8 @@ def cmd_fit(args):
                          test_percent=args.test_percent, cache_dir=args.cache,
                          workers=args.workers, progress=not args.quiet, head=head,
                          cluster=args.cluster, runtime=args.runtime, precision=args.precision,
-                         cv=args.cv, jpeg_draft=args.jpeg_draft, tta=args.tta)
+                         cv=args.cv, jpeg_draft=args.jpeg_draft, tta=args.tta,
+                         search=args.search, search_budget=args.search_budget)
     earlier = (Path(args.out) / "model.h5").exists()
     if earlier:
         _err(f"note: {args.out} holds an earlier run; its files are replaced when this run "
@@ -82,7 +83,8 @@ def cmd_fit(args):
         raise
     for warning in result.warnings:
         _err(f"warning: {warning}")
-    for line in fit_lines(result, time.monotonic() - started, args.augment):
+    for line in (fit_lines(result, time.monotonic() - started, args.augment)
+                 + search_lines(result.metrics["training"].get("search"))):
         _out(line)
     check_accuracy(result.metrics["test"], args.assert_accuracy_at_least)
     return 0
@@ -249,6 +251,7 @@ def _add_fit_parser(commands):
                         "them; `retrain pretrained --backbone NAME` converts its weights)")
     add_training_options(p)
     add_tta_option(p, fit=True)
+    add_search_options(p)
     p.add_argument("--hidden-units", type=int_from_to(0, MAX_HIDDEN_UNITS), default=0,
                    help="units of a hidden ReLU layer before the softmax (0: none)")
     p.add_argument("--dropout", type=float, default=0.2,

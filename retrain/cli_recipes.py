@@ -12,9 +12,10 @@ from .files import atomic_write_text
 from .fit import HeadOptions
 from .lr_find import lr_find, lr_find_page
 from .pipeline import RunOptions, cached_split
+from .search import DEFAULT_BUDGET_S
 
-__all__ = ["add_lr_find_parser", "add_min_confidence_option", "add_tta_option",
-           "coverage_lines", "run_lr_find"]
+__all__ = ["add_lr_find_parser", "add_min_confidence_option", "add_search_options",
+           "add_tta_option", "coverage_lines", "run_lr_find", "search_lines"]
 
 
 def _confidence(text):
@@ -97,3 +98,39 @@ def run_lr_find(args, say):
         f"{found['minimum']:.3g}); the curve: {args.out}")
     say(f"use it: retrain fit {args.data} --lr {found['suggestion']:.3g} (or --lr auto)")
     return 0
+
+
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds; got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds; got {text}")
+    return value
+
+
+def add_search_options(p):
+    p.add_argument("--search", action="store_true",
+                   help="try a small grid of head recipes (3 rates x hidden layer or not, "
+                        "search.py) on the cached features, chosen by validation loss, or by "
+                        "5-fold cross-validation under 1,000 train+val images; the chosen one "
+                        "retrains on train+val and is scored once on test")
+    p.add_argument("--search-budget", type=_seconds, default=DEFAULT_BUDGET_S, metavar="S",
+                   help="seconds the search may spend trying recipes (the first always runs)")
+
+
+def search_lines(search):
+    """fit's table of the recipes --search tried: score, interval, seconds, the chosen one
+    marked."""
+    if not search:
+        return []
+    lines = [f"search: {len(search['tried'])} recipe(s), chosen by {search['by']}",
+             "    lr      hidden  score   95% CI (accuracy)  epochs  seconds"]
+    for number, row in enumerate(search["tried"]):
+        low, high = row["interval"] or (float("nan"), float("nan"))
+        mark = "*" if number == search["chosen"] else " "
+        lines.append(f"  {mark} {row['recipe']['learning_rate']:<7g} "
+                     f"{row['recipe']['hidden_units']:6d}  {row['score']:.4f}  "
+                     f"{low:.3f}-{high:.3f}        {row['epochs']:6d}  {row['seconds']:7.1f}")
+    return lines

@@ -32,7 +32,7 @@ from .features import (FeatureCache, cache_namespace, default_cache_dir, extract
                        extract_views)
 from .files import atomic_write_json, atomic_write_text
 from .fit import AUTO, HeadOptions, train_head
-from .lr_find import lr_find, lr_find_page
+from .search import DEFAULT_BUDGET_S, choose_recipe
 from .ingest import exclude, ingest
 from .report import write_report
 from .runtimes import load_runtime, resolve_runtime, runtime_record
@@ -64,6 +64,8 @@ class RunOptions:
     head: HeadOptions = field(default_factory=HeadOptions)
     cv: int = 0                      # K > 1: also cross-validate the head (crossval.py)
     tta: int = 0                     # test-time views averaged over (tta.py)
+    search: bool = False             # try search.GRID's head recipes, keep the best
+    search_budget: float = DEFAULT_BUDGET_S
 
     def validate(self):
         """Refuse bad settings before any image is read; "auto" becomes the runtime it is."""
@@ -77,6 +79,10 @@ class RunOptions:
                               "cannot be combined with --fine-tune or --augment.",
                               hint="Compare head recipes with --cv, then fine-tune without it.")
         check_tta(self.tta)
+        if self.search and (self.head.fine_tune or self.head.augment or self.cv):
+            raise ConfigError("--search tries head recipes on cached features; it cannot be "
+                              "combined with --fine-tune, --augment or --cv yet.",
+                              hint="Leave those out with --search.")
         if self.head.learning_rate == AUTO and self.head.fine_tune:
             raise ConfigError("--lr auto finds the head's rate on pooled features; it cannot "
                               "be combined with --fine-tune yet.",
@@ -124,8 +130,9 @@ def _run(data, run_dir, options, announce):
     views = _views(dataset, keys, parts, extractor, options)
     tta = _tta_views(dataset, keys, parts, extractor, options)
     announce("fit")
-    options = _auto_rate(dataset, features, parts, options, run_dir)
-    classifier, history = _fit(dataset, features, views, parts, extractor, options, run_dir)
+    options, searched = choose_recipe(dataset, features, parts, options, run_dir)
+    classifier, history = _fit(dataset, features, views, parts, extractor, options, run_dir,
+                               searched)
     announce("evaluate")
     metrics = _evaluate(dataset, features, parts, classifier, extractor, found, views, history,
                         options, run_dir, tta)
@@ -217,18 +224,6 @@ def _views(dataset, keys, parts, extractor, options):
             "set_aside": list(cache.set_aside)}
 
 
-def _auto_rate(dataset, features, parts, options, run_dir):
-    """--lr auto: the head's rate suggested by lr_find.py on the training images' cached
-    features; its loss curve is RUN/lr_find.html."""
-    if options.head.learning_rate != AUTO:
-        return options
-    train = parts.indices("train")
-    found = lr_find(features[train], [dataset.records[i][1] for i in train],
-                    len(dataset.classes), options.head)
-    atomic_write_text(run_dir / "lr_find.html", lr_find_page(found))
-    return replace(options, head=replace(options.head, learning_rate=found["suggestion"]))
-
-
 def _tta_views(dataset, keys, parts, extractor, options):
     """{"val": (n, N, D), "test": (n, N, D)}: the cached outputs of the --tta views of the
     val and test images (tta.py), over which their probabilities are averaged; None
@@ -291,14 +286,20 @@ def _split(dataset, options, run_dir):
     return parts
 
 
-def _fit(dataset, features, views, parts, extractor, options, run_dir):
+def _fit(dataset, features, views, parts, extractor, options, run_dir, searched=None):
+    """The classifier; after --search (`searched`), trained on train+val (the val split's
+    figures then describe images it trained on)."""
     targets = np.array([label for _, label in dataset.records], np.int64)
     train, val = parts.indices("train"), parts.indices("val")
+    if searched is not None:
+        train, val = train + val, []
     classifier, history = train_head((features[train], targets[train]),
                                      (features[val], targets[val]),
                                      len(dataset.classes), options.head,
                                      progress=options.progress, top=extractor.top,
                                      views=views["views"] if views else None)
+    if searched is not None:
+        history["search"] = searched
     atomic_write_json(run_dir / "history.json", history)
     return classifier, history
 
@@ -317,7 +318,8 @@ def _training_record(options, extractor, views, history):
                         + (", restarted for the fine-tuning phase" if head.fine_tune else ""),
             "label_smoothing": head.label_smoothing, "epochs": history["epochs_planned"],
             "patience": head.patience, "epochs_run": history["epochs_run"],
-            "best_epoch": history["best_epoch"], "tta": options.tta}
+            "best_epoch": history["best_epoch"], "tta": options.tta,
+            "search": history.get("search")}
 
 
 def _evaluate(dataset, features, parts, classifier, extractor, found, views, history, options,
