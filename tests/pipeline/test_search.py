@@ -9,31 +9,36 @@ import numpy as np
 from retrain.cli import main
 from retrain.fit import HeadOptions
 from retrain.model_file import load_model_file
-from retrain.search import GRID, search_head
+from retrain import search
+from retrain.search import search_head
 from stand_in import use_stand_in
 
 
 def test_fit_search_cross_validates_small_data_and_records_its_choice(image_tree, tmp_path,
                                                                       monkeypatch, capsys):
+    """A grid whose first recipe cannot learn in 8 epochs (rate 1e-6): the search must
+    rank the second above it, and fit must train the second (its 16-unit hidden layer)."""
     use_stand_in(monkeypatch)
+    grid = ({"learning_rate": 1e-6, "hidden_units": 0}, {"learning_rate": 0.05, "hidden_units": 16})
+    monkeypatch.setattr(search, "GRID", grid)
     data = image_tree({"a": 14, "b": 14, "c": 14})
     run = tmp_path / "run"
     assert main(["fit", str(data), "--out", str(run), "--cache", str(tmp_path / "cache"),
                  "--search", "--search-budget", "1000", "--epochs", "8", "-q"]) == 0
     out = capsys.readouterr().out
     metrics = json.loads((run / "metrics.json").read_text())
-    search = metrics["training"]["search"]
-    assert [row["recipe"] for row in search["tried"]] == list(GRID)
-    scores = [row["score"] for row in search["tried"]]
-    assert search["by"].startswith("5-fold cross-validated accuracy")
-    assert search["chosen"] == int(np.argmax(scores))
-    chosen = search["tried"][search["chosen"]]
-    assert metrics["training"]["learning_rate"] == chosen["recipe"]["learning_rate"]
+    searched = metrics["training"]["search"]
+    assert [row["recipe"] for row in searched["tried"]] == list(grid)
+    assert searched["by"].startswith("5-fold cross-validated accuracy")
+    first, second = (row["score"] for row in searched["tried"])
+    assert second > first and searched["chosen"] == 1
     assert all(row["interval"][0] <= row["score"] <= row["interval"][1]
-               for row in search["tried"])
-    assert f"search: {len(GRID)} recipe(s)" in out and out.count("*") == 1
+               for row in searched["tried"])
+    assert metrics["training"]["learning_rate"] == 0.05
     model = load_model_file(run / "model.h5")
-    assert model.metadata["training"]["search"]["chosen"] == search["chosen"]
+    assert model.get_layer("head_dense").get_config()["units"] == 16
+    assert model.metadata["training"]["search"]["chosen"] == 1
+    assert "search: 2 recipe(s)" in out and out.count("*") == 1
 
 
 def test_the_budget_stops_the_search_after_the_first_recipe(image_tree, tmp_path, monkeypatch):
