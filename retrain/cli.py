@@ -84,7 +84,7 @@ def cmd_fit(args):
     for warning in result.warnings:
         _err(f"warning: {warning}")
     for line in (fit_lines(result, time.monotonic() - started, args.augment)
-                 + search_lines(result.metrics["training"].get("search"))):
+                 + search_lines(result.metrics.get("training", {}).get("search"))):
         _out(line)
     check_accuracy(result.metrics["test"], args.assert_accuracy_at_least)
     return 0
