@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .errors import DataError, ImageError
 from .files import atomic_write_text, resolve_relative
 from .images import decode_image
+from .search import search_table_html
 
 __all__ = ["render_report", "write_report"]
 
@@ -280,6 +281,7 @@ def render_report(metrics, history, image_root, title="retrain report", mistakes
             f"features from the cache: {metrics['cache']['hits']} hits, "
             f"{metrics['cache']['misses']} computed; {metrics['skipped']} files skipped.</p>",
             "<h2>Results</h2>", _summary_table(metrics),
+            search_table_html((metrics.get("training") or {}).get("search")),
             "<h2>Learning curves</h2>", _best_epoch_note(history), '<div class="curves">',
             _curve_svg("loss", {"train": history.get("loss"), "val": history.get("val_loss")},
                        best),

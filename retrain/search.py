@@ -15,6 +15,7 @@ The chosen recipe then trains on train+val for the epochs it needed (no early st
 nothing is left to stop on) and is evaluated once on test, which the search never saw.
 
 Fine-tuning recipes are not searched yet: each costs a full fine-tuning run."""
+import html
 import time
 from dataclasses import replace
 
@@ -27,7 +28,7 @@ from .fit import AUTO, train_head
 from .lr_find import lr_find, lr_find_page
 
 __all__ = ["GRID", "SMALL", "DEFAULT_BUDGET_S", "choose_recipe", "chosen_options",
-           "search_head"]
+           "search_head", "search_table_html"]
 
 GRID = tuple({"learning_rate": rate, "hidden_units": hidden}
              for hidden in (0, 256) for rate in (0.002, 0.0005, 0.01))
@@ -104,3 +105,18 @@ def choose_recipe(dataset, features, parts, options, run_dir):
                            dataset.classes, parts, options.head, options.val_percent,
                            options.search_budget)
     return replace(options, head=chosen_options(options.head, searched)), searched
+
+
+def search_table_html(record):
+    """The report's table of the recipes --search tried ("" without a search)."""
+    if not record:
+        return ""
+    rows = "".join(
+        f"<tr><td>{'chosen' if n == record['chosen'] else ''}</td>"
+        f"<td>{row['recipe']['learning_rate']:g}</td><td>{row['recipe']['hidden_units']}</td>"
+        f"<td>{row['score']:.4f}</td><td>{row['interval'][0]:.3f}-{row['interval'][1]:.3f}</td>"
+        f"<td>{row['epochs']}</td><td>{row['seconds']:.1f}</td></tr>"
+        for n, row in enumerate(record["tried"]))
+    return (f"<h2>Recipes tried (--search, by {html.escape(record['by'])})</h2><table>"
+            "<tr><th></th><th>rate</th><th>hidden</th><th>score</th><th>95% CI (accuracy)"
+            f"</th><th>epochs</th><th>seconds</th></tr>{rows}</table>")

@@ -39,6 +39,9 @@ def test_fit_search_cross_validates_small_data_and_records_its_choice(image_tree
     assert model.get_layer("head_dense").get_config()["units"] == 16
     assert model.metadata["training"]["search"]["chosen"] == 1
     assert "search: 2 recipe(s)" in out and out.count("*") == 1
+    report = (run / "report.html").read_text()
+    assert "Recipes tried (--search" in report and report.count("<td>chosen</td>") == 1
+    assert "<td>1e-06</td><td>0</td>" in report and "<td>0.05</td><td>16</td>" in report
 
 
 def test_the_budget_stops_the_search_after_the_first_recipe(image_tree, tmp_path, monkeypatch):
