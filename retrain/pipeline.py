@@ -110,18 +110,19 @@ def run(data, out, options=None, on_stage=None):
     atomically, and all of them at once (run_folder.py): RUN holds one run's outputs."""
     options = (options or RunOptions()).validate()
     check_cache_outside(options.cache_dir or default_cache_dir(), out)
+    cut = _cut(options)              # a bad --fine-tune is refused before any image is read
     with run_folder(out) as staging:
-        result = _run(data, staging, options, on_stage or (lambda name: None))
+        result = _run(data, staging, options, on_stage or (lambda name: None), cut)
     run_dir = Path(out)
     return replace(result, run_dir=run_dir, model_path=run_dir / result.model_path.name,
                    report_path=run_dir / result.report_path.name)
 
 
-def _run(data, run_dir, options, announce):
+def _run(data, run_dir, options, announce, cut):
     announce("ingest")
     dataset = ingest(data)
     announce("features")
-    extractor, found = _features(dataset, options)
+    extractor, found = _features(dataset, options, cut)
     announce("skip")
     dataset, features, keys = _set_aside_failures(dataset, found, run_dir)
     announce("split")
@@ -167,8 +168,9 @@ def cached_split(data, options=None):
     scratch folder): (dataset, features, parts), the features cached. For `retrain
     lr-find`, which needs the training images' features and nothing else."""
     options = (options or RunOptions()).validate()
+    cut = _cut(options)
     dataset = ingest(data)
-    extractor, found = _features(dataset, options)
+    extractor, found = _features(dataset, options, cut)
     with tempfile.TemporaryDirectory() as scratch:
         dataset, features, _ = _set_aside_failures(dataset, found, Path(scratch))
         parts = _split(dataset, options, Path(scratch))
@@ -188,13 +190,19 @@ class _Extractor:
     runner: object
 
 
-def _features(dataset, options):
+def _cut(options):
+    """(backbone, bottom, top, cut): the backbone loaded and split at --fine-tune's cut,
+    which refuses more blocks than it has (ConfigError) before any image is read."""
     backbone = backbones.load_backbone(options.backbone)
     # This run's recipe: the backbone's own, plus how JPEGs are decoded. Set on the freshly
     # loaded backbone, so that the cache key, the export and the model file all see it.
     backbone.metadata["preprocessing"] = dict(backbone.metadata["preprocessing"],
                                               jpeg_draft=options.jpeg_draft)
-    bottom, top, cut = split_backbone(backbone, options.head.fine_tune)
+    return (backbone,) + tuple(split_backbone(backbone, options.head.fine_tune))
+
+
+def _features(dataset, options, cut):
+    backbone, bottom, top, cut = cut
     extractor = _Extractor(backbone, bottom, top, cut, backbone.metadata["preprocessing"],
                            load_runtime(bottom, options.runtime, options.precision))
     cache = FeatureCache(options.cache_dir or default_cache_dir(),

@@ -316,3 +316,16 @@ run({str(data)!r}, sys.argv[3], options)
     for shard in cache.glob("*/shard-*.h5"):
         with h5py.File(shard, "r") as f:
             assert len(f["keys"]) == f["features"].shape[0] == int(f.attrs["count"])
+
+
+def test_too_many_blocks_are_refused_before_any_image_is_read(tmp_path, monkeypatch):
+    """--fine-tune 30 on a 17-block backbone: refused before step 1, naming the range, with
+    no run folder made and no image read."""
+    forwards = use_lite_stand_in(monkeypatch)
+    import retrain.pipeline as pipeline
+    monkeypatch.setattr(pipeline, "ingest", lambda data: pytest.fail("ingest ran"))
+    stages = []
+    with pytest.raises(ConfigError, match="between 0 and 17.*Received: 30"):
+        run(stripes(tmp_path / "data", per_class=2), tmp_path / "run",
+            options(tmp_path / "cache", fine_tune=30), on_stage=stages.append)
+    assert stages == [] and forwards["images"] == 0 and not (tmp_path / "run").exists()
