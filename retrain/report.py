@@ -289,13 +289,14 @@ def render_report(metrics, history, image_root, title="retrain report", mistakes
                                     "val": history.get("val_accuracy")}, best),
             "</div>"]
     if shown and shown["count"]:
-        confusion = _png_uri(_confusion_image(shown["confusion_matrix"], metrics["classes"]))
-        counts = (_confusion_table(shown["confusion_matrix"], metrics["classes"])
-                  if len(metrics["classes"]) <= _CONFUSION_TABLE_MOST else "")
+        # drawn once: a table of counts, or a picture where a table would be too wide
+        matrix, classes = shown["confusion_matrix"], metrics["classes"]
+        confusion = (_confusion_table(matrix, classes) if len(classes) <= _CONFUSION_TABLE_MOST
+                     else f'<img src="{_png_uri(_confusion_image(matrix, classes))}" '
+                          'alt="confusion matrix">')
         body += [f"<h2>Per class ({split})</h2>", _per_class_table(shown),
                  f"<h2>Confusion matrix ({split}; rows true, columns predicted)</h2>",
-                 f'<div class="side">{counts}<img src="{confusion}" alt="confusion matrix">'
-                 "</div>",
+                 f'<div class="side">{confusion}</div>',
                  f"<h2>Worst mistakes ({split}, most confident first)</h2>",
                  _mistakes(shown, image_root, mistakes)]
     if skipped is not None:

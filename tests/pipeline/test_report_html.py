@@ -73,7 +73,7 @@ def test_no_test_images_shows_val_and_a_vanished_file_is_not_fatal(tmp_path):
     assert_valid(page)
     assert "Confusion matrix (val;" in page and "(image unavailable)" in page
     sizes = images_in(page)
-    assert len(sizes) == 2 and max(sizes[1]) == 140          # the confusion, one thumbnail
+    assert len(sizes) == 1 and max(sizes[0]) == 140          # one thumbnail; counts: a table
     assert "Best validation loss at epoch 2 of 2" in page
 
 
@@ -89,6 +89,7 @@ def test_many_classes_keep_the_confusion_picture_small_and_no_val_is_explained(t
     width, height = images_in(page)[0]
     assert width <= 1200 and height <= 1200
     assert page.count("<svg") == 2
+    assert page.count('alt="confusion matrix"') == 1 and '<table class="confusion">' not in page
 
 
 def svg_of(page, title):
@@ -148,6 +149,8 @@ def test_confusion_counts_are_a_table_and_skipped_files_are_listed(tmp_path):
     table = re.search(r'<table class="confusion">.*?</table>', page, re.S).group(0)
     cells = [int(v) for v in re.findall(r"<td[^>]*>(\d+)</td>", table)]
     assert cells == [v for row in metrics["test"]["confusion_matrix"] for v in row]
+    assert page.count('<table class="confusion">') == 1                  # drawn once
+    assert 'alt="confusion matrix"' not in page and not images_in(page)
     assert "23 files skipped" in page and "cat/bad19.png</code>: not an image" in page
     assert "cat/bad20.png" not in page and "and 3 more: all are in skipped.tsv" in page
     one = render_report(metrics, {"loss": [1.0]}, tmp_path, skipped=skipped[:1])
