@@ -101,8 +101,10 @@ def _curve_svg(title, series, best_epoch=None, width=480, height=280):
     left, right, top, bottom = 50, 12, 44, 36
     plot_w, plot_h = width - left - right, height - top - bottom
 
+    inset = 8                         # epochs 1 and last (and their markers) off the border
+
     def x_of(epoch):
-        return left + plot_w * (epoch - 1) / max(epochs - 1, 1)
+        return left + inset + (plot_w - 2 * inset) * (epoch - 1) / max(epochs - 1, 1)
 
     def y_of(v):
         return top + plot_h * (1 - (v - low) / (high - low))

@@ -115,7 +115,7 @@ def test_learning_curves_have_ticks_a_grid_the_best_epoch_and_the_legend_outside
     assert x_labels == [5, 10, 15, 20]
     assert svg.count('class="grid"') == len(y_labels) + len(x_labels)
     best = re.search(r'<line class="best" x1="([\d.]+)"', svg)
-    assert float(best.group(1)) == pytest.approx(left + width * 14 / 19, abs=0.1)
+    assert float(best.group(1)) == pytest.approx(left + 8 + (width - 16) * 14 / 19, abs=0.1)
     assert "best epoch (15)" in svg
     # every legend entry sits above the plot rectangle, where no curve runs
     legend_ys = [float(y) for y in re.findall(r'<g class="legend"><line [^>]*y1="([\d.]+)"', svg)]
@@ -169,3 +169,17 @@ def test_a_fine_tuned_run_says_the_last_epoch_was_kept_and_marks_no_best_epoch(t
     assert ("5 epochs (the head alone for 2, then the fine-tuned blocks with it); the "
             "exported model has the last epoch's weights") in page
     assert "Best validation loss" not in page and 'class="best"' not in page
+
+
+@pytest.mark.parametrize("best_epoch", [1, 50])
+def test_a_best_epoch_at_either_end_is_marked_inside_the_plot(tmp_path, best_epoch):
+    metrics = metrics_for(["a", "b"], {"train": 6, "val": 4, "test": 4},
+                          np.random.default_rng(6))
+    losses = list(np.linspace(1.0, 0.2, 50))[::1 if best_epoch == 50 else -1]
+    history = {"loss": losses, "accuracy": [0.5] * 50, "val_loss": losses,
+               "val_accuracy": [0.5] * 50, "best_epoch": best_epoch}
+    svg = svg_of(render_report(metrics, history, tmp_path), "loss")
+    left, _, width, _ = map(float, re.search(
+        r'<rect x="(\d+)" y="(\d+)" width="(\d+)" height="(\d+)"', svg).groups())
+    x = float(re.search(r'<line class="best" x1="([\d.]+)"', svg).group(1))
+    assert left + 4 <= x <= left + width - 4                # clear of the plot's border
