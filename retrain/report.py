@@ -28,6 +28,7 @@ font-size:.8em;word-break:break-all}.muted{color:#777}.curves{display:flex;gap:2
 table.confusion td{min-width:2.2em}table.confusion th{text-align:left;font-weight:normal}
 """
 _SPLITS = ("train", "val", "test")
+_INSET = 8      # px between the plot's border and epoch 1 or the last (a marker there too)
 _CONFUSION_TABLE_MOST = 30      # classes; beyond that only the picture (a table too wide)
 
 
@@ -101,10 +102,8 @@ def _curve_svg(title, series, best_epoch=None, width=480, height=280):
     left, right, top, bottom = 50, 12, 44, 36
     plot_w, plot_h = width - left - right, height - top - bottom
 
-    inset = 8                         # epochs 1 and last (and their markers) off the border
-
     def x_of(epoch):
-        return left + inset + (plot_w - 2 * inset) * (epoch - 1) / max(epochs - 1, 1)
+        return left + _INSET + (plot_w - 2 * _INSET) * (epoch - 1) / max(epochs - 1, 1)
 
     def y_of(v):
         return top + plot_h * (1 - (v - low) / (high - low))

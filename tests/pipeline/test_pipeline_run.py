@@ -170,7 +170,8 @@ def test_report_is_self_contained_valid_html_with_decodable_images(hostile_datas
     assert checker.errors == [] and checker.stack == []
     assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", page)
     mistakes = len(result.metrics["test"]["misclassified"])
-    assert len(checker.images) == 1 + min(mistakes, 12) >= 2
+    # the thumbnails of the mistakes; the confusion counts are a table (report.py)
+    assert len(checker.images) == min(mistakes, 12) >= 1
     for image in checker.images:
         prefix, payload = image["src"].split(",", 1)
         assert prefix == "data:image/png;base64"
