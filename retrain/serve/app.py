@@ -9,9 +9,10 @@ import hmac
 from importlib import resources
 from typing import List, Optional
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
@@ -67,7 +68,9 @@ def refusal(status, message, hint=None, headers=None, **extra):
 def create_app(batcher, card, limits):
     """The ASGI app: `batcher` (batcher.Batcher) answers classify requests, `card` is the
     JSON of GET /v1/model, `limits` the uploads.UploadLimits."""
-    app = FastAPI(title="retrain serve", version=__version__,
+    # FastAPI's own /docs loads Swagger UI from a CDN, and a server may have no network:
+    # fastapi-offline serves the same Swagger UI (v5) from its package instead.
+    app = FastAPIOffline(title="retrain serve", version=__version__, redoc_url=None,
                   description=f"The image classifier {card['file']!r} over HTTP: POST images "
                               "to /v1/classify; GET /v1/model describes it.")
 

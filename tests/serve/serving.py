@@ -49,7 +49,7 @@ class Server:
         try:
             connection.request(method, path, body=body, headers=headers or {})
             response = connection.getresponse()
-            text = response.read().decode("utf-8")
+            text = response.read().decode("utf-8", "replace")   # a PNG asset too
             kind = response.getheader("Content-Type", "")
             return (response.status, dict(response.getheaders()),
                     json.loads(text) if kind.startswith("application/json") else text)

@@ -1,5 +1,6 @@
 """The HTTP API answers what `retrain classify` answers, batches concurrent requests,
 describes the model, checks the API key and documents itself."""
+import re
 import threading
 
 import numpy as np
@@ -97,6 +98,12 @@ def test_the_model_card_the_health_check_and_the_openapi_page(colour_model):
         assert {"/v1/model", "/healthz"} <= set(spec["paths"])
         status, _, docs = server.request("GET", "/docs")
         assert status == 200 and "openapi.json" in docs
+        # /docs works offline: every script and style it loads comes from this server
+        sources = re.findall(r"""(?:src|href)=['"]([^'"]+)""", docs)
+        assert sources and all(s.startswith("/") for s in sources), sources
+        for source in sources:
+            status, _, asset = server.request("GET", source)
+            assert status == 200 and len(asset) > 500, source
         code, out, _ = server.stop()
     assert code == 0 and out.splitlines() == [     # -q: no access-log lines
         "stopped (SIGTERM); the requests in flight were answered"]
