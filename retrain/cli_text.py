@@ -135,6 +135,10 @@ def info_lines(info, path):
     if provenance.get("weights_sha256") == (provenance.get("backbone_provenance") or {}).get(
             "weights_sha256"):
         provenance.pop("weights_sha256", None)     # the same hash, shown once
+    if info.get("epochs_run") is not None and isinstance(provenance.get("head"), dict):
+        asked = provenance["head"].get("epochs")   # fine-tuning's epochs come after the freeze
+        provenance["head"] = dict(provenance["head"], epochs=info["epochs_run"],
+                                  epochs_asked=asked)
     if provenance:
         lines.append("provenance:")
         rows = list(_key_values(provenance))

@@ -29,9 +29,11 @@ def export_model(run_dir, backbone, classifier, labels, metadata):
 
 def describe(model):
     """What `retrain info` shows: layers, parameters, input, recipe, labels, provenance."""
-    trainable = sum(int(w.value.size) for w in model.trainable_weights)
-    total = model.count_params()
     metadata = getattr(model, "metadata", None) or {}
+    training = metadata.get("training") or {}
+    trainable = training.get("trainable_params",     # the head and any fine-tuned blocks
+                             sum(int(w.value.size) for w in model.trainable_weights))
+    total = model.count_params()
     return {"name": model.name,
             "layers": len(model.layers),
             "layer_types": _count_types(model.layers),
@@ -46,6 +48,7 @@ def describe(model):
             "split": metadata.get("split"),
             "seen": ({name: len(metadata["seen"][name]) for name in ("train", "val")}
                      if metadata.get("seen") else None),
+            "epochs_run": training.get("epochs_run"),
             "metrics": metadata.get("metrics")}
 
 

@@ -312,10 +312,13 @@ def _fit(dataset, features, views, parts, extractor, options, run_dir, searched=
     return classifier, history
 
 
-def _training_record(options, extractor, views, history):
-    """How the classifier was trained, for metrics.json, the report and the model file."""
+def _training_record(options, extractor, views, history, classifier):
+    """How the classifier was trained, for metrics.json, the report and the model file;
+    `trainable_params`: the head's and the fine-tuned blocks' (the exported model's layers
+    are all frozen, so only this record knows)."""
     head = options.head
-    return {"fine_tune": head.fine_tune, "cut": extractor.cut, "augment": head.augment,
+    return {"trainable_params": sum(int(w.value.size) for w in classifier.trainable_weights),
+            "fine_tune": head.fine_tune, "cut": extractor.cut, "augment": head.augment,
             "augmentation": views["augmentation"] if views else None,
             "learning_rate": head.learning_rate,
             "backbone_learning_rate": head.backbone_learning_rate if head.fine_tune else None,
@@ -341,7 +344,8 @@ def _evaluate(dataset, features, parts, classifier, extractor, found, views, his
                          "view_hits": views["hits"] if views else 0,
                          "view_misses": views["misses"] if views else 0},
                "skipped": len(dataset.skipped),
-               "training": _training_record(options, extractor, views, history)}
+               "training": _training_record(options, extractor, views, history,
+                                                        classifier)}
     for name in SPLITS:
         index = parts.indices(name)
         probabilities = (mean_over_views(classifier.predict, features[index],

@@ -2,6 +2,7 @@
 repeat exactly, the trained top in the exported model, BatchNorm kept in inference mode."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,9 @@ from retrain import augment, preprocess
 from retrain.backbones import block_names
 from retrain.backbones.cut import split_backbone
 from retrain.engine import load_model
+from retrain.cli_text import info_lines
 from retrain.errors import ConfigError
+from retrain.export import describe
 from retrain.fit import Classifier, HeadOptions, _Views, build_head, train_head
 from retrain.pipeline import RunOptions, evaluate_model, run
 from numerics import float32_paths_atol
@@ -270,6 +273,14 @@ def test_fine_tuned_run_caches_cut_activations_and_views_and_exports_the_trained
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["training"]["backbone_learning_rate"] == 5e-4
     assert saved["training"]["fine_tune_head_learning_rate"] == 1e-3
+    # `retrain info` counts what trained (the head and the 2 blocks) and the 6 epochs run
+    _, top, _ = split_backbone(lite_stand_in(), 2)
+    trained = sum(w.value.size for w in top.trainable_weights) + 1280 * 3 + 3
+    info = describe(model)
+    assert info["params"]["trainable"] == saved["training"]["trainable_params"] == trained
+    text = "\n".join(info_lines(info, first.model_path))
+    assert f"{trained:,} trainable" in text
+    assert re.search(r"head\.epochs: +6\n", text) and re.search(r"epochs_asked: +3\n", text)
 
 
 def test_a_view_cache_killed_mid_write_resumes_without_a_corrupt_entry(tmp_path):
