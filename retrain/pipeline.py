@@ -12,6 +12,7 @@ model files that do not record the content of their training images.
 Stages take and return plain data; progress goes to tqdm bars and the `on_stage`
 callback, never to print."""
 import datetime
+import os
 import platform
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
@@ -258,7 +259,13 @@ def _set_aside_failures(dataset, found, run_dir):
     files: those ingest refused and these). Returns the smaller dataset and its features."""
     before = [relative for relative, _ in dataset.records]
     relative_of = {str(dataset.path(i)): relative for i, relative in enumerate(before)}
-    dataset = exclude(dataset, {relative_of[path]: reason for path, reason in found.skipped})
+    failed = {relative_of[path]: reason for path, reason in found.skipped}
+    try:
+        dataset = exclude(dataset, failed)
+    except DataError as error:       # the staging folder goes: keep the list beside RUN
+        kept = _keep_skipped(dataset.skipped + list(failed.items()), run_dir.parent)
+        raise DataError(f"{error} All skipped files are listed in {kept}.",
+                        hint=error.hint) from error
     row_of = {before[i]: row for row, i in enumerate(found.kept)}
     rows = [row_of[relative] for relative, _ in dataset.records]
     # Without failures, no copy: at a fine-tuning cut this array can hold hundreds of MB.
@@ -268,6 +275,16 @@ def _set_aside_failures(dataset, found, run_dir):
                                   for path, reason in dataset.skipped]
     atomic_write_text(run_dir / "skipped.tsv", "".join(lines))
     return dataset, features, keys
+
+
+def _keep_skipped(skipped, folder):
+    """A failed run's skipped.tsv, written atomically into a new file of its own in `folder`
+    (never a name that exists: no user's file is replaced); its path."""
+    handle, path = tempfile.mkstemp(prefix="retrain-skipped-", suffix=".tsv", dir=folder)
+    os.close(handle)
+    atomic_write_text(path, "".join(["path\treason\n"] + [f"{_tsv(p)}\t{_tsv(r)}\n"
+                                                           for p, r in skipped]))
+    return Path(path)
 
 
 def _tsv(text):

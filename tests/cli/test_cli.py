@@ -439,3 +439,9 @@ def test_class_folders_of_undecodable_files_are_named_as_such(tmp_path, capsys, 
     assert_one_error(err, "6 image file(s) in its class folders could not be used",
                      "a/0.png: not an image Pillow can read")
     assert err.strip().split("\n")[-1].startswith("hint: check that the files are images")
+    # the run folder is never made, and the skipped files' list survives beside it
+    kept = list(tmp_path.glob("retrain-skipped-*.tsv"))
+    assert not (tmp_path / "run").exists() and len(kept) == 1 and str(kept[0]) in err
+    rows = [line.split("\t") for line in kept[0].read_text().splitlines()]
+    assert rows[0] == ["path", "reason"] and len(rows) == 7
+    assert sorted(r[0] for r in rows[1:]) == [f"{c}/{i}.png" for c in "ab" for i in range(3)]
