@@ -49,15 +49,7 @@ class BatchNormalization(Layer):
         self.gamma = self.beta = None
 
     def build(self, input_shape):
-        rank = len(input_shape)
-        axis = self.axis[0] if isinstance(self.axis, (list, tuple)) else self.axis
-        if rank < 2 or input_shape[-1] is None:
-            raise ShapeError(f"Layer {self.name!r} expects an input of rank >= 2 with a known "
-                             f"last axis. Received: input_shape={tuple(input_shape)}.")
-        if axis not in (-1, rank - 1):
-            raise ConfigError(f"Layer {self.name!r}: only the last (channels) axis can be "
-                              f"normalized. Received: axis={self.axis!r} for rank {rank}.")
-        shape = (input_shape[-1],)
+        shape = _last_axis(self, input_shape, "last (channels) axis")
         init = self.initializers
         if self.scale:
             self.gamma = self.add_weight("gamma", shape, init["gamma_initializer"])
@@ -173,16 +165,8 @@ class LayerNormalization(Layer):
         self.gamma = self.beta = None
 
     def build(self, input_shape):
-        rank = len(input_shape)
-        axis = self.axis[0] if isinstance(self.axis, (list, tuple)) else self.axis
-        if rank < 2 or input_shape[-1] is None:
-            raise ShapeError(f"Layer {self.name!r} expects an input of rank >= 2 with a known "
-                             f"last axis. Received: input_shape={tuple(input_shape)}.")
-        if axis not in (-1, rank - 1):
-            raise ConfigError(f"Layer {self.name!r}: only the last axis can be normalized. "
-                              f"Received: axis={self.axis!r} for rank {rank}.")
+        shape = _last_axis(self, input_shape, "last axis")
         self._features = input_shape[-1]
-        shape = (input_shape[-1],)
         if self.scale:
             self.gamma = self.add_weight("gamma", shape, self.initializers["gamma_initializer"])
         if self.center:
@@ -237,3 +221,17 @@ class LayerNormalization(Layer):
         return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon,
                 "center": self.center, "scale": self.scale, "rms_scaling": False,
                 **self.initializers}
+
+
+def _last_axis(layer, input_shape, what):
+    """The weights' shape (features,) of a layer that normalizes its input's last axis, the
+    only one either normalization supports; ShapeError/ConfigError otherwise."""
+    rank = len(input_shape)
+    axis = layer.axis[0] if isinstance(layer.axis, (list, tuple)) else layer.axis
+    if rank < 2 or input_shape[-1] is None:
+        raise ShapeError(f"Layer {layer.name!r} expects an input of rank >= 2 with a known "
+                         f"last axis. Received: input_shape={tuple(input_shape)}.")
+    if axis not in (-1, rank - 1):
+        raise ConfigError(f"Layer {layer.name!r}: only the {what} can be normalized. "
+                          f"Received: axis={layer.axis!r} for rank {rank}.")
+    return (input_shape[-1],)
