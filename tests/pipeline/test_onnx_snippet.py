@@ -22,16 +22,19 @@ def snippet():
     return block
 
 
+def snippet_folder(root):
+    """The snippet's relative paths under `root` (the clone's pretrained/ is left alone):
+    the exported file, and the photos through a link."""
+    (root / "pretrained").mkdir()
+    assert main(["export", str(WEIGHTS), "--format", "onnx", "--out",
+                 str(root / "pretrained" / "efficientnet_lite0.onnx")]) == 0
+    (root / "tests" / "fixtures").mkdir(parents=True)
+    (root / "tests" / "fixtures" / "photos").symlink_to(ROOT / "tests" / "fixtures" / "photos")
+
+
 @pytest.mark.skipif(not WEIGHTS.is_file(), reason=f"{WEIGHTS} is absent: run `make pretrained`")
 def test_the_onnx_runtime_snippet_matches_retrain(tmp_path, monkeypatch, capsys):
-    # The snippet's relative paths, in a folder of its own (the clone's pretrained/ is
-    # left alone): the exported file, and the photo through a link.
-    (tmp_path / "pretrained").mkdir()
-    assert main(["export", str(WEIGHTS), "--format", "onnx", "--out",
-                 str(tmp_path / "pretrained" / "efficientnet_lite0.onnx")]) == 0
-    (tmp_path / "tests" / "fixtures").mkdir(parents=True)
-    (tmp_path / "tests" / "fixtures" / "photos").symlink_to(ROOT / "tests" / "fixtures" /
-                                                          "photos")
+    snippet_folder(tmp_path)
     capsys.readouterr()
     monkeypatch.chdir(tmp_path)
     namespace = {}
@@ -50,12 +53,7 @@ def test_the_snippets_preprocessing_is_retrains_for_jpegs_with_and_without_draft
     model input retrain makes, on a JPEG whose margins are odd both ways."""
     from PIL import Image
     from retrain.preprocess import iter_batches
-    (tmp_path / "pretrained").mkdir()
-    assert main(["export", str(WEIGHTS), "--format", "onnx", "--out",
-                 str(tmp_path / "pretrained" / "efficientnet_lite0.onnx")]) == 0
-    (tmp_path / "tests" / "fixtures").mkdir(parents=True)
-    (tmp_path / "tests" / "fixtures" / "photos").symlink_to(ROOT / "tests" / "fixtures" /
-                                                          "photos")
+    snippet_folder(tmp_path)
     photo = Image.open(ROOT / "tests" / "fixtures" / "photos" / "chelsea.png").convert("RGB")
     photo.resize((901, 603)).save(tmp_path / "big.jpg", quality=90)
     monkeypatch.chdir(tmp_path)
