@@ -9,20 +9,17 @@ from .files import atomic_write_text
 __all__ = ["export_model", "describe"]
 
 
-def export_model(run_dir, backbone, classifier, labels, metadata):
-    """Write RUN/model.h5 (combined model + `metadata` + labels) and RUN/labels.txt.
+def export_model(run_dir, bottom, model, labels, metadata):
+    """Write RUN/model.h5 (the trained `model` on the backbone's `bottom`, + `metadata` +
+    labels) and RUN/labels.txt.
 
-    `classifier` is a trained head, or a fit.Classifier whose fine-tuned top blocks are
-    copied back into `backbone` (by layer name) first, so the file stays one plain graph."""
-    top = getattr(classifier, "top", None)
-    for layer in top.layers if top is not None else []:
-        if layer.weights:
-            backbone.get_layer(layer.name).set_weights(layer.get_weights())
-    model = clone_model(getattr(classifier, "head", classifier),
-                        input_tensors=backbone.outputs[0], name="retrain_classifier")
-    model.metadata = dict(metadata, labels=list(labels), outputs="probabilities")
+    `model` (fit.build_classifier's: the head, or the head on the fine-tuned top blocks)
+    reads `bottom`'s output; clone_model wires it there, inlining the top, so the file holds
+    one plain graph with the backbone's layer names."""
+    exported = clone_model(model, input_tensors=bottom.outputs[0], name="retrain_classifier")
+    exported.metadata = dict(metadata, labels=list(labels), outputs="probabilities")
     model_path = run_dir / "model.h5"
-    model.save(model_path, metadata=model.metadata)
+    exported.save(model_path, metadata=exported.metadata)
     atomic_write_text(run_dir / "labels.txt", "".join(f"{label}\n" for label in labels))
     return model_path
 

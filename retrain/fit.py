@@ -31,12 +31,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .engine import (AdamW, Callback, CosineDecay, Dense, Dropout, EarlyStopping, Input,
-                     MultiOptimizer, Sequential, SparseCategoricalCrossentropy, Trainer,
-                     clone_model, set_random_seed)
+                     Model, MultiOptimizer, Sequential, SparseCategoricalCrossentropy,
+                     set_random_seed)
 from .errors import ConfigError, DataError
 from .progress import progress_bar
 
-__all__ = ["AUTO", "HeadOptions", "Classifier", "build_head", "balanced_class_weights", "train_head"]
+__all__ = ["AUTO", "HeadOptions", "build_classifier", "build_head", "balanced_class_weights",
+           "train_head"]
 
 
 AUTO = "auto"      # an option whose value depends on whether blocks are fine-tuned
@@ -173,58 +174,16 @@ class _StopWhenNotFinite(Callback):
                                    f"{self.learning_rate / 10:g}.")
 
 
-class Classifier(Trainer):
-    """The trained part: the fine-tuned `top` blocks (None when only the head trains) and
-    the `head`. Like Keras's `base_model(inputs, training=False)` in the transfer-learning
-    guide, the top always runs in inference mode (BatchNorm on its moving statistics, gamma
-    and beta trainable) while the head runs in the mode asked for (its Dropout)."""
-
-    def __init__(self, top, head):
-        self.name = "classifier"
-        self._init_training()
-        self.top, self.head = top, head
-        self._parts = [top, head] if top is not None else [head]
-
-    @property
-    def input_shape(self):
-        return (self.top or self.head).inputs[0].shape[1:]
-
-    @property
-    def weights(self):
-        return [w for part in self._parts for w in part.weights]
-
-    @property
-    def trainable_weights(self):
-        return [w for part in self._parts for w in part.trainable_weights]
-
-    def get_weights(self):
-        return [w.value.copy() for w in self.weights]
-
-    def set_weights(self, values):
-        for weight, value in zip(self.weights, values, strict=True):
-            weight.assign(value)
-
-    def zero_grads(self):
-        for part in self._parts:
-            part.zero_grads()
-
-    def forward(self, x, training=False):
-        if self.top is not None:
-            x = self.top.forward(x, training=False)
-        return self.head.forward(x, training=training)
-
-    def backward(self, dy):
-        train_top = self.top is not None and self.top.trainable
-        dx = self.head.backward(dy, input_grad=train_top)
-        if train_top:
-            self.top.backward(dx)
-
-    def predict(self, x, batch_size=None, verbose=0):
-        """Class probabilities, by the fast inference plan of the top and head in one graph."""
-        if self.top is None:
-            return self.head.predict(x, batch_size=batch_size)
-        return clone_model(self.head, input_tensors=self.top.outputs[0]).predict(
-            x, batch_size=batch_size)
+def build_classifier(head, top=None):
+    """The trained model: `head` alone, or, with fine-tuned `top` blocks, one functional
+    model of the two. As Keras's transfer-learning guide calls `base_model(inputs,
+    training=False)`, the top always runs in inference mode (BatchNorm on its moving
+    statistics; gamma and beta still train) while the head runs in the model's mode (its
+    Dropout)."""
+    if top is None:
+        return head
+    inputs = Input(top.inputs[0].shape[1:], name="cut")
+    return Model(inputs, head(top(inputs, training=False)), name="classifier")
 
 
 class _Views:
@@ -259,10 +218,10 @@ class _Views:
         self.order = self.rng.permutation(len(self.targets))
 
 
-def _optimizer(options, classifier, steps_per_epoch, head_rate=None, epochs=None):
+def _optimizer(options, top, head, steps_per_epoch, head_rate=None, epochs=None):
     """AdamW on a cosine schedule with warmup over `epochs` (default options.epochs); the
-    head at `head_rate` (default options.learning_rate), the top blocks, while they train, at
-    their own, lower rate."""
+    head at `head_rate` (default options.learning_rate), the `top` blocks, while they train,
+    at their own, lower rate."""
     epochs = options.epochs if epochs is None else epochs
     warmup = min(options.warmup_epochs, epochs - 1) * steps_per_epoch
     decay = max(1, epochs * steps_per_epoch - warmup)
@@ -271,12 +230,11 @@ def _optimizer(options, classifier, steps_per_epoch, head_rate=None, epochs=None
         return AdamW(learning_rate=CosineDecay(0.0 if warmup else rate, decay, warmup_target=(
             rate if warmup else None), warmup_steps=warmup), weight_decay=options.weight_decay)
 
-    head = adamw(options.learning_rate if head_rate is None else head_rate)
-    if classifier.top is None or not classifier.top.trainable:
-        return head
-    return MultiOptimizer([(head, classifier.head.trainable_weights),
-                           (adamw(options.backbone_learning_rate),
-                            classifier.top.trainable_weights)])
+    head_optimizer = adamw(options.learning_rate if head_rate is None else head_rate)
+    if top is None or not top.trainable:
+        return head_optimizer
+    return MultiOptimizer([(head_optimizer, head.trainable_weights),
+                           (adamw(options.backbone_learning_rate), top.trainable_weights)])
 
 
 def train_head(train, val, num_classes, options, progress=True, top=None, views=None):
@@ -286,10 +244,13 @@ def train_head(train, val, num_classes, options, progress=True, top=None, views=
     images' augmented views, (n, K, D) float16.
 
     With `top`, the head trains alone for `freeze_epochs` epochs first, then with the top
-    for `epochs` (see the module doc). Returns (classifier, history): history maps "loss",
+    for `epochs` (see the module doc). Returns (model, history): the model is the head, or
+    the head on the top blocks (build_classifier), which are frozen again once trained, as
+    the backbone they came from; history maps "loss",
     "accuracy", "val_loss", "val_accuracy" to per-epoch lists over both phases, plus
     "best_epoch" (1-based, the epoch whose weights were kept), "epochs_run",
-    "epochs_planned", "freeze_epochs", "restored_best" and "class_weight". With an empty
+    "epochs_planned", "freeze_epochs", "restored_best", "class_weight" and
+    "trainable_params" (the head's and the top's, while they trained). With an empty
     val set there is nothing to stop early on, so all epochs run."""
     options = options.validate()
     x, y = train
@@ -301,8 +262,8 @@ def train_head(train, val, num_classes, options, progress=True, top=None, views=
     set_random_seed(options.seed)
     shape = top.inputs[0].shape[1:] if top is not None else (x.shape[1],)
     features = top.outputs[0].shape[-1] if top is not None else x.shape[1]
-    classifier = Classifier(top, build_head(features, num_classes, options.hidden_units,
-                                            options.dropout))
+    head = build_head(features, num_classes, options.hidden_units, options.dropout)
+    model = build_classifier(head, top)
     if views is not None and views.shape[1]:
         batches = _Views(x, views, y, shape, options.batch_size, options.seed)
         data = {"x": batches}
@@ -316,7 +277,7 @@ def train_head(train, val, num_classes, options, progress=True, top=None, views=
     common = dict(**data, batch_size=options.batch_size, verbose=0, validation_data=validation,
                   class_weight=balanced_class_weights(y, num_classes))
     try:
-        logs, stopper = _train_phases(classifier, options, common, steps, freeze, bar)
+        logs, stopper = _train_phases(model, top, head, options, common, steps, freeze, bar)
     finally:
         bar.bar.close()
     record = {k: [float(v) for log in logs for v in log[k]] for k in logs[-1]}
@@ -327,34 +288,37 @@ def train_head(train, val, num_classes, options, progress=True, top=None, views=
     record["best_epoch"] = freeze + (stopper.best_epoch + 1 if stopper
                                      else len(logs[-1]["loss"]))
     record["class_weight"] = [common["class_weight"][c] for c in range(num_classes)]
-    return classifier, record
+    record["trainable_params"] = sum(int(w.value.size) for w in model.trainable_weights)
+    if top is not None:
+        top.trainable = False
+    return model, record
 
 
-def _train_phases(classifier, options, common, steps, freeze, bar):
+def _train_phases(model, top, head, options, common, steps, freeze, bar):
     """Phase 1 (`freeze` epochs of the head alone, if any), then phase 2 (the head with the
     top, if any). Returns ([history per phase], phase 2's EarlyStopping or None)."""
-    top, logs = classifier.top, []
+    logs = []
     if freeze:          # phase 1: the head alone, the top frozen (and skipped by backward)
         top.trainable = False
         try:
-            _compile(classifier, options, _optimizer(options, classifier, steps, epochs=freeze))
-            logs.append(classifier.fit(**common, epochs=freeze, seed=options.seed, callbacks=[
+            _compile(model, options, _optimizer(options, top, head, steps, epochs=freeze))
+            logs.append(model.fit(**common, epochs=freeze, seed=options.seed, callbacks=[
                 _StopWhenNotFinite(options.learning_rate), bar]).history)
         finally:
             top.trainable = True
     head_rate = options.tuning_head_rate if top is not None else options.learning_rate
-    _compile(classifier, options, _optimizer(options, classifier, steps, head_rate=head_rate))
+    _compile(model, options, _optimizer(options, top, head, steps, head_rate=head_rate))
     callbacks = [_StopWhenNotFinite(options.learning_rate), bar]
     stopper = None
     if common["validation_data"] is not None and options.patience is not None:
         stopper = EarlyStopping(monitor="val_loss", patience=options.patience,
                                 restore_best_weights=True)
         callbacks.insert(0, stopper)
-    logs.append(classifier.fit(**common, epochs=options.epochs, callbacks=callbacks,
+    logs.append(model.fit(**common, epochs=options.epochs, callbacks=callbacks,
                                seed=None if freeze else options.seed).history)
     return logs, stopper
 
 
-def _compile(classifier, options, optimizer):
-    classifier.compile(optimizer=optimizer, metrics=["accuracy"],
+def _compile(model, options, optimizer):
+    model.compile(optimizer=optimizer, metrics=["accuracy"],
                        loss=SparseCategoricalCrossentropy(label_smoothing=options.label_smoothing))

@@ -148,7 +148,7 @@ def to_onnx(model):
             raise UnsupportedLayerError(f"Layer {layer.name!r} ({type(layer).__name__}) has "
                                         "no ONNX form.", hint="Export a model of retrain's "
                                         "built-in layers.")
-        names[id(layer.outputs[0])] = output
+        names[id(layer.outbound)] = output
     for t in model.outputs:
         name = g.unique(f"{t.layer.name}_output")
         g.nodes.append(onnx.helper.make_node(

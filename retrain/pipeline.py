@@ -149,7 +149,7 @@ def _run(data, run_dir, options, announce, cut):
                                title=f"retrain: {Path(data).name}", skipped=dataset.skipped)
     announce("export")
     backbone = extractor.backbone
-    model_path = export_model(run_dir, backbone, classifier, dataset.classes,
+    model_path = export_model(run_dir, extractor.bottom, classifier, dataset.classes,
                               _model_metadata(data, backbone, options, metrics, dataset,
                                               seen_record(keys, parts)))
     set_aside = found.discarded + (views["set_aside"] if views else [])
@@ -334,7 +334,7 @@ def _training_record(options, extractor, views, history, classifier):
     `trainable_params`: the head's and the fine-tuned blocks' (the exported model's layers
     are all frozen, so only this record knows)."""
     head = options.head
-    return {"trainable_params": sum(int(w.value.size) for w in classifier.trainable_weights),
+    return {"trainable_params": history["trainable_params"],
             "fine_tune": head.fine_tune, "cut": extractor.cut, "augment": head.augment,
             "augmentation": views["augmentation"] if views else None,
             "learning_rate": head.learning_rate,
@@ -353,7 +353,7 @@ def _training_record(options, extractor, views, history, classifier):
 def _evaluate(dataset, features, parts, classifier, extractor, found, views, history, options,
               run_dir, tta=None):
     targets = np.array([label for _, label in dataset.records], np.int64)
-    shape = (-1,) + tuple(classifier.input_shape)
+    shape = (-1,) + tuple(classifier.inputs[0].shape[1:])
     metrics = {"classes": list(dataset.classes),
                "backbone": extractor.backbone.metadata["backbone"],
                "runtime": runtime_record(extractor.runner),

@@ -200,3 +200,17 @@ def test_softmax_is_written_once():
     wrapper = defined.pop(("retrain/engine/ops.py", "softmax"), None)
     assert {path for path, _ in defined} == {"retrain/engine/activations.py"}, set(defined)
     assert wrapper is not None and "activations.softmax(" in ast.unparse(wrapper)
+
+
+ENGINE_MODEL_CLASSES = {"Trainer", "Model", "Sequential", "Layer"}
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if ENGINE not in p.parents], ids=_rel)
+def test_the_trained_model_is_a_plain_engine_model(path):
+    """What fit trains and export writes is an engine Model (the head, or the head on the
+    fine-tuned blocks as one functional model): no stage defines a model class of its own
+    (fit.Classifier did, with its own weights, forward, backward and predict)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    own = [node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+           and {ast.unparse(base).split(".")[-1] for base in node.bases} & ENGINE_MODEL_CLASSES]
+    assert own == [], f"{_rel(path)} defines model class(es) {own}; build an engine Model"

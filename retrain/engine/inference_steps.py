@@ -272,16 +272,18 @@ class InferenceFallbackWarning(UserWarning):
     """A layer of the model runs through its slower `forward` (it has no lowering)."""
 
 
-def compile_graph(model):
+def compile_graph(model, srcs=None, new_vid=None):
     """(steps, input value ids, output value ids): the graph's layers in order, each lowered
     by its `to_inference` (or run by its Forward, with a warning, where that gives None) and
-    absorbing the layers after it that only it feeds (see Fused.absorb)."""
+    absorbing the layers after it that only it feeds (see Fused.absorb). A model nested in
+    another is compiled with the outer plan's `srcs` as its inputs and its `new_vid`."""
     readers, outputs = {}, {id(t) for t in model.outputs}
     for layer in model._graph:
         for t in layer.inbound:
             readers.setdefault(id(t), []).append(layer)
-    new_vid = itertools.count().__next__
-    vid_of = {id(t): new_vid() for t in model.inputs}
+    new_vid = new_vid or itertools.count().__next__
+    srcs = srcs or [new_vid() for _ in model.inputs]
+    vid_of = {id(t): vid for t, vid in zip(model.inputs, srcs)}
     plan, absorbed, fallbacks = [], set(), []
     for layer in model._graph:
         if not layer.inbound or id(layer) in absorbed:       # an input, or absorbed
@@ -292,14 +294,14 @@ def compile_graph(model):
             fallbacks.append(f"{layer.name} ({type(layer).__name__})")
             new = [Forward(srcs, new_vid(), layer)]
         if not new:
-            vid_of[id(layer.outputs[0])] = srcs[0]
+            vid_of[id(layer.outbound)] = srcs[0]
             continue
-        tensor = layer.outputs[0]
+        tensor = layer.outbound
         while isinstance(new[-1], Fused) and id(tensor) not in outputs \
                 and len(readers.get(id(tensor), [])) == 1 \
                 and new[-1].absorb(readers[id(tensor)][0], tensor, vid_of):
             absorbed.add(id(readers[id(tensor)][0]))
-            tensor = readers[id(tensor)][0].outputs[0]
+            tensor = readers[id(tensor)][0].outbound
         vid_of[id(tensor)] = new[-1].output
         plan += new
     if fallbacks:

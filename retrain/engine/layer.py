@@ -90,7 +90,8 @@ class Layer:
         self._non_trainable_weights = []
         self._cache = None
         self.inbound = []        # KerasTensors this layer was called on (graph models)
-        self.outputs = []        # KerasTensors it produced
+        self.outbound = None     # the KerasTensor that call produced
+        self.call_training = None   # that call's `training`: None follows the model's mode
         self.input_shape = None
         self.output_shape = None
 
@@ -162,12 +163,22 @@ class Layer:
             self.build(input_shape)
             self.built = True
 
-    def __call__(self, inputs, training=False):
+    @property
+    def outputs(self):
+        """[the KerasTensor this layer's call produced], or [] before it is called."""
+        return [] if self.outbound is None else [self.outbound]
+
+    def __call__(self, inputs, training=None):
         """Symbolic call on KerasTensor(s) wires the graph; a call on arrays runs forward;
-        a call on Tensors, or inside a GradientTape, is also recorded (tape.py)."""
+        a call on Tensors, or inside a GradientTape, is also recorded (tape.py).
+
+        `training` in a symbolic call pins this layer's mode in the graph (True or False;
+        None: the mode the model runs in), as `base_model(x, training=False)` in Keras's
+        transfer-learning guide; on arrays, None means inference."""
         items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
         if all(isinstance(t, KerasTensor) for t in items):
-            return self._call_symbolic(inputs)
+            return self._call_symbolic(inputs, training)
+        training = bool(training)
         if should_record(items):
             return record_call(self, inputs, training, [self], self._call_arrays,
                                lambda dy, _: self.backward(dy))
@@ -182,7 +193,7 @@ class Layer:
         self.maybe_build(x.shape)
         return self.forward(x, training=training)
 
-    def _call_symbolic(self, inputs):
+    def _call_symbolic(self, inputs, training=None):
         if self.inbound:
             raise ConfigError(f"Layer {self.name!r} is already used in a graph; sharing a layer "
                               "between two calls is not supported. Create a second layer.")
@@ -190,11 +201,11 @@ class Layer:
         shape = [t.shape for t in inputs] if multi else inputs.shape
         self.maybe_build(shape)
         self.inbound = list(inputs) if multi else [inputs]
+        self.call_training = None if training is None else bool(training)
         self.input_shape = shape
         self.output_shape = tuple(self.compute_output_shape(shape))
-        out = KerasTensor(self.output_shape, self)
-        self.outputs = [out]
-        return out
+        self.outbound = KerasTensor(self.output_shape, self)
+        return self.outbound
 
     def forward(self, x, training=False):
         raise NotImplementedError

@@ -3,10 +3,15 @@
 `Model(inputs, outputs)` is Keras's functional model; `Sequential` is a thin Model that wires
 its layers one after the other. Gradients accumulate with `+=` per tensor, which is what makes
 a residual `Add` (one tensor feeding two layers) correct.
+
+A Model is itself a Layer, as in Keras 3: called on a tensor of another graph it becomes one
+node of it (a backbone plus a head is one model), and `model(x, training=False)` there pins
+it to inference mode whatever mode the outer model runs in.
 """
 import numpy as np
 
 from .errors import ConfigError, ShapeError
+from .inference_steps import compile_graph
 from .layer import KerasTensor, Layer, register_model
 from .naming import unique_name
 from .layers.core import Input, InputLayer
@@ -45,11 +50,11 @@ def _topological_order(outputs):
 
 
 @register_model("Functional")
-class Model(Trainer):
+class Model(Trainer, Layer):
     """A functional model: `Model(inputs, outputs)`, inputs being `Input(...)` tensors."""
 
     def __init__(self, inputs, outputs, name=None, trainable=True):
-        self.name = name or unique_name("functional")
+        Layer.__init__(self, name=name or unique_name("functional"))
         self._init_training()
         self._wire(inputs, outputs)
         if not trainable:
@@ -59,17 +64,24 @@ class Model(Trainer):
         self._multi_input = isinstance(inputs, (list, tuple))
         self._multi_output = isinstance(outputs, (list, tuple))
         self.inputs = list(inputs) if self._multi_input else [inputs]
-        self.outputs = list(outputs) if self._multi_output else [outputs]
+        self._outputs = list(outputs) if self._multi_output else [outputs]
+        self.built = True
         for t in self.inputs + self.outputs:
             if not isinstance(t, KerasTensor):
                 raise ConfigError(f"Model {self.name!r}: inputs and outputs must be symbolic "
                                   f"tensors from Input(...) and layer calls. Received: {t!r}.")
         self._graph = _topological_order(self.outputs)
         missing = [l.name for l in self._graph if isinstance(l, InputLayer)
-                   and l.outputs[0] not in self.inputs]
+                   and l.outbound not in self.inputs]
         if missing:
             raise ConfigError(f"Model {self.name!r}: outputs depend on input(s) {missing} that "
                               "are not in `inputs`.")
+
+    @property
+    def outputs(self):
+        """The model's output tensors (in its own graph; `outbound` is its node's output in
+        a graph that calls it)."""
+        return list(self._outputs)
 
     # -- layers and weights --------------------------------------------------------------
     @property
@@ -131,11 +143,13 @@ class Model(Trainer):
         values = {id(t): np.asarray(v, np.float32) for t, v in zip(self.inputs, xs)}
         for layer in self._graph:
             if isinstance(layer, InputLayer):
-                values[id(layer.outputs[0])] = layer.forward(values[id(layer.outputs[0])])
+                values[id(layer.outbound)] = layer.forward(values[id(layer.outbound)])
                 continue
             args = [values[id(t)] for t in layer.inbound]
-            values[id(layer.outputs[0])] = layer.forward(
-                args if isinstance(layer.input_shape, list) else args[0], training=training)
+            pinned = layer.call_training     # the call's `training`, if it gave one
+            values[id(layer.outbound)] = layer.forward(
+                args if isinstance(layer.input_shape, list) else args[0],
+                training=training if pinned is None else pinned)
         outs = [values[id(t)] for t in self.outputs]
         return outs if self._multi_output else outs[0]
 
@@ -158,10 +172,13 @@ class Model(Trainer):
             grads[id(t)] = np.asarray(g, np.float32)
         needed = self._needs_backward(input_grad)
         for layer in reversed(self._graph):
-            g = grads.get(id(layer.outputs[0]))
+            g = grads.get(id(layer.outbound))
             if g is None or isinstance(layer, InputLayer) or not needed[id(layer)]:
                 continue
-            dx = layer.backward(g)
+            if isinstance(layer, Model):      # a nested model computes dx only if asked
+                dx = layer.backward(g, any(needed[id(t.layer)] for t in layer.inbound))
+            else:
+                dx = layer.backward(g)
             dxs = dx if isinstance(layer.input_shape, list) else [dx]
             for t, d in zip(layer.inbound, dxs):
                 if needed[id(t.layer)] and d is not None:
@@ -171,12 +188,40 @@ class Model(Trainer):
         dins = [grads.get(id(t), np.zeros((1,) + t.shape[1:], np.float32)) for t in self.inputs]
         return dins if self._multi_input else dins[0]
 
-    def __call__(self, x, training=False):
-        """The model's output for x; on Tensors, or inside a GradientTape, also recorded."""
-        if should_record(x if isinstance(x, (list, tuple)) else [x]):
-            return record_call(self, x, training, self.layers, self.forward,
+    def __call__(self, x, training=None):
+        """The model's output for x; on Tensors, or inside a GradientTape, also recorded.
+        On KerasTensors, a node of the graph they belong to (see Layer.__call__)."""
+        items = x if isinstance(x, (list, tuple)) else [x]
+        if all(isinstance(t, KerasTensor) for t in items):
+            return self._call_symbolic(x, training)
+        if should_record(items):
+            return record_call(self, x, bool(training), self._leaf_layers(), self.forward,
                                lambda dy, input_grad: self.backward(dy, input_grad=input_grad))
-        return self.forward(x, training=training)
+        return self.forward(x, training=bool(training))
+
+    def _leaf_layers(self):
+        """The layers whose per-call caches backward reads, nested models' own included."""
+        return [leaf for l in self.layers for leaf in getattr(l, "_leaf_layers", lambda: [l])()]
+
+    # -- as a layer of another model -----------------------------------------------------
+    def compute_output_shape(self, input_shape):
+        """Its output's shape, for inputs of `input_shape` (those of its Input(s))."""
+        if self._multi_output:
+            raise ConfigError(f"Model {self.name!r} has {len(self.outputs)} outputs; a model "
+                              "called as a layer must have one.")
+        expected = [t.shape for t in self.inputs]
+        given = [tuple(s) for s in (input_shape if self._multi_input else [input_shape])]
+        if [len(s) for s in given] != [len(e) for e in expected] or any(
+                None not in (a, b) and a != b for s, e in zip(given, expected)
+                for a, b in zip(s[1:], e[1:])):
+            raise ShapeError(f"Model {self.name!r} expects input shape(s) {expected}. "
+                             f"Received: {input_shape}.")
+        return self.outputs[0].shape
+
+    def to_inference(self, srcs, new_vid):
+        """Its graph's steps, run on the values `srcs` (the inference plan inlines it)."""
+        steps, _, outputs = compile_graph(self, srcs, new_vid)
+        return steps if outputs[0] == (steps[-1].output if steps else srcs[0]) else None
 
     # -- reporting and files (implemented in summary.py and saving.py) -------------------
     def summary(self, print_fn=print):
@@ -202,9 +247,10 @@ class Sequential(Model):
     or a layer given `input_shape=`; otherwise the graph is wired at the first forward call."""
 
     def __init__(self, layers=None, name=None, trainable=True):
-        self.name = name or unique_name("sequential")
+        Layer.__init__(self, name=name or unique_name("sequential"))
         self._init_training()
         self._input = None
+        self.inputs, self._outputs = [], []
         self._layers = []
         self._graph = []
         for layer in layers or []:
@@ -220,7 +266,7 @@ class Sequential(Model):
         if isinstance(layer, InputLayer):
             if self._layers or self._input is not None:
                 raise ConfigError(f"Sequential {self.name!r}: an Input must come first.")
-            self._input = layer.outputs[0]
+            self._input = layer.outbound
             return
         if not isinstance(layer, Layer):
             raise ConfigError(f"Sequential.add expects a layer. Received: {layer!r}.")
@@ -233,7 +279,7 @@ class Sequential(Model):
     def _wire_layers(self):
         x = self._input
         for layer in self._layers:
-            x = layer.outputs[0] if layer.inbound else layer(x)
+            x = layer.outbound if layer.inbound else layer(x)
         self._wire(self._input, x)
 
     def build(self, input_shape):

@@ -71,6 +71,11 @@ def layer_from_config(entry):
 
 def model_to_config(model):
     """The model as tf_keras's `model.get_config()` JSON structure."""
+    nested = [layer.name for layer in model.layers if isinstance(layer, MODELS["Functional"])]
+    if nested:
+        raise ConfigError(f"Model {model.name!r} holds model(s) {nested} as layers, which "
+                          "model files here store flat.",
+                          hint="Save clone_model(model): it inlines nested models.")
     if isinstance(model, MODELS["Sequential"]):
         return {"class_name": "Sequential", "config": _sequential_config(model)}
     names = {id(t): t.layer.name for t in model.inputs + model.outputs}
@@ -139,7 +144,7 @@ def _functional_from_config(inner):
     for entry in inner["layers"]:
         layer = layer_from_config(entry)
         if isinstance(layer, InputLayer):
-            tensors[layer.name] = layer.outputs[0]
+            tensors[layer.name] = layer.outbound
             continue
         names, as_list = _inbound_names(entry, layer.name)
         args = [_lookup(tensors, n, f"layer {layer.name!r}") for n in names]

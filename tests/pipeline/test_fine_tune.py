@@ -18,11 +18,11 @@ from PIL import Image
 from retrain import augment, preprocess
 from retrain.backbones import block_names
 from retrain.backbones.cut import split_backbone
-from retrain.engine import load_model
+from retrain.engine import Model, load_model
 from retrain.cli_text import info_lines
 from retrain.errors import ConfigError
 from retrain.export import describe
-from retrain.fit import Classifier, HeadOptions, _Views, build_head, train_head
+from retrain.fit import HeadOptions, _Views, build_classifier, build_head, train_head
 from retrain.pipeline import RunOptions, evaluate_model, run
 from numerics import float32_paths_atol
 from stand_in import LITE_RECIPE, lite_stand_in, use_lite_stand_in
@@ -133,13 +133,13 @@ def test_top_blocks_train_with_batchnorm_in_inference_mode():
     flat = x.reshape(len(x), -1)
     classifier, _ = train_head((flat, y), (flat[:0], y[:0]), 3,
                                HeadOptions(epochs=3, fine_tune=2), progress=False, top=top)
-    bn = classifier.top.get_layer("block7a_bn")
+    bn = top.get_layer("block7a_bn")
     gamma, beta, mean, variance = bn.get_weights()
     old = before["block7a_bn"]
     assert not np.allclose(gamma, old[0]) and not np.allclose(beta, old[1])
     np.testing.assert_array_equal(mean, old[2])
     np.testing.assert_array_equal(variance, old[3])
-    assert not np.allclose(classifier.top.get_layer("top_conv").get_weights()[0],
+    assert not np.allclose(top.get_layer("top_conv").get_weights()[0],
                            before["top_conv"][0])
     for layer in model.layers:
         for now, then in zip(layer.get_weights(), before.get(layer.name, [])):
@@ -155,19 +155,20 @@ def test_the_head_trains_alone_first_then_with_the_top_at_half_its_rate(monkeypa
     rng = np.random.default_rng(0)
     x = bottom.predict(rng.normal(size=(24, 32, 32, 3)).astype(np.float32))
     flat, y = x.reshape(len(x), -1), np.arange(24) % 3
-    phases, fit = [], Classifier.fit
+    phases, fit = [], Model.fit
 
     def recording_fit(self, *args, **kwargs):
-        before = [self.top.get_weights(), self.head.get_weights()]
+        head = self.get_layer("head")
+        before = [top.get_weights(), head.get_weights()]
         rates = [o.learning_rate.warmup_target or o.learning_rate.initial_learning_rate
                  for o, _ in getattr(self.optimizer, "pairs", [(self.optimizer, None)])]
         history = fit(self, *args, **kwargs)
         moved = [not all(np.array_equal(a, b) for a, b in zip(then, part.get_weights()))
-                 for then, part in zip(before, (self.top, self.head))]
-        phases.append((self.top.trainable, moved, rates, kwargs["epochs"]))
+                 for then, part in zip(before, (top, head))]
+        phases.append((top.trainable, moved, rates, kwargs["epochs"]))
         return history
 
-    monkeypatch.setattr(Classifier, "fit", recording_fit)
+    monkeypatch.setattr(Model, "fit", recording_fit)
     options = HeadOptions(epochs=2, freeze_epochs=2, fine_tune=2, learning_rate=0.004,
                           backbone_learning_rate=0.001)
     _, history = train_head((flat, y), (flat[:6], y[:6]), 3, options, progress=False, top=top)
@@ -178,6 +179,7 @@ def test_the_head_trains_alone_first_then_with_the_top_at_half_its_rate(monkeypa
         2, 4, False)
     # without a head-alone phase the head keeps its full rate from the start
     phases.clear()
+    _, top, _ = split_backbone(model, 2)          # a model sits in one graph: a fresh top
     train_head((flat, y), (flat[:6], y[:6]), 3, replace(options, freeze_epochs=0),
                progress=False, top=top)
     assert [(trainable, rates) for trainable, _, rates, _ in phases] == [
@@ -226,7 +228,7 @@ def test_classifier_predict_equals_its_forward():
     model = lite_stand_in()
     _, top, _ = split_backbone(model, 1)
     head = build_head(1280, 3)
-    classifier = Classifier(top, head)
+    classifier = build_classifier(head, top)
     x = np.random.default_rng(0).normal(size=(5,) + top.inputs[0].shape[1:]).astype(np.float32)
     np.testing.assert_allclose(classifier.predict(x), classifier.forward(x), atol=1e-6)
 

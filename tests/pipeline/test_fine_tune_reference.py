@@ -8,15 +8,15 @@ import numpy as np
 from retrain.backbones import load_backbone
 from retrain.backbones.cut import split_backbone
 from retrain.engine import AdamW, MultiOptimizer, SparseCategoricalCrossentropy
-from retrain.fit import Classifier, build_head
+from retrain.fit import build_classifier, build_head
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "finetune" / "finetune_reference.npz"
 WEIGHTS_SHA256 = "63b1ce839739497530d743f040142e8c98cbfcb43da83dd5331746ad777111de"
 
 
-def _variable(classifier, key):
+def _variable(top, head, key):
     layer, weight = key.split("/")
-    part = classifier.head if layer == "predictions" else classifier.top
+    part = head if layer == "predictions" else top
     return next(w for w in part.get_layer(layer).weights if w.name == weight)
 
 
@@ -30,7 +30,7 @@ def test_three_fine_tuning_steps_match_pytorch():
     assert cut == "block6d"
     head = build_head(1280, 10)
     head.get_layer("predictions").set_weights([ref["head_kernel"], ref["head_bias"]])
-    classifier = Classifier(top, head)
+    classifier = build_classifier(head, top)
     optimizer = MultiOptimizer([
         (AdamW(1e-3, weight_decay=0.01, epsilon=1e-12), head.trainable_weights),
         (AdamW(1e-4, weight_decay=0.01, epsilon=1e-12), top.trainable_weights)])
@@ -43,12 +43,12 @@ def test_three_fine_tuning_steps_match_pytorch():
         losses.append(classifier.train_on_batch(ref["x"], ref["y"]))
         if step == 0:
             for key in keys:
-                grad = _variable(classifier, key).grad.reshape(-1)[ref[f"index:{key}"]]
+                grad = _variable(top, head, key).grad.reshape(-1)[ref[f"index:{key}"]]
                 np.testing.assert_allclose(grad, ref[f"grad0:{key}"], rtol=1e-3, atol=1e-6,
                                            err_msg=key)
     np.testing.assert_allclose(losses, ref["losses"], atol=1e-5)
     for key in keys:
-        final = _variable(classifier, key).value.reshape(-1)[ref[f"index:{key}"]]
+        final = _variable(top, head, key).value.reshape(-1)[ref[f"index:{key}"]]
         np.testing.assert_allclose(final, ref[f"final:{key}"], atol=1e-4, err_msg=key)
     for layer in top.layers:
         if type(layer).__name__ == "BatchNormalization":

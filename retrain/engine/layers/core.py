@@ -85,7 +85,7 @@ class InputLayer(Layer):
         self._batch_input_shape = tuple(batch_shape or batch_input_shape)
         self.built = True
         out = KerasTensor(self._batch_input_shape, self)
-        self.outputs = [out]
+        self.outbound = out
         self.input_shape = self.output_shape = self._batch_input_shape
 
     def forward(self, x, training=False):
@@ -106,7 +106,7 @@ class InputLayer(Layer):
 
 def Input(shape, batch_size=None, name=None):
     """A symbolic input tensor, as `keras.Input`: `x = Input((224, 224, 3))`."""
-    return InputLayer(shape=tuple(shape), batch_size=batch_size, name=name).outputs[0]
+    return InputLayer(shape=tuple(shape), batch_size=batch_size, name=name).outbound
 
 
 @register
