@@ -78,7 +78,7 @@ def predict_probabilities(model, paths, batch_size=32, workers=2, cluster=None,
         yield from cluster.probabilities(model, paths, batch_size, runtime, precision)
         return
     recipe = model.metadata["preprocessing"]
-    runner = loaded or load_runtime(model, runtime, precision)
+    runner = loaded or load_runtime(model, runtime, precision, wait=False)
     k = len(views) + 1
     paths, views = spread(paths, views)
     for done, inputs in iter_batches(paths, recipe, batch_size * k, workers, views):

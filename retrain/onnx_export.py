@@ -7,7 +7,10 @@ model file's metadata go into the file's metadata_props as JSON (`retrain.prepro
 `retrain.labels`, ...), so the file stays self-describing. Inside the graph 4-D values are
 NCHW, the layout ONNX's Conv and pooling operators define: one Transpose after each 4-D
 input and one before each 4-D output. BatchNormalization stays an ONNX BatchNormalization
-(runtimes fold it themselves). Needs the `onnx` package: the `onnx` extra.
+(runtimes fold it themselves). The bytes are written by onnx_wire.py, without the onnx
+package (whose import took half a second of every run on a compiled runtime): `onnx_bytes`.
+`retrain export` and `to_onnx` (a ModelProto, parsed from those bytes) need the `onnx`
+package, the `onnx` extra, so that the file written is one onnx itself reads and checks.
 """
 import json
 import math
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import onnx_wire
 from .version import __version__
 from .engine import UnsupportedLayerError
 from .distribution import pip_install
@@ -26,7 +30,7 @@ from .model_file import load_model_file
 from .output import json_ready
 from .run_folder import is_run_folder
 
-__all__ = ["OPSET", "export_file", "to_onnx", "write_onnx"]
+__all__ = ["OPSET", "export_file", "onnx_bytes", "to_onnx", "write_onnx"]
 
 # Opset 17 with IR version 8: what ONNX Runtime has read since 1.13 and OpenVINO since 2022.
 OPSET = 17
@@ -47,8 +51,8 @@ class _Graph:
     """The builder a layer's `to_onnx` writes through: the nodes and initializers being
     built, with unique value names, and the conversions several layer kinds share."""
 
-    def __init__(self, onnx):
-        self.onnx, self.nodes, self.initializers, self.used = onnx, [], [], set()
+    def __init__(self):
+        self.nodes, self.initializers, self.used = [], [], set()
 
     def unique(self, base):
         name, count = base, 0
@@ -60,14 +64,12 @@ class _Graph:
 
     def constant(self, base, array, dtype=np.float32):
         name = self.unique(base)
-        self.initializers.append(self.onnx.numpy_helper.from_array(
-            np.ascontiguousarray(array, dtype), name))
+        self.initializers.append(onnx_wire.tensor(name, np.ascontiguousarray(array, dtype)))
         return name
 
     def node(self, op, inputs, base, **attributes):
         output = self.unique(base)
-        self.nodes.append(self.onnx.helper.make_node(op, list(inputs), [output],
-                                                     name=output, **attributes))
+        self.nodes.append(onnx_wire.node(op, inputs, [output], output, **attributes))
         return output
 
     def channels_last(self, x, rank, base):
@@ -124,20 +126,24 @@ class _Graph:
 
 
 # -- the model -------------------------------------------------------------------------------
-def _value_info(onnx, name, shape):
+def _value_info(name, shape):
     dims = ["N"] + [f"{name}_{i}" if d is None else int(d) for i, d in enumerate(shape[1:], 1)]
-    return onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, dims)
+    return onnx_wire.value_info(name, dims)
 
 
 def to_onnx(model):
-    """The ModelProto of `model` (each layer written by its `to_onnx`), with its `metadata`
-    dict as metadata_props."""
-    onnx = _onnx()
-    g = _Graph(onnx)
+    """The ModelProto of `model` (onnx_bytes parsed by the onnx package)."""
+    return _onnx().ModelProto.FromString(onnx_bytes(model))
+
+
+def onnx_bytes(model):
+    """The ONNX file of `model` as bytes (each layer written by its `to_onnx`), with its
+    `metadata` dict as metadata_props; no onnx package needed."""
+    g = _Graph()
     names, inputs, outputs = {}, [], []
     for t in model.inputs:
         name = g.unique(t.layer.name)
-        inputs.append(_value_info(onnx, name, t.shape))
+        inputs.append(_value_info(name, t.shape))
         names[id(t)] = g.channels_first(name, len(t.shape), f"{name}/nchw")
     for layer in model.layers:
         if not layer.inbound:                 # an input
@@ -151,23 +157,20 @@ def to_onnx(model):
         names[id(layer.outbound)] = output
     for t in model.outputs:
         name = g.unique(f"{t.layer.name}_output")
-        g.nodes.append(onnx.helper.make_node(
+        g.nodes.append(onnx_wire.node(
             "Transpose" if len(t.shape) == 4 else "Identity", [names[id(t)]], [name],
-            name=name, **({"perm": [0, 2, 3, 1]} if len(t.shape) == 4 else {})))
-        outputs.append(_value_info(onnx, name, t.shape))
-    graph = onnx.helper.make_graph(g.nodes, model.name, inputs, outputs, g.initializers)
-    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)],
-                                   producer_name="retrain", producer_version=__version__,
-                                   ir_version=_IR_VERSION)
+            name, **({"perm": [0, 2, 3, 1]} if len(t.shape) == 4 else {})))
+        outputs.append(_value_info(name, t.shape))
     metadata = getattr(model, "metadata", None) or {}
-    onnx.helper.set_model_props(proto, {f"retrain.{key}": json.dumps(
-        json_ready(value), ensure_ascii=False, allow_nan=False) for key, value in metadata.items()})
-    return proto
+    return onnx_wire.model(g.nodes, model.name, inputs, outputs, g.initializers, _IR_VERSION,
+                           OPSET, "retrain", __version__, {f"retrain.{key}": json.dumps(
+                               json_ready(value), ensure_ascii=False, allow_nan=False)
+                               for key, value in metadata.items()})
 
 
 def write_onnx(model, path):
     """Write `model` as an ONNX file at `path` (atomically); return the path."""
-    atomic_write_bytes(path, to_onnx(model).SerializeToString())
+    atomic_write_bytes(path, onnx_bytes(model))
     return path
 
 

@@ -205,7 +205,7 @@ def _cut(options):
 def _features(dataset, options, cut):
     backbone, bottom, top, cut = cut
     extractor = _Extractor(backbone, bottom, top, cut, backbone.metadata["preprocessing"],
-                           load_runtime(bottom, options.runtime, options.precision))
+                           load_runtime(bottom, options.runtime, options.precision, wait=False))
     cache = FeatureCache(options.cache_dir or default_cache_dir(),
                          cache_namespace(bottom, extractor.recipe, precision=options.precision))
     paths = [dataset.path(i) for i in range(len(dataset.records))]

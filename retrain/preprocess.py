@@ -31,6 +31,9 @@ _KEYS = ("input_size", "crop", "crop_fraction", "resize_filter", "mean", "std", 
 # Keys added later, with the value that means what a recipe without them always meant: a
 # recipe holding that value hashes, and decodes, as one without the key.
 _OPTIONAL = {"jpeg_draft": False}
+# Images decoded ahead before the first batch (iter_batches): about what two decoding threads
+# finish while a compiled runtime loads (0.3 s), 38 MB of 224x224 images.
+START_AHEAD = 256
 
 __all__ = ["validate_recipe", "recipe_hash", "draft_side", "crop_and_resize", "crop_and_resize_view", "normalize", "preprocess_batch",
            "iter_batches"]
@@ -135,10 +138,13 @@ def normalize(batch_uint8, recipe):
     """uint8 (N, h, w, 3) RGB -> float32 (x - mean) / std; mean and std are given in the
     model input's channel order (after the swap to BGR, where the recipe asks for it).
 
-    A uint8 pixel has 256 values, so each channel's results are computed once, with the
-    same float32 arithmetic, into a 256-entry table, and the batch is one lookup: bit for
-    bit the arithmetic's result, at a quarter of its cost (three passes over the batch,
-    each allocating, were most of the time a cold `retrain fit` spent outside the model)."""
+    With the same mean and std for every channel (EfficientNet's 127 and 128), one
+    subtraction into a new float32 array and a division in place: 1.2 ms for 32 images of
+    224x224, against 5.5 ms for the table below. Otherwise a uint8 pixel has 256 values, so
+    each channel's results are computed once, with the same float32 arithmetic, into a
+    256-entry table, and the batch is one lookup: bit for bit the arithmetic's result, at a
+    quarter of its cost when the arithmetic allocated at each of its three passes (9 ms
+    against 10 ms for one pass and a division in place, with ImageNet's means and stds)."""
     x = np.asarray(batch_uint8)
     if recipe["channel_order"] == "BGR":
         x = x[..., ::-1]
@@ -146,6 +152,9 @@ def normalize(batch_uint8, recipe):
     std = np.asarray(recipe["std"], np.float32)
     if x.dtype != np.uint8:
         return np.ascontiguousarray((x.astype(np.float32) - mean) / std, dtype=np.float32)
+    if (mean == mean[0]).all() and (std == std[0]).all():     # one pass, then in place
+        out = np.subtract(x, mean[0], dtype=np.float32)
+        return np.divide(out, std[0], out=out)
     table = (np.arange(256, dtype=np.float32)[:, None] - mean) / std      # (256, channels)
     if (table == table[:, :1]).all():
         return table[:, 0][x]
@@ -189,16 +198,20 @@ def iter_batches(paths, recipe, batch_size=32, workers=2, views=None, hashes=Non
     `done` lists (path, reason) for up to `batch_size` files, reason None for the usable
     ones; `inputs` is the float32 (n_usable, h, w, 3) batch of those, in the same order.
     Worker threads decode and resize up to two batches ahead while the caller runs the
-    model: PIL and numpy release the GIL in their heavy loops, so the two overlap. At most
+    model: PIL and numpy release the GIL in their heavy loops, so the two overlap. The
+    first START_AHEAD images (or two batches, if more) are decoded ahead at once, while a
+    runtime is still loading in its thread (runtimes.load_runtime(wait=False)); then at most
     two batches of model-size uint8 images are in memory at a time."""
     out_h, out_w = recipe["input_size"]
+    ahead = max(START_AHEAD, 2 * batch_size)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending = deque()
         for path, view, sha256 in zip(paths, itertools.repeat(None) if views is None else views,
                                       itertools.repeat(None) if hashes is None else hashes):
             pending.append((path, pool.submit(_load_for_model, path, recipe, view, sha256)))
-            if len(pending) >= 2 * batch_size:
+            while len(pending) >= ahead:
                 yield _next_batch(pending, batch_size, recipe, (out_h, out_w))
+                ahead = 2 * batch_size
         while pending:
             yield _next_batch(pending, batch_size, recipe, (out_h, out_w))
 

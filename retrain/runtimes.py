@@ -2,7 +2,7 @@
 
 `numpy` is the engine's own inference plan (Model.predict): the reference, always there, the
 one that trains. `openvino` and `onnxruntime` compile the same model from its in-memory ONNX
-export (onnx_export.to_onnx) and come from optional extras, `openvino` and `onnxruntime`
+export (onnx_export.onnx_bytes) and come from optional extras, `openvino` and `onnxruntime`
 (`pip install -e '.[openvino]'` in the clone, installed by `make install`). Measured on a 2-core Xeon (issue 18), EfficientNet-Lite0 at
 batch 32: numpy 89 images/s, ONNX Runtime 137, OpenVINO 207 (500 in bf16 on AMX): `auto`
 takes the first installed in that order, or the fastest that `make bench` measured here.
@@ -10,6 +10,10 @@ takes the first installed in that order, or the fastest that `make bench` measur
 A runtime is checked before it is trusted: at its first use in a process on a model, its
 outputs on a probe batch are compared with numpy's, and past PROBE_TOLERANCE (relative to the
 outputs' scale) it is refused with an error naming it. Never silently wrong.
+
+Loading (the export, the compilation, the check) takes a few tenths of a second on one core;
+`load_runtime(..., wait=False)` does it in a thread while the caller starts decoding images,
+and the runtime's first use waits for it, raising whatever loading raised (a refusal too).
 
 Precision: `f32` everywhere; `bf16` only on OpenVINO, and only where it reports bf16 among the
 CPU's OPTIMIZATION_CAPABILITIES (AVX512_BF16 or AMX). bf16 outputs differ from f32 by far more
@@ -20,6 +24,7 @@ import importlib
 import importlib.util
 import json
 import os
+import threading
 
 import numpy as np
 
@@ -73,8 +78,9 @@ class _OpenVINO:
 
     @staticmethod
     def compile(onnx_bytes, precision):
-        """One compiled model for any batch size (the batch dimension left dynamic). A
-        request reuses its output buffer, hence the copy."""
+        """One compiled model for any batch size (the batch dimension left dynamic). The
+        request reads the caller's array in place (no copy of 19 MB per batch of 32) and
+        reuses its output buffer, hence the copy of the outputs."""
         import openvino
         core = openvino.Core()
         model = core.read_model(onnx_bytes, b"")
@@ -82,7 +88,8 @@ class _OpenVINO:
             "INFERENCE_NUM_THREADS": _threads(), "NUM_STREAMS": 1,
             "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision})
         request = compiled.create_infer_request()
-        return lambda x: np.array(request.infer([x])[0], np.float32, copy=True)
+        return lambda x: np.array(request.infer([x], share_inputs=True, share_outputs=True)[0],
+                                  np.float32, copy=True)
 
 
 class _OnnxRuntime:
@@ -131,6 +138,11 @@ def _precisions(name):
     return ("f32",) if name == "numpy" else BACKENDS[name].precisions()
 
 
+def _supports(name, precision):
+    """Every runtime computes in f32 (asking it would import it: 0.1 s for OpenVINO)."""
+    return precision == "f32" or precision in _precisions(name)
+
+
 def resolve_runtime(name="auto", precision="f32", bench_file=None):
     """The runtime that `name` (one of RUNTIMES, or "auto") means here, checked to be
     installed and to support `precision`; raises ConfigError saying why not. "auto": the
@@ -139,8 +151,7 @@ def resolve_runtime(name="auto", precision="f32", bench_file=None):
         raise ConfigError(f"Unknown precision. Received: precision={precision!r}.",
                           hint=f"Use one of {', '.join(PRECISIONS)}.")
     if name == "auto":
-        usable = [n for n in _ranking(bench_file) if _installed(n)
-                  and precision in _precisions(n)]
+        usable = [n for n in _ranking(bench_file) if _installed(n) and _supports(n, precision)]
         if not usable:
             raise ConfigError(f"No installed runtime computes in {precision} here: "
                               f"{_why_not(_ranking(bench_file)[0], precision)}.",
@@ -154,7 +165,7 @@ def resolve_runtime(name="auto", precision="f32", bench_file=None):
                           f"which is not installed: {install_command(name)}.",
                           hint="Install it, or use --runtime auto, which takes the fastest "
                                "runtime installed (`retrain runtimes` lists them).")
-    if precision not in _precisions(name):
+    if not _supports(name, precision):
         raise ConfigError(f"--precision {precision} is not available on --runtime {name}: "
                           f"{_why_not(name, precision)}.", hint="Use --precision f32.")
     return name
@@ -210,16 +221,59 @@ class Runtime:
         return f"Runtime({self.name}, {self.precision})"
 
 
-def load_runtime(model, name="auto", precision="f32"):
+class _Loading(Runtime):
+    """A Runtime being loaded in a thread (load_runtime(wait=False)): `name`, `precision`
+    and `predict` wait for it, and raise what loading raised."""
+
+    def __init__(self, model, load):
+        self.model, self._done, self._outcome = model, threading.Event(), None
+        # not a daemon: the interpreter's exit waits for a compilation under way
+        threading.Thread(target=self._load, args=(load,), name="retrain-runtime").start()
+
+    def _load(self, load):
+        try:
+            self._outcome = (load(), None)
+        except BaseException as error:      # noqa: BLE001  raised in the caller's thread
+            self._outcome = (None, error)
+        finally:
+            self._done.set()
+
+    def wait(self):
+        """The loaded Runtime, once it is (raises what loading raised)."""
+        self._done.wait()
+        runner, error = self._outcome
+        if error is not None:
+            raise error
+        return runner
+
+    name = property(lambda self: self.wait().name)
+    precision = property(lambda self: self.wait().precision)
+
+    def predict(self, x, batch_size=None, verbose=0):
+        return self.wait().predict(x, batch_size)
+
+    def __repr__(self):
+        return "Runtime(loading)" if not self._done.is_set() else repr(self.wait())
+
+
+def load_runtime(model, name="auto", precision="f32", wait=True):
     """`model` (a frozen retrain model) on runtime `name` in `precision`: a Runtime, checked
     against numpy at its first use in this process (ConfigError naming the runtime when it
     disagrees). With "auto", a runtime that cannot run the model (a layer without an ONNX
-    form, a runtime's own failure) gives way to the next fastest, numpy last."""
+    form, a runtime's own failure) gives way to the next fastest, numpy last.
+    `wait=False`: returns at once, the loading and the check done in a thread (_Loading);
+    a runtime not installed, or without `precision` here, is still refused at once."""
     chosen = resolve_runtime(name, precision)
+    if not wait and chosen != "numpy":
+        return _Loading(model, lambda: _load_resolved(model, name, chosen, precision))
+    return _load_resolved(model, name, chosen, precision)
+
+
+def _load_resolved(model, name, chosen, precision):
     if name != "auto":
         return _load(model, chosen, precision)
     for candidate in _ranking(None)[_ranking(None).index(chosen):]:
-        if _installed(candidate) and precision in _precisions(candidate):
+        if _installed(candidate) and _supports(candidate, precision):
             try:
                 return _load(model, candidate, precision)
             except _CannotRun:
@@ -236,9 +290,9 @@ def _load(model, name, precision):
     if name == "numpy":
         return Runtime(model, "numpy", precision,
                        lambda x, batch_size=None: model.predict(x, batch_size=batch_size))
-    from .onnx_export import to_onnx
+    from .onnx_export import onnx_bytes as export
     try:
-        onnx_bytes = to_onnx(model).SerializeToString()
+        onnx_bytes = export(model)
     except UnsupportedLayerError as error:
         raise _CannotRun(f"--runtime {name} cannot run this model: {error}",
                          hint="Use --runtime numpy.") from None

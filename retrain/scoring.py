@@ -51,7 +51,7 @@ def evaluate_model(model, data, split_name="test", batch_size=32, workers=2, clu
     if unknown:
         raise DataError(f"The data has class folder(s) the model does not know: {unknown}.",
                         hint=f"The model's classes are {labels}.")
-    runner = load_runtime(model, runtime, precision)
+    runner = load_runtime(model, runtime, precision, wait=False)
     index, probabilities, skipped = _predict(runner, dataset, index, batch_size, workers,
                                              cluster, tolerate=selection["by"] == "content",
                                              tta=tta)

@@ -17,7 +17,7 @@ from retrain.engine import (Activation, Add, AveragePooling2D, BatchNormalizatio
                             GlobalMaxPooling2D, Input, MaxPooling2D, Model, ReLU, Softmax,
                             ZeroPadding2D, set_random_seed)
 from retrain.model_file import load_model_file
-from retrain.onnx_export import to_onnx
+from retrain.onnx_export import onnx_bytes, to_onnx
 from retrain.pipeline import RunOptions, run
 from retrain.fit import HeadOptions
 from stand_in import use_lite_stand_in
@@ -123,6 +123,9 @@ def test_every_layer_kind_matches_onnx_runtime():
     model = _every_layer_model()
     proto = to_onnx(model)
     onnx.checker.check_model(proto, full_check=True)
+    # onnx_wire.py writes the bytes without the onnx package: protobuf writes them again
+    # the same (every field where onnx.proto numbers it, in its order)
+    assert proto.SerializeToString() == onnx_bytes(model)
     x = np.random.default_rng(2).normal(0, 1.5, (3, 9, 11, 3)).astype(np.float32)
     outputs = _run(_session(proto), [x])
     for theirs, ours in zip(outputs, model.forward(x)):

@@ -7,8 +7,8 @@ from PIL import Image
 
 from retrain.errors import ConfigError
 from retrain.images import decode_image
-from retrain.preprocess import (crop_and_resize, iter_batches, normalize, preprocess_batch,
-                                recipe_hash, validate_recipe)
+from retrain.preprocess import (START_AHEAD, crop_and_resize, iter_batches, normalize,
+                                preprocess_batch, recipe_hash, validate_recipe)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 EFFNET = {"input_size": [224, 224], "crop": "center", "crop_fraction": 0.875,
@@ -110,7 +110,9 @@ def test_iter_batches_keeps_order_and_reports_bad_files(tmp_path):
     np.testing.assert_allclose(inputs[:, 0, 0, 0], expected_red, rtol=0, atol=1e-6)
 
 
-def test_iter_batches_decodes_at_most_two_batches_ahead(tmp_path, monkeypatch):
+def test_iter_batches_decodes_a_bounded_number_of_images_ahead(tmp_path, monkeypatch):
+    """START_AHEAD images before the first batch (decoded while a runtime loads), then at
+    most two batches ahead of the caller."""
     path = tmp_path / "one.png"
     Image.new("RGB", (4, 4)).save(path)
     loaded = []
@@ -122,15 +124,19 @@ def test_iter_batches_decodes_at_most_two_batches_ahead(tmp_path, monkeypatch):
     monkeypatch.setattr("retrain.preprocess._load_for_model", counting_load)
     recipe = dict(EFFNET, input_size=[4, 4])
     batches = iter_batches([path] * 1000, recipe, batch_size=5)
-    next(batches)
-    assert len(loaded) <= 10
-    assert sum(len(done) for done, _ in batches) == 995
+    taken = len(next(batches)[0])
+    assert len(loaded) <= START_AHEAD
+    for _ in range(START_AHEAD // 5):
+        taken += len(next(batches)[0])
+    assert len(loaded) <= taken + 10
+    assert taken + sum(len(done) for done, _ in batches) == 1000
 
 
 @pytest.mark.parametrize("order", ["RGB", "BGR"])
 def test_the_lookup_table_gives_the_float32_arithmetic_bit_for_bit(order):
-    """normalize looks each uint8 value up in a table; it must equal computing
-    (x - mean) / std in float32 for every value, with ImageNet's uneven means and stds."""
+    """normalize looks each uint8 value up in a table, or (one mean and std for all
+    channels) subtracts and divides in place; either must equal computing (x - mean) / std
+    in float32 for every value, with ImageNet's uneven means and stds, and with one."""
     pixels = np.stack(np.meshgrid(np.arange(256), np.arange(256), indexing="ij"), -1)
     batch = np.concatenate([pixels, pixels[..., :1][:, ::-1]], -1).astype(np.uint8)[None]
     mean, std = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
@@ -138,5 +144,6 @@ def test_the_lookup_table_gives_the_float32_arithmetic_bit_for_bit(order):
     x = batch.astype(np.float32)[..., ::-1] if order == "BGR" else batch.astype(np.float32)
     expected = (x - np.float32(mean)) / np.float32(std)
     np.testing.assert_array_equal(normalize(batch, recipe), expected)
-    same = dict(recipe, mean=[127.5] * 3, std=[127.5] * 3)
-    np.testing.assert_array_equal(normalize(batch, same), (x - np.float32(127.5)) / np.float32(127.5))
+    for m, s in ((127.5, 127.5), (123.675, 58.395)):
+        same = dict(recipe, mean=[m] * 3, std=[s] * 3)
+        np.testing.assert_array_equal(normalize(batch, same), (x - np.float32(m)) / np.float32(s))

@@ -41,9 +41,13 @@ def _inputs(model, count=5, seed=1):
 
 @needs_compiled
 @pytest.mark.parametrize("name", COMPILED)
-def test_compiled_runtimes_compute_the_engines_outputs_in_f32(name, fresh_trust):
+def test_compiled_runtimes_compute_the_engines_outputs_in_f32(name, fresh_trust,
+                                                              monkeypatch):
     """Two computation paths (our plan, the runtime's kernels) on the EfficientNet-Lite0
-    graph: float32 both, so within PROBE_TOLERANCE, at batch 5 and in batches of 2."""
+    graph: float32 both, so within PROBE_TOLERANCE, at batch 5 and in batches of 2. The
+    onnx package is hidden: a runtime compiles onnx_wire's bytes, and importing onnx took
+    half a second of every run."""
+    monkeypatch.setitem(sys.modules, "onnx", None)
     model = lite_stand_in()
     runner = runtimes.load_runtime(model, name, "f32")
     assert (runner.name, runner.precision, runner.model) == (name, "f32", model)
@@ -88,6 +92,28 @@ def test_a_runtime_that_disagrees_with_numpy_is_refused(name, fresh_trust, monke
 
 
 @needs_compiled
+@pytest.mark.parametrize("name", COMPILED)
+def test_a_runtime_loaded_in_a_thread_is_checked_all_the_same(name, fresh_trust, monkeypatch):
+    """load_runtime(wait=False) returns before the export, the compilation and the check:
+    the first use waits for them, and a runtime that disagrees is refused then."""
+    perturbed = _Perturbed(runtimes.BACKENDS[name])
+    perturbed.offset = 5e-4
+    monkeypatch.setitem(runtimes.BACKENDS, name, perturbed)
+    model = stand_in_backbone()
+    x = _inputs(model)
+    runner = runtimes.load_runtime(model, name, wait=False)
+    for use in (lambda: runner.predict(x), lambda: runner.name):
+        with pytest.raises(ConfigError, match=f"The {name} runtime disagrees with the numpy"):
+            use()
+    perturbed.offset = 0.0
+    runner = runtimes.load_runtime(model, name, wait=False)
+    assert (runner.name, runner.precision) == (name, "f32")
+    expected = model.predict(x)
+    np.testing.assert_allclose(runner.predict(x), expected, rtol=0, atol=runtimes.
+                               PROBE_TOLERANCE["f32"] * max(1.0, float(np.abs(expected).max())))
+
+
+@needs_compiled
 def test_classify_and_evaluate_run_on_the_runtime_and_refuse_one_that_disagrees(trained_stand_in, fresh_trust,
                                                                   monkeypatch, capsys):
     name = COMPILED[0]
@@ -98,6 +124,13 @@ def test_classify_and_evaluate_run_on_the_runtime_and_refuse_one_that_disagrees(
     assert main(["classify", str(model), str(data), "--runtime", name]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.startswith(f"error: The {name} runtime disagrees") \
+        and len(err.strip().splitlines()) == 2 and "Traceback" not in err
+    # fit loads it in a thread while the first images decode: refused all the same
+    refused = model.parent.parent / "refused"
+    assert main(["fit", str(data), "--out", str(refused), "--cache", str(refused) + "-cache",
+                 "--runtime", name, "-q"]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f"error: The {name} runtime disagrees") and not refused.exists() \
         and len(err.strip().splitlines()) == 2 and "Traceback" not in err
     # within the tolerance it is used: its outputs are the ones printed
     perturbed.offset = 5e-5
