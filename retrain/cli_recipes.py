@@ -12,7 +12,7 @@ from .files import atomic_write_text
 from .fit import HeadOptions
 from .lr_find import lr_find, lr_find_page
 from .pipeline import RunOptions, cached_split
-from .search import DEFAULT_BUDGET_S
+from .search import DEFAULT_BUDGET_S, TABLE_HEADER, table_rows
 
 __all__ = ["add_lr_find_parser", "add_min_confidence_option", "add_search_options",
            "add_tta_option", "coverage_lines", "run_lr_find", "search_lines"]
@@ -112,25 +112,29 @@ def _seconds(text):
 
 def add_search_options(p):
     p.add_argument("--search", action="store_true",
-                   help="try a small grid of head recipes (3 rates x hidden layer or not, "
-                        "search.py) on the cached features, chosen by validation loss, or by "
-                        "5-fold cross-validation under 1,000 train+val images; the chosen one "
-                        "retrains on train+val and is scored once on test")
+                   help="try a small grid of recipes (search.py): the head alone at 3 rates, "
+                        "with and without 256 hidden units, then fine-tuning the top 1, 2 "
+                        "and 3 blocks on 4 augmented views, all on inputs cached once; "
+                        "scored by val loss, or by 5-fold cross-validation under 1,000 "
+                        "train+val images; the first recipe within one standard error of "
+                        "the best is chosen, retrained on train+val and scored once on test")
     p.add_argument("--search-budget", type=_seconds, default=DEFAULT_BUDGET_S, metavar="S",
-                   help="seconds the search may spend trying recipes (the first always runs)")
+                   help="seconds the search may spend trying recipes: one whose estimated "
+                        "cost does not fit in what is left is skipped (and listed); the "
+                        "first always runs; the final training comes after")
 
 
 def search_lines(search):
-    """fit's table of the recipes --search tried: score, interval, seconds, the chosen one
-    marked."""
+    """fit's table of the recipes --search tried (score, interval, seconds, the chosen one
+    marked) and skipped (with their estimated seconds), search.table_rows."""
     if not search:
         return []
-    lines = [f"search: {len(search['tried'])} recipe(s), chosen by {search['by']}",
-             "    lr      hidden  score   95% CI (accuracy)  epochs  seconds"]
-    for number, row in enumerate(search["tried"]):
-        low, high = row["interval"] or (float("nan"), float("nan"))
-        mark = "*" if number == search["chosen"] else " "
-        lines.append(f"  {mark} {row['recipe']['learning_rate']:<7g} "
-                     f"{row['recipe']['hidden_units']:6d}  {row['score']:.4f}  "
-                     f"{low:.3f}-{high:.3f}        {row['epochs']:6d}  {row['seconds']:7.1f}")
+    widths = (1, 7, 6, 6, 5, 7, 17, 6, 7)
+    lines = [f"search: {len(search['tried'])} recipe(s) tried, {len(search.get('skipped', []))}"
+             f" skipped, chosen by {search['by']}; {search.get('rule', 'the best score')}"]
+    for row in [list(TABLE_HEADER)] + table_rows(search):
+        if row[5] == "skipped":
+            row = row[:6] + [row[6] + ", estimated seconds:", "", row[8]]
+        lines.append("  " + "  ".join(cell.ljust(w) if n < 5 or n == 6 else cell.rjust(w)
+                                      for n, (cell, w) in enumerate(zip(row, widths))).rstrip())
     return lines

@@ -64,8 +64,10 @@ def fit_lines(result, seconds, augment):
     """`retrain fit`'s results (pipeline.RunResult): counts, accuracies with their
     intervals, the cache, the epoch kept, the cross-validation, where the files are."""
     m = result.metrics
-    lines = [f"trained on {m['train']['count']} images of {len(m['classes'])} classes "
-             f"in {seconds:.1f} s"]
+    searched = (m.get("training") or {}).get("search")     # the final model: train+val
+    lines = [f"trained on {searched['trained_on']} images (train+val)" if searched else
+             f"trained on {m['train']['count']} images"]
+    lines[0] += f" of {len(m['classes'])} classes in {seconds:.1f} s"
     for split in ("val", "test"):
         n = m[split]["count"]
         if n:

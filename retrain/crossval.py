@@ -34,9 +34,13 @@ def assign_folds(relatives, labels, folds):
     return rank % folds, rank // folds
 
 
-def cross_validate(features, targets, relatives, classes, head, folds, val_percent):
+def cross_validate(features, targets, relatives, classes, head, folds, val_percent, top=None,
+                   views=None):
     """K-fold cross-validation of a head trained with `head` (fit.HeadOptions) on pooled
-    `features` (N, D) with class indices `targets`; `relatives` order the folds. Returns
+    `features` (N, D) with class indices `targets`; `relatives` order the folds. With `top`
+    (a factory of fresh fine-tuned blocks, search_cuts.fresh_top), `features` are the
+    activations at their cut and each fold fine-tunes its own copy, on `views` (N, K, D)
+    of the images as well if given. Returns
     the JSON-ready record: per fold its count, accuracy and interval; the mean and sample
     standard deviation of the fold accuracies; the pooled accuracy of all N images."""
     targets = np.asarray(targets, np.int64)
@@ -58,8 +62,10 @@ def cross_validate(features, targets, relatives, classes, head, folds, val_perce
         val = np.flatnonzero(val_mask)
         classifier, history = train_head((features[train], targets[train]),
                                          (features[val], targets[val]), len(classes), head,
-                                         progress=False)
-        probabilities = classifier.predict(features[test])
+                                         progress=False, top=top and top(),
+                                         views=None if views is None else views[train])
+        probabilities = classifier.predict(features[test].reshape(
+            (len(test),) + tuple(classifier.input_shape)))
         scored = evaluate_predictions(probabilities, targets[test], classes)
         right += int(np.sum(np.argmax(probabilities, axis=1) == targets[test]))
         per_fold.append({"fold": k + 1, "count": len(test), "train": len(train),
@@ -67,7 +73,8 @@ def cross_validate(features, targets, relatives, classes, head, folds, val_perce
                          "accuracy_interval": scored["accuracy_interval"],
                          "epochs_run": history["epochs_run"]})
     accuracies = np.array([f["accuracy"] for f in per_fold])
-    return {"folds": folds, "what": "the head alone, on cached features",
+    return {"folds": folds, "what": "the head alone, on cached features" if top is None
+            else "the head with fine-tuned blocks, on cached activations",
             "mean_accuracy": float(accuracies.mean()),
             "std_accuracy": float(accuracies.std(ddof=1)),
             "min_accuracy": float(accuracies.min()), "max_accuracy": float(accuracies.max()),

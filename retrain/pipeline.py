@@ -33,7 +33,7 @@ from .features import (FeatureCache, cache_namespace, default_cache_dir, extract
                        extract_views)
 from .files import atomic_write_json, atomic_write_text
 from .fit import AUTO, HeadOptions, train_head
-from .search import DEFAULT_BUDGET_S, choose_recipe
+from .search import DEFAULT_BUDGET_S, choose_recipe, cut_blocks, view_request
 from .ingest import exclude, ingest
 from .report import write_report
 from .runtimes import load_runtime, resolve_runtime, runtime_record
@@ -81,8 +81,8 @@ class RunOptions:
                               hint="Compare head recipes with --cv, then fine-tune without it.")
         check_tta(self.tta)
         if self.search and (self.head.fine_tune or self.head.augment or self.cv):
-            raise ConfigError("--search tries head recipes on cached features; it cannot be "
-                              "combined with --fine-tune, --augment or --cv yet.",
+            raise ConfigError("--search chooses the blocks to fine-tune and the views itself; "
+                              "it cannot be combined with --fine-tune, --augment or --cv.",
                               hint="Leave those out with --search.")
         if self.head.learning_rate == AUTO and self.head.fine_tune:
             raise ConfigError("--lr auto finds the head's rate on pooled features; it cannot "
@@ -132,7 +132,8 @@ def _run(data, run_dir, options, announce, cut):
     views = _views(dataset, keys, parts, extractor, options)
     tta = _tta_views(dataset, keys, parts, extractor, options)
     announce("fit")
-    options, searched = choose_recipe(dataset, features, parts, options, run_dir)
+    options, searched, features, views, tta, extractor = choose_recipe(
+        dataset, features, views, tta, parts, extractor, options, run_dir)
     classifier, history = _fit(dataset, features, views, parts, extractor, options, run_dir,
                                searched)
     announce("evaluate")
@@ -199,7 +200,7 @@ def _cut(options):
     # loaded backbone, so that the cache key, the export and the model file all see it.
     backbone.metadata["preprocessing"] = dict(backbone.metadata["preprocessing"],
                                               jpeg_draft=options.jpeg_draft)
-    return (backbone,) + tuple(split_backbone(backbone, options.head.fine_tune))
+    return (backbone,) + tuple(split_backbone(backbone, cut_blocks(options, backbone)))
 
 
 def _features(dataset, options, cut):
@@ -216,17 +217,17 @@ def _features(dataset, options, cut):
 
 
 def _views(dataset, keys, parts, extractor, options):
-    """The training images' augmented views (None without --augment), and their cache counts."""
-    if not options.head.augment:
+    """The views of search_cuts.view_request (None without any), and their cache counts."""
+    count, train = view_request(options, parts, extractor.top)
+    if not count:
         return None
     augmentation = augmentation_recipe(flip=options.head.flip)
     cache = FeatureCache(options.cache_dir or default_cache_dir(),
                          cache_namespace(extractor.bottom, extractor.recipe, augmentation,
                                          precision=options.precision))
-    train = parts.indices("train")
     views, hits, misses = extract_views(
         [dataset.path(i) for i in train], [keys[i] for i in train], extractor.runner,
-        extractor.recipe, cache, options.head.augment, augmentation,
+        extractor.recipe, cache, count, augmentation,
         batch_size=options.extract_batch_size, workers=options.workers,
         progress=options.progress, cluster=options.cluster)
     return {"views": views, "hits": hits, "misses": misses, "augmentation": augmentation,
