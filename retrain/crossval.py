@@ -65,7 +65,7 @@ def cross_validate(features, targets, relatives, classes, head, folds, val_perce
                                          progress=False, top=top and top(),
                                          views=None if views is None else views[train])
         probabilities = classifier.predict(features[test].reshape(
-            (len(test),) + tuple(classifier.input_shape)))
+            (len(test),) + tuple(classifier.inputs[0].shape[1:])))
         scored = evaluate_predictions(probabilities, targets[test], classes)
         right += int(np.sum(np.argmax(probabilities, axis=1) == targets[test]))
         per_fold.append({"fold": k + 1, "count": len(test), "train": len(train),

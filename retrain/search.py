@@ -147,7 +147,7 @@ def _score(x, views, top, targets, relatives, classes, options, split):
                                      top=top() if tuning else None,
                                      views=None if views is None else views[:len(train)])
     probabilities = classifier.predict(x[val].reshape((len(val),)
-                                                      + tuple(classifier.input_shape)))
+                                                      + tuple(classifier.inputs[0].shape[1:])))
     true = np.clip(probabilities[np.arange(len(val)), targets[val]], 1e-7, 1.0)
     losses = -np.log(true)
     right = int(np.sum(np.argmax(probabilities, axis=1) == targets[val]))

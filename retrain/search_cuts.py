@@ -114,7 +114,8 @@ def tuning_estimate(top, x, options, trained, scored, runs, calibration=1.0):
 def apply_choice(recipe, ladder, backbone, features, views, tta, extractor):
     """The pipeline's inputs for the chosen `recipe`: features, views (the pipeline's
     dict), --tta views and the extractor (top and cut), moved from the deepest cut to the
-    recipe's (the pooled features for a head recipe, which trains on no views)."""
+    recipe's (the pooled features for a head recipe, which trains on no views); the
+    extractor's bottom is the one the exported model is wired onto."""
     blocks = recipe.get("fine_tune", 0)
     features = ladder.lift(features, blocks)
     tta = tta and {name: ladder.lift(found, blocks) if len(found) else found
@@ -124,6 +125,5 @@ def apply_choice(recipe, ladder, backbone, features, views, tta, extractor):
                   else None)
         views = dict(views, views=lifted, augmentation=views["augmentation"] if blocks
                      else None)
-    top = split_backbone(backbone, blocks)[1] if blocks else None
-    cut = block_names(backbone)[-blocks] if blocks else None
-    return features, views, tta, replace(extractor, top=top, cut=cut)
+    bottom, top, cut = split_backbone(backbone, blocks)
+    return features, views, tta, replace(extractor, bottom=bottom, top=top, cut=cut)

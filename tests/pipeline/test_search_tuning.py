@@ -4,6 +4,7 @@ train+val, the budget's estimates and skips, and the one-standard-error choice."
 import json
 
 import numpy as np
+import pytest
 
 from retrain import search, search_cuts
 from retrain.backbones.cut import split_backbone
@@ -11,7 +12,7 @@ from retrain.cli import main
 from retrain.engine import Model
 from retrain.fit import HeadOptions
 from retrain.model_file import load_model_file
-from retrain.pipeline import RunOptions, run
+from retrain.pipeline import RunOptions, evaluate_model, run
 from numerics import float32_paths_atol
 from stand_in import lite_stand_in, use_lite_stand_in, use_stand_in
 from test_fine_tune import stripes
@@ -102,6 +103,10 @@ def test_search_tries_fine_tuning_on_views_cached_once_and_retrains_the_choice_o
     model = load_model_file(run_dir / "model.h5")
     assert model.metadata["training"]["search"]["chosen"] == searched["chosen"]
     assert model.metadata["training"]["fine_tune"] == blocks
+    # the exported file (the trained top on the chosen cut's bottom) scores as fit did
+    scored = evaluate_model(model, data, "test")
+    assert scored["accuracy"] == metrics["test"]["accuracy"]
+    assert scored["loss"] == pytest.approx(metrics["test"]["loss"], abs=1e-4)
 
 
 def test_a_recipe_over_the_budget_is_skipped_with_its_estimate(tmp_path, monkeypatch, capsys):
