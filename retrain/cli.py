@@ -18,7 +18,7 @@ from pathlib import Path
 from .version import __version__
 from .backbones import BACKBONES, DEFAULT_BACKBONE, convert, describe_backbones
 from .classify import classify, model_labels
-from .cli_text import (FAILED_WHERE, STAGE_TEXT, ClassifyTable, backbone_lines, fit_lines,
+from .cli_text import (FAILED_WHERE, ClassifyTable, backbone_lines, fit_lines,
                        info_lines, metrics_lines, selection_lines)
 from .cli_usage import (HelpFormatter, Parser, int_from_to, path_argument, percent,
                         positive_int, sigterm_as_ctrl_c)
@@ -35,7 +35,7 @@ from .onnx_export import export_file
 from .cli_recipes import (add_lr_find_parser, add_min_confidence_option, add_tta_option,
                           add_search_options, coverage_lines, run_lr_find, search_lines)
 from .cli_serve import add_serve_parser, run_serve
-from .pipeline import STAGES, RunOptions, evaluate_model, run
+from .pipeline import STAGE_TEXT, STAGES, RunOptions, evaluate_model, run
 
 __all__ = ["build_parser", "main"]
 
@@ -72,7 +72,7 @@ def cmd_fit(args):
 
     def on_stage(name):
         if not args.quiet and (name != "augment" or args.augment):   # no views: no line
-            _err(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {STAGE_TEXT.get(name, name)}")
+            _err(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {STAGE_TEXT[name]}")
 
     started = time.monotonic()
     try:

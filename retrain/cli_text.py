@@ -3,17 +3,8 @@
 
 from .evaluate import small_sample_warnings, wilson_interval
 
-__all__ = ["FAILED_WHERE", "STAGE_TEXT", "ClassifyTable", "accuracy_text", "backbone_lines", "cv_lines",
+__all__ = ["FAILED_WHERE", "ClassifyTable", "accuracy_text", "backbone_lines", "cv_lines",
            "fit_lines", "info_lines", "metrics_lines", "runtime_lines", "selection_lines"]
-
-# `retrain fit`'s stage lines: what each stage of pipeline.STAGES does
-STAGE_TEXT = {"ingest": "finding the images", "features": "computing backbone features",
-              "skip": "setting aside the files that failed to decode",
-              "split": "splitting into train, val and test",
-              "augment": "computing augmented views of the training images",
-              "fit": "training the classifier",
-              "evaluate": "scoring train, val and test", "report": "writing report.html",
-              "export": "writing model.h5 and labels.txt"}
 
 # Where `retrain classify` says why a file was not classified, by --format.
 FAILED_WHERE = {"table": "each such row ends with the reason, after the path",

@@ -3,10 +3,18 @@
 The model file is self-describing: its metadata carries the labels, the preprocessing
 recipe, the provenance (backbone, weights hash, data, seed), the split settings and the
 metrics, so `retrain classify/evaluate/info` need nothing but the file."""
+import datetime
+import platform
+from dataclasses import asdict
+from pathlib import Path
+
 from .engine import clone_model
 from .files import atomic_write_text
+from .split import SPLITS
+from .tta import tta_record
+from .version import __version__
 
-__all__ = ["export_model", "describe"]
+__all__ = ["export_model", "model_metadata", "describe"]
 
 
 def export_model(run_dir, bottom, model, labels, metadata):
@@ -22,6 +30,34 @@ def export_model(run_dir, bottom, model, labels, metadata):
     exported.save(model_path, metadata=exported.metadata)
     atomic_write_text(run_dir / "labels.txt", "".join(f"{label}\n" for label in labels))
     return model_path
+
+
+def model_metadata(data, backbone, options, metrics, dataset, seen):
+    """The model file's record of a run (pipeline.RunOptions `options`): the backbone and
+    preprocessing recipe, provenance, how it trained, the split, the training images'
+    content (`seen`), --tta and a summary of the metrics."""
+    summary_keys = ("count", "accuracy", "accuracy_interval", "top_k", "top_k_accuracy",
+                    "top_k_accuracy_interval", "loss", "macro_f1",
+                    "confusion_matrix")     # drawn by `retrain serve`'s page
+    return {"backbone": backbone.metadata["backbone"],
+            "preprocessing": backbone.metadata["preprocessing"],
+            "provenance": {"backbone": backbone.metadata["backbone"],
+                           "backbone_provenance": backbone.metadata.get("provenance", {}),
+                           "weights_sha256": backbone.metadata.get("provenance", {})
+                           .get("weights_sha256"),
+                           "data": str(Path(data).resolve()),
+                           "created": datetime.datetime.now(datetime.timezone.utc)
+                           .isoformat(timespec="seconds"),
+                           "retrain_version": __version__,
+                           "python": platform.python_version(),
+                           "runtime": metrics["runtime"],
+                           "head": asdict(options.head)},
+            "training": metrics["training"],
+            "split": {"val_percent": options.val_percent, "test_percent": options.test_percent,
+                      "set_aside": [relative for relative, _ in dataset.skipped]},
+            "seen": seen,
+            "tta": tta_record(options.tta, options.head.flip),
+            "metrics": {name: {k: metrics[name][k] for k in summary_keys} for name in SPLITS}}
 
 
 def describe(model):

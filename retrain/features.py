@@ -126,8 +126,10 @@ def extract_features(paths, backbone, recipe, cache, batch_size=32, workers=2,
         if key is not None and key not in cache and key not in todo:
             todo[key] = (path, None)
     cached = sum(key is not None for key in keys) - len(todo)    # the bar counts them done
-    failed = _extract_misses(todo, backbone, recipe, cache, batch_size, workers,
-                             chunk_size, flush_seconds, progress, cached, cluster=cluster)
+    failed = _extract_misses(todo, backbone, recipe, cache, batch_size=batch_size,
+                             workers=workers, chunk_size=chunk_size,
+                             flush_seconds=flush_seconds, progress=progress, cached=cached,
+                             cluster=cluster)
     skipped += [(path, failed[key]) for path, key in zip(paths, keys) if key in failed]
     kept = [i for i, key in enumerate(keys) if key is not None and key not in failed]
     sources = {keys[i]: (paths[i], None) for i in kept}
@@ -182,9 +184,10 @@ def extract_views(paths, keys, backbone, recipe, cache, views, augmentation, bat
             if entry not in cache and entry not in todo:
                 todo[entry] = (str(path), view_parameters(key, view, augmentation))
     cached = len(paths) * views - len(todo)
-    failed = _extract_misses(todo, backbone, recipe, cache, batch_size, workers, chunk_size,
-                             flush_seconds, progress, cached, dtype=np.float16, desc="views",
-                             cluster=cluster)
+    failed = _extract_misses(todo, backbone, recipe, cache, batch_size=batch_size,
+                             workers=workers, chunk_size=chunk_size,
+                             flush_seconds=flush_seconds, progress=progress, cached=cached,
+                             dtype=np.float16, desc="views", cluster=cluster)
     if failed:
         entry, reason = next(iter(failed.items()))
         raise DataError(f"{todo[entry][0]} could not be decoded for its augmented views "
@@ -202,7 +205,7 @@ def extract_views(paths, keys, backbone, recipe, cache, views, augmentation, bat
     return found.reshape(len(keys), views, -1), len(entries) - len(todo), len(todo)
 
 
-def _extract_misses(todo, backbone, recipe, cache, batch_size, workers, chunk_size,
+def _extract_misses(todo, backbone, recipe, cache, *, batch_size, workers, chunk_size,
                     flush_seconds, progress, cached=0, dtype=np.float32, desc="features",
                     cluster=None):
     """Run the backbone on `todo` {cache key: (path, view parameters or None)}, flushing to

@@ -31,8 +31,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .engine import (AdamW, Callback, CosineDecay, Dense, Dropout, EarlyStopping, Input,
-                     Model, MultiOptimizer, Sequential, SparseCategoricalCrossentropy,
-                     set_random_seed)
+                     LearningRateSchedule, Model, MultiOptimizer, Sequential,
+                     SparseCategoricalCrossentropy, set_random_seed)
 from .errors import ConfigError, DataError
 from .progress import progress_bar
 
@@ -249,8 +249,8 @@ def train_head(train, val, num_classes, options, progress=True, top=None, views=
     the backbone they came from; history maps "loss",
     "accuracy", "val_loss", "val_accuracy" to per-epoch lists over both phases, plus
     "best_epoch" (1-based, the epoch whose weights were kept), "epochs_run",
-    "epochs_planned", "freeze_epochs", "restored_best", "class_weight" and
-    "trainable_params" (the head's and the top's, while they trained). With an empty
+    "epochs_planned", "freeze_epochs", "restored_best", "class_weight" and "training": how
+    it was trained (`training_record`). With an empty
     val set there is nothing to stop early on, so all epochs run."""
     options = options.validate()
     x, y = train
@@ -277,7 +277,7 @@ def train_head(train, val, num_classes, options, progress=True, top=None, views=
     common = dict(**data, batch_size=options.batch_size, verbose=0, validation_data=validation,
                   class_weight=balanced_class_weights(y, num_classes))
     try:
-        logs, stopper = _train_phases(model, top, head, options, common, steps, freeze, bar)
+        logs, stopper = _train_phases(model, top, options, common, steps, bar)
     finally:
         bar.bar.close()
     record = {k: [float(v) for log in logs for v in log[k]] for k in logs[-1]}
@@ -288,16 +288,17 @@ def train_head(train, val, num_classes, options, progress=True, top=None, views=
     record["best_epoch"] = freeze + (stopper.best_epoch + 1 if stopper
                                      else len(logs[-1]["loss"]))
     record["class_weight"] = [common["class_weight"][c] for c in range(num_classes)]
-    record["trainable_params"] = sum(int(w.value.size) for w in model.trainable_weights)
+    record["training"] = training_record(options, model, steps, record)
     if top is not None:
         top.trainable = False
     return model, record
 
 
-def _train_phases(model, top, head, options, common, steps, freeze, bar):
-    """Phase 1 (`freeze` epochs of the head alone, if any), then phase 2 (the head with the
-    top, if any). Returns ([history per phase], phase 2's EarlyStopping or None)."""
-    logs = []
+def _train_phases(model, top, options, common, steps, bar):
+    """Phase 1 (freeze_epochs of the head alone, with a `top`), then phase 2 (the head with
+    the top, if any). Returns ([history per phase], phase 2's EarlyStopping or None)."""
+    logs, head = [], model if top is None else model.get_layer("head")
+    freeze = options.freeze_epochs if top is not None else 0
     if freeze:          # phase 1: the head alone, the top frozen (and skipped by backward)
         top.trainable = False
         try:
@@ -317,6 +318,44 @@ def _train_phases(model, top, head, options, common, steps, freeze, bar):
     logs.append(model.fit(**common, epochs=options.epochs, callbacks=callbacks,
                                seed=None if freeze else options.seed).history)
     return logs, stopper
+
+
+def training_record(options, model, steps_per_epoch, history):
+    """How `model` was trained, for metrics.json, the report and the model file: what the
+    optimizer of its last phase says of itself (its class, weight decay, each group's peak
+    rate, its schedule), the options it was given, and `history`'s epoch counts.
+    `trainable_params`: the head's and the fine-tuned blocks' (the exported model's layers
+    are frozen, so only this record knows)."""
+    optimizer = model.optimizer
+    groups = [o for o, _ in optimizer.pairs] if isinstance(optimizer, MultiOptimizer) \
+        else [optimizer]
+    head, blocks = groups[0], groups[1] if len(groups) > 1 else None
+    restarted = ", restarted for the fine-tuning phase" if history["freeze_epochs"] else ""
+    return {"trainable_params": sum(int(w.value.size) for w in model.trainable_weights),
+            "fine_tune": options.fine_tune, "learning_rate": options.learning_rate,
+            "backbone_learning_rate": _peak_rate(blocks) if blocks else None,
+            "fine_tune_head_learning_rate": _peak_rate(head) if blocks else None,
+            "freeze_epochs": history["freeze_epochs"],
+            "optimizer": " + ".join(dict.fromkeys(type(o).__name__ for o in groups)),
+            "weight_decay": head.weight_decay,
+            "schedule": _schedule_text(head.learning_rate, steps_per_epoch) + restarted,
+            "label_smoothing": options.label_smoothing, "epochs": history["epochs_planned"],
+            "patience": options.patience, "epochs_run": history["epochs_run"],
+            "best_epoch": history["best_epoch"]}
+
+
+def _peak_rate(optimizer):
+    """The highest rate of `optimizer`'s schedule: the warmup's target, else its start."""
+    rate = optimizer.learning_rate
+    return getattr(rate, "warmup_target", None) or getattr(rate, "initial_learning_rate", rate)
+
+
+def _schedule_text(schedule, steps_per_epoch):
+    if isinstance(schedule, CosineDecay):
+        warmup = schedule.warmup_steps // steps_per_epoch if schedule.warmup_target else 0
+        return f"cosine decay after {warmup} warmup epoch(s)"
+    return type(schedule).__name__ if isinstance(schedule, LearningRateSchedule) \
+        else "constant rate"
 
 
 def _compile(model, options, optimizer):

@@ -198,7 +198,7 @@ def choose_recipe(dataset, features, views, tta, parts, extractor, options, run_
     searched = search_recipes(features, targets, [relative for relative, _ in dataset.records],
                               dataset.classes, parts, options.head, options.val_percent,
                               options.search_budget, ladder=ladder,
-                              views=views["views"] if views else None, pooled=pooled)
+                              views=views.views if views else None, pooled=pooled)
     searched["trained_on"] = len(train) + len(val)
     options = replace(options, head=chosen_options(options.head, searched))
     if ladder:

@@ -112,18 +112,19 @@ def tuning_estimate(top, x, options, trained, scored, runs, calibration=1.0):
 
 
 def apply_choice(recipe, ladder, backbone, features, views, tta, extractor):
-    """The pipeline's inputs for the chosen `recipe`: features, views (the pipeline's
-    dict), --tta views and the extractor (top and cut), moved from the deepest cut to the
-    recipe's (the pooled features for a head recipe, which trains on no views); the
-    extractor's bottom is the one the exported model is wired onto."""
+    """The pipeline's inputs for the chosen `recipe`: features, views
+    (extraction.AugmentedViews), --tta views (extraction.TestTimeViews) and the extractor
+    (extraction.BackboneCut: top and cut), moved from the deepest cut to the recipe's (the
+    pooled features for a head recipe, which trains on no views); the extractor's bottom is
+    the one the exported model is wired onto."""
     blocks = recipe.get("fine_tune", 0)
     features = ladder.lift(features, blocks)
-    tta = tta and {name: ladder.lift(found, blocks) if len(found) else found
-                   for name, found in tta.items()}
+    tta = tta and replace(tta, **{name: ladder.lift(getattr(tta, name), blocks)
+                                  for name in ("val", "test")})
     if views is not None:
-        lifted = (ladder.lift(views["views"][:, :recipe["augment"]], blocks) if blocks
+        lifted = (ladder.lift(views.views[:, :recipe["augment"]], blocks) if blocks
                   else None)
-        views = dict(views, views=lifted, augmentation=views["augmentation"] if blocks
-                     else None)
+        views = replace(views, views=lifted, augmentation=views.augmentation if blocks
+                        else None)
     bottom, top, cut = split_backbone(backbone, blocks)
     return features, views, tta, replace(extractor, bottom=bottom, top=top, cut=cut)

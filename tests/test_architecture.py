@@ -214,3 +214,23 @@ def test_the_trained_model_is_a_plain_engine_model(path):
     own = [node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
            and {ast.unparse(base).split(".")[-1] for base in node.bases} & ENGINE_MODEL_CLASSES]
     assert own == [], f"{_rel(path)} defines model class(es) {own}; build an engine Model"
+
+
+MOST_POSITIONAL = 8
+
+
+@pytest.mark.parametrize("path", MODULES, ids=_rel)
+def test_no_function_takes_many_positional_arguments(path):
+    """A call of ten positional arguments cannot be read (which is the seventh?), and a
+    stage that needs that many wants a context: the pipeline passes one (RunContext).
+    Beyond MOST_POSITIONAL parameters without a default, the rest are keyword-only."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            positional = [a.arg for a in args.posonlyargs + args.args
+                          if a.arg not in ("self", "cls")]
+            required = positional[:len(positional) - len(args.defaults)]
+            assert len(required) <= MOST_POSITIONAL, (
+                f"{_rel(path)}:{node.lineno} {node.name} takes {len(required)} positional "
+                f"parameters without a default ({', '.join(required)}); make the later "
+                "ones keyword-only (after `*`) or pass a dataclass")

@@ -48,7 +48,7 @@ def mobilenet(alpha=1.0, input_shape=None, include_top=False, pooling=None, weig
     """MobileNet v1 (depth_multiplier 1): (N, H, W, 3) -> (N, H/32, W/32, 1024*alpha),
     pooled (pooling='avg'/'max') or class probabilities (include_top)."""
     rows, input_shape = _check_arguments("MobileNet", alpha, input_shape, include_top, pooling,
-                                         weights, classes, _V1_ALPHAS, _V1_SIZES)
+                                         weights, classes, alphas=_V1_ALPHAS, sizes=_V1_SIZES)
     weights_path = _resolve("mobilenet", weights, alpha, rows, include_top)
     inputs = Input(input_shape)
     x = Conv2D(int(32 * alpha), 3, strides=2, padding="same", use_bias=False,
@@ -93,7 +93,8 @@ def mobilenet_v2(alpha=1.0, input_shape=None, include_top=False, pooling=None, w
     """MobileNetV2: (N, H, W, 3) -> (N, H/32, W/32, 1280 or more for alpha > 1), pooled
     (pooling='avg'/'max') or class probabilities (include_top)."""
     rows, input_shape = _check_arguments("MobileNetV2", alpha, input_shape, include_top,
-                                         pooling, weights, classes, _V2_ALPHAS, _V2_SIZES)
+                                         pooling, weights, classes, alphas=_V2_ALPHAS,
+                                         sizes=_V2_SIZES)
     weights_path = _resolve("mobilenet_v2", weights, alpha, rows, include_top)
     inputs = Input(input_shape)
     x = Conv2D(make_divisible(32 * alpha, 8), 3, strides=2, padding="same", use_bias=False,
@@ -199,7 +200,7 @@ def _resolve(arch, weights, alpha, rows, include_top):
                            "the pretrained folder, or pass weights=<path of a weights file>.")
 
 
-def _check_arguments(arch, alpha, input_shape, include_top, pooling, weights, classes,
+def _check_arguments(arch, alpha, input_shape, include_top, pooling, weights, classes, *,
                      alphas, sizes):
     """Keras Applications' checks (`obtain_input_shape` included). Returns (rows, input_shape):
     rows names the weight file; input_shape is (H, W, C), H and W possibly None."""

@@ -352,7 +352,7 @@ def test_sigterm_during_extraction_keeps_the_computed_features(small_data, tmp_p
     the message says so; the same command computes only the rest."""
     import os
     import signal
-    from retrain import backbones, pipeline
+    from retrain import backbones, extraction
     loaded = backbones.load_backbone
 
     def load_backbone(name):
@@ -369,8 +369,8 @@ def test_sigterm_during_extraction_keeps_the_computed_features(small_data, tmp_p
         return model
 
     monkeypatch.setattr(backbones, "load_backbone", load_backbone)
-    extract = pipeline.extract_features
-    monkeypatch.setattr(pipeline, "extract_features",
+    extract = extraction.extract_features
+    monkeypatch.setattr(extraction, "extract_features",
                         lambda *args, **kwargs: extract(*args, **dict(kwargs, batch_size=8)))
     before = signal.getsignal(signal.SIGTERM)
     argv = ["fit", small_data, "--out", tmp_path / "run", "--cache", tmp_path / "cache", "-q"]

@@ -128,3 +128,27 @@ def test_auto_epochs_and_patience_depend_on_fine_tuning():
     assert (tuned.epochs, tuned.patience) == (15, None)
     given = HeadOptions(fine_tune=2, epochs=4, patience=2).validate()
     assert (given.epochs, given.patience) == (4, 2)
+
+
+def test_the_training_record_is_read_from_the_optimizer_that_trained(monkeypatch):
+    """fit's record names the optimizer and describes the schedule it actually trained with
+    (metrics.json and the model file carry it): another optimizer class, or a warmup that
+    the epochs clip away, changes the record."""
+    from retrain import fit
+
+    x, y = blobs(np.random.default_rng(3), [20, 20])
+    data, empty = (x, y), (x[:0], y[:0])
+    _, history = train_head(data, empty, 2, HeadOptions(epochs=3, weight_decay=0.02),
+                            progress=False)
+    record = history["training"]
+    assert (record["optimizer"], record["weight_decay"], record["schedule"]) == (
+        "AdamW", 0.02, "cosine decay after 1 warmup epoch(s)")
+    assert record["trainable_params"] == 6 * 2 + 2 and record["epochs_run"] == 3
+
+    class ScheduleFreeAdamW(fit.AdamW):
+        pass
+
+    monkeypatch.setattr(fit, "AdamW", ScheduleFreeAdamW)
+    _, history = train_head(data, empty, 2, HeadOptions(epochs=1), progress=False)
+    assert (history["training"]["optimizer"], history["training"]["schedule"]) == (
+        "ScheduleFreeAdamW", "cosine decay after 0 warmup epoch(s)")   # one epoch: no warmup
