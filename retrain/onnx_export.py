@@ -162,9 +162,11 @@ def onnx_bytes(model):
             name, **({"perm": [0, 2, 3, 1]} if len(t.shape) == 4 else {})))
         outputs.append(_value_info(name, t.shape))
     metadata = getattr(model, "metadata", None) or {}
-    return onnx_wire.model(g.nodes, model.name, inputs, outputs, g.initializers, _IR_VERSION,
-                           OPSET, "retrain", __version__, {f"retrain.{key}": json.dumps(
-                               json_ready(value), ensure_ascii=False, allow_nan=False)
+    return onnx_wire.model(g.nodes, model.name, inputs, outputs, g.initializers,
+                           ir_version=_IR_VERSION, opset=OPSET, producer="retrain",
+                           producer_version=__version__, properties={
+                               f"retrain.{key}": json.dumps(json_ready(value),
+                                                            ensure_ascii=False, allow_nan=False)
                                for key, value in metadata.items()})
 
 

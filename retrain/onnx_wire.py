@@ -95,7 +95,7 @@ def value_info(name, dims):
     return _bytes(1, name) + _bytes(2, _bytes(1, tensor_type))
 
 
-def model(nodes, name, inputs, outputs, initializers, ir_version, opset, producer,
+def model(nodes, name, inputs, outputs, initializers, *, ir_version, opset, producer,
           producer_version, properties):
     """ModelProto of one graph (onnx.helper.make_graph, make_model with opset_imports
     [("", opset)], then set_model_props(properties))."""

@@ -307,9 +307,8 @@ features.FeatureCache.add = add
 options = RunOptions(cache_dir={str(cache)!r}, progress=False, extract_batch_size=8,
                      head=HeadOptions(epochs=1, fine_tune=1, augment=int(sys.argv[1])))
 extract = features._extract_misses
-def small_chunks(todo, backbone, recipe, cache, batch_size, workers, chunk_size, *rest, **kw):
-    return extract(todo, backbone, recipe, cache, batch_size, workers, int(sys.argv[2]),
-                   *rest, **kw)
+def small_chunks(todo, backbone, recipe, cache, **kw):
+    return extract(todo, backbone, recipe, cache, **dict(kw, chunk_size=int(sys.argv[2])))
 features._extract_misses = small_chunks
 run({str(data)!r}, sys.argv[3], options)
 """
