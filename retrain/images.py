@@ -50,7 +50,7 @@ def is_image_file(path):
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def decode_image(path, max_pixels=MAX_PIXELS, sha256=None, draft=None):
+def decode_image(path, max_pixels=MAX_PIXELS, sha256=None, draft=None, grey=False):
     """Decode the file at `path` to an (H, W, 3) uint8 RGB array.
 
     The EXIF orientation is applied; animated files give their first frame; transparent
@@ -64,6 +64,8 @@ def decode_image(path, max_pixels=MAX_PIXELS, sha256=None, draft=None):
     (Pillow's draft: 1/2, 1/4 or 1/8) to the smallest size whose shorter side is still >= S,
     far less work than decoding every pixel of a photo much larger than the model's input
     (different pixels too: the preprocessing recipe records it, "jpeg_draft").
+    `grey`: an 8-bit grey image (mode L, no transparency) comes back as (H, W), its three
+    RGB channels being that one, so that its resize is a third of the work.
 
     Raises:
         ImageError: the file cannot be read, is empty, is not an image (or claims a
@@ -79,12 +81,12 @@ def decode_image(path, max_pixels=MAX_PIXELS, sha256=None, draft=None):
     if status.st_size == 0:
         raise ImageError("the file is empty (0 bytes)")
     if sha256 is None:
-        return _decode(path, max_pixels, draft)
+        return _decode(path, max_pixels, draft, grey)
     try:
         source = _bytes_hashing_to(path, sha256)
     except OSError as exc:
         raise ImageError(_reason(exc)) from exc
-    return _decode(source, max_pixels, draft)
+    return _decode(source, max_pixels, draft, grey)
 
 
 def decode_image_file(file, max_pixels=MAX_PIXELS, draft=None):
@@ -96,8 +98,9 @@ def decode_image_file(file, max_pixels=MAX_PIXELS, draft=None):
     return _decode(file, max_pixels, draft)
 
 
-def _decode(source, max_pixels, draft=None):
-    """A path or a binary file object -> (H, W, 3) uint8 RGB, or ImageError."""
+def _decode(source, max_pixels, draft=None, grey=False):
+    """A path or a binary file object -> (H, W, 3) uint8 RGB (or (H, W) if `grey` and the
+    image is 8-bit grey), or ImageError."""
     try:
         with _open_refusing_bombs(source) as image:
             _check_size(image, max_pixels)
@@ -114,6 +117,8 @@ def _decode(source, max_pixels, draft=None):
         # ZeroDivisionError...). One bad file among thousands must become a reason, not
         # end the run; only the reading of an untrusted file sits inside this try.
         raise ImageError(_reason(exc)) from exc
+    if grey and oriented.mode == "L" and "transparency" not in oriented.info:
+        return np.array(oriented)
     return _to_rgb(oriented)
 
 

@@ -25,6 +25,7 @@ import importlib.util
 import json
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -297,17 +298,19 @@ def _load(model, name, precision):
         raise _CannotRun(f"--runtime {name} cannot run this model: {error}",
                          hint="Use --runtime numpy.") from None
     key = (name, precision, hashlib.sha256(onnx_bytes).hexdigest())
-    try:
-        run = BACKENDS[name].compile(onnx_bytes, precision)
-        if key not in _TRUSTED:
-            x = _probe(model)
-            outputs = run(x)
-    except Exception as error:      # noqa: BLE001  the runtime's own, of assorted types
-        first = (str(error).strip().splitlines() or [type(error).__name__])[-1]
-        raise _CannotRun(f"--runtime {name} cannot run this model ({type(error).__name__}: "
-                         f"{first[:300]}).", hint="Use --runtime numpy, or auto.") from None
-    if key not in _TRUSTED:
-        _check_against_numpy(model, x, outputs, name, precision)
+    x = _probe(model)
+    # numpy's outputs on the probe are computed meanwhile (the compilation releases the GIL)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        reference = None if key in _TRUSTED else pool.submit(model.predict, x)
+        try:
+            run = BACKENDS[name].compile(onnx_bytes, precision)
+            outputs = None if reference is None else run(x)
+        except Exception as error:      # noqa: BLE001  the runtime's own, of assorted types
+            first = (str(error).strip().splitlines() or [type(error).__name__])[-1]
+            raise _CannotRun(f"--runtime {name} cannot run this model ({type(error).__name__}"
+                             f": {first[:300]}).", hint="Use --runtime numpy, or auto.") from None
+    if reference is not None:
+        _check_against_numpy(reference.result(), outputs, name, precision)
         _TRUSTED.add(key)
     return Runtime(model, name, precision, run)
 
@@ -318,8 +321,8 @@ def _probe(model):
     return np.random.default_rng(18).uniform(-1.0, 1.0, shape).astype(np.float32)
 
 
-def _check_against_numpy(model, x, outputs, name, precision):
-    reference = np.asarray(model.predict(x), np.float32)
+def _check_against_numpy(reference, outputs, name, precision):
+    reference = np.asarray(reference, np.float32)
     outputs = np.asarray(outputs, np.float32)
     worst, measure = _disagreement(outputs, reference, precision)
     if not worst <= PROBE_TOLERANCE[precision]:

@@ -7,8 +7,8 @@ from PIL import Image
 
 from retrain.errors import ConfigError
 from retrain.images import decode_image
-from retrain.preprocess import (START_AHEAD, crop_and_resize, iter_batches, normalize,
-                                preprocess_batch, recipe_hash, validate_recipe)
+from retrain.preprocess import (START_AHEAD, START_AHEAD_BYTES, crop_and_resize, iter_batches,
+                                normalize, preprocess_batch, recipe_hash, validate_recipe)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 EFFNET = {"input_size": [224, 224], "crop": "center", "crop_fraction": 0.875,
@@ -110,9 +110,30 @@ def test_iter_batches_keeps_order_and_reports_bad_files(tmp_path):
     np.testing.assert_allclose(inputs[:, 0, 0, 0], expected_red, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("resize_filter", ["bicubic", "bilinear", "lanczos", "nearest"])
+def test_a_grey_image_gives_the_inputs_of_its_rgb_copy(resize_filter, tmp_path):
+    """Grey files are resized as one channel, then repeated (a third of the work): the
+    model inputs must be those of the same pixels stored as RGB, bit for bit (odd sizes,
+    upscaled and downscaled, PNG and JPEG decoded by draft)."""
+    recipe = dict(EFFNET, input_size=[9, 7], resize_filter=resize_filter, jpeg_draft=True)
+    rng = np.random.default_rng(0)
+    grey, rgb = [], []
+    for i, (height, width) in enumerate([(5, 8), (31, 23), (64, 90)]):
+        pixels = rng.integers(0, 256, (height, width), np.uint8)
+        for suffix in (".png", ".jpg"):
+            grey.append(tmp_path / f"grey{i}{suffix}")
+            Image.fromarray(pixels).save(grey[-1])
+            rgb.append(tmp_path / f"rgb{i}{suffix}.png")    # the grey file's pixels
+            Image.fromarray(decode_image(grey[-1], draft=9)).save(rgb[-1])
+    assert decode_image(grey[0], grey=True).ndim == 2       # the one-channel path is taken
+    (_, ours), = iter_batches(grey, recipe, batch_size=6)
+    (_, theirs), = iter_batches(rgb, recipe, batch_size=6)
+    np.testing.assert_array_equal(ours, theirs)
+
+
 def test_iter_batches_decodes_a_bounded_number_of_images_ahead(tmp_path, monkeypatch):
-    """START_AHEAD images before the first batch (decoded while a runtime loads), then at
-    most two batches ahead of the caller."""
+    """START_AHEAD images (START_AHEAD_BYTES at most) before the first batch, decoded while
+    a runtime loads, then at most two batches ahead of the caller."""
     path = tmp_path / "one.png"
     Image.new("RGB", (4, 4)).save(path)
     loaded = []
@@ -122,6 +143,10 @@ def test_iter_batches_decodes_a_bounded_number_of_images_ahead(tmp_path, monkeyp
         return np.zeros((4, 4, 3), np.uint8), None
 
     monkeypatch.setattr("retrain.preprocess._load_for_model", counting_load)
+    big = dict(EFFNET, input_size=[1000, 1000])          # 3 MB each: 21 fit in the bytes
+    next(iter_batches([path] * 1000, big, batch_size=5))
+    assert len(loaded) <= START_AHEAD_BYTES // 3_000_000
+    loaded.clear()
     recipe = dict(EFFNET, input_size=[4, 4])
     batches = iter_batches([path] * 1000, recipe, batch_size=5)
     taken = len(next(batches)[0])
