@@ -12,7 +12,7 @@ from .errors import ConfigError, DataError
 from .evaluate import top_predictions
 from .images import is_image_file
 from .preprocess import iter_batches, validate_recipe
-from .runtimes import Runtime, load_runtime
+from .runtimes import Runtime, load_runtime, predict_batches
 from .tta import collapse, model_tta, spread
 
 __all__ = ["iter_image_files", "model_labels", "predict_probabilities", "model_probabilities",
@@ -81,8 +81,9 @@ def predict_probabilities(model, paths, batch_size=32, workers=2, cluster=None,
     runner = loaded or load_runtime(model, runtime, precision, wait=False)
     k = len(views) + 1
     paths, views = spread(paths, views)
-    for done, inputs in iter_batches(paths, recipe, batch_size * k, workers, views):
-        yield collapse(done, model_probabilities(model, inputs, runner), k)
+    batches = iter_batches(paths, recipe, batch_size * k, workers, views)
+    for done, outputs in predict_batches(runner, batches):   # the next batch decodes meanwhile
+        yield collapse(done, _probabilities(model, outputs), k)
 
 
 def model_probabilities(model, inputs, runner=None):
@@ -90,8 +91,15 @@ def model_probabilities(model, inputs, runner=None):
     0): one forward pass on `runner` (a runtimes.Runtime of `model`; None: the numpy engine),
     and a softmax where the model file says it outputs logits."""
     if not len(inputs):
+        return _probabilities(model, None)
+    return _probabilities(model, (runner or model).predict(inputs, batch_size=len(inputs)))
+
+
+def _probabilities(model, outputs):
+    """The model's outputs (None: no image) as float64 probabilities (N, C)."""
+    if outputs is None:
         return np.empty((0, model.outputs[0].shape[-1]), np.float64)
-    out = np.asarray((runner or model).predict(inputs, batch_size=len(inputs)), np.float64)
+    out = np.asarray(outputs, np.float64)
     logits = model.metadata.get("outputs", "probabilities") == "logits"
     return softmax(out) if logits else out
 

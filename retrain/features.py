@@ -31,6 +31,7 @@ from .errors import ClusterError, DataError, Interrupted
 from .feature_cache import EntriesLost, FeatureCache
 from .files import sha256_file
 from .preprocess import iter_batches, recipe_hash
+from .runtimes import predict_batches
 from .progress import progress_bar
 
 _FORMAT_VERSION = 2          # 2: shards record their namespace and checksums
@@ -265,19 +266,20 @@ def forward_entries(items, backbone, recipe, batch_size=32, workers=2, dtype=np.
     not be decoded, `kept` the keys of the others and `block` their outputs, flat, in
     `dtype` ((len(kept), D), None when kept is empty). The one forward loop: in process,
     and inside each Dask task of a cluster run. `backbone`: anything with predict(x,
-    batch_size), a model or a runtimes.Runtime."""
+    batch_size), a model or a runtimes.Runtime (which may compute a batch while the next
+    one is decoded: runtimes.predict_batches)."""
     keys = [key for key, _, _ in items]
     paths = [path for _, path, _ in items]
     views = [view for _, _, view in items]
     position = 0
     hashes = [key.split(":")[0] for key in keys]     # decode what was hashed, or nothing
-    for batch, inputs in iter_batches(paths, recipe, batch_size, workers, views, hashes):
+    batches = iter_batches(paths, recipe, batch_size, workers, views, hashes)
+    for batch, outputs in predict_batches(backbone, batches):
         batch_keys = keys[position:position + len(batch)]
         position += len(batch)
         failed = {key: reason for key, (_, reason) in zip(batch_keys, batch) if reason}
         kept = [key for key, (_, reason) in zip(batch_keys, batch) if not reason]
         block = None
-        if len(inputs):
-            outputs = backbone.predict(inputs, batch_size=len(inputs))
-            block = np.asarray(outputs).reshape(len(inputs), -1).astype(dtype)
+        if outputs is not None:
+            block = np.asarray(outputs).reshape(len(outputs), -1).astype(dtype)
         yield len(batch), failed, kept, block

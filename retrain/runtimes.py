@@ -22,8 +22,8 @@ than float32 rounding (up to 0.5 on pooled features), so they are cached apart (
 import hashlib
 import importlib
 import importlib.util
+import itertools
 import json
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,9 +31,11 @@ import numpy as np
 
 from .distribution import pip_install
 from .errors import ConfigError, UnsupportedLayerError
+from .runtime_backends import OnnxRuntimeBackend, OpenVINOBackend
 
 __all__ = ["RUNTIMES", "PRECISIONS", "PROBE_TOLERANCE", "Runtime", "load_runtime",
-           "resolve_runtime", "runtime_record", "describe_runtimes", "install_command"]
+           "predict_batches", "resolve_runtime", "runtime_record", "describe_runtimes",
+           "install_command"]
 
 RUNTIMES = ("numpy", "openvino", "onnxruntime")
 PRECISIONS = ("f32", "bf16")
@@ -53,77 +55,8 @@ def install_command(name):
     return pip_install(name)
 
 
-def _threads():
-    """The runtime's threads: every core this process may use (as the numpy plan does)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:                    # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-class _OpenVINO:
-    name, module = "openvino", "openvino"
-
-    @staticmethod
-    def precisions():
-        import openvino
-        capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        return ("f32", "bf16") if "BF16" in capabilities else ("f32",)
-
-    @staticmethod
-    def no_bf16():
-        import openvino
-        capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        return (f"OpenVINO reports no bf16 support on this CPU (its OPTIMIZATION_CAPABILITIES "
-                f"are {', '.join(capabilities)}; bf16 needs AVX512_BF16 or AMX)")
-
-    @staticmethod
-    def compile(onnx_bytes, precision):
-        """One compiled model for any batch size (the batch dimension left dynamic). The
-        request reads the caller's array in place (no copy of 19 MB per batch of 32) and
-        reuses its output buffer, hence the copy of the outputs."""
-        import openvino
-        core = openvino.Core()
-        model = core.read_model(onnx_bytes, b"")
-        compiled = core.compile_model(model, "CPU", {
-            "INFERENCE_NUM_THREADS": _threads(), "NUM_STREAMS": 1,
-            "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision})
-        request = compiled.create_infer_request()
-        return lambda x: np.array(request.infer([x], share_inputs=True, share_outputs=True)[0],
-                                  np.float32, copy=True)
-
-
-class _OnnxRuntime:
-    name, module = "onnxruntime", "onnxruntime"
-
-    @staticmethod
-    def precisions():
-        return ("f32",)
-
-    @staticmethod
-    def no_bf16():
-        return ("ONNX Runtime's CPU provider computes these layers in float32 only; "
-                "bf16 runs on --runtime openvino")
-
-    @staticmethod
-    def compile(onnx_bytes, precision):
-        import onnxruntime
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = _threads(), 1
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3                   # its warnings are not the user's
-        # Its idle threads would spin, taking the cores that decode the next batch's images:
-        # `retrain classify` on 600 photos took 8.5-9.8 s without spinning, 11.3-13.3 s with
-        # (interleaved, 3 each, loaded 2-core machine).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = onnxruntime.InferenceSession(onnx_bytes, options,
-                                               providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return lambda x: np.asarray(session.run(None, {name: x})[0], np.float32)
-
-
 # The compiled runtimes, by name; tests add a deliberately wrong one here.
-BACKENDS = {"openvino": _OpenVINO, "onnxruntime": _OnnxRuntime}
+BACKENDS = {"openvino": OpenVINOBackend, "onnxruntime": OnnxRuntimeBackend}
 
 
 def _installed(name):
@@ -218,8 +151,27 @@ class Runtime:
             return self._run(x)
         return np.concatenate([self._run(x[i:i + step]) for i in range(0, len(x), step)])
 
+    def predict_batches(self, batches):
+        """Yield (item, outputs) for each (item, x) of `batches`, in order (outputs None
+        where x holds no image). Where the runtime computes in the background (OpenVINO),
+        the next batch is taken from `batches` while this one computes."""
+        pipelined = getattr(self._run, "pipelined", None)
+        if pipelined is not None:
+            yield from pipelined(batches)
+            return
+        for item, x in batches:
+            yield item, self.predict(x, batch_size=len(x)) if len(x) else None
+
     def __repr__(self):
         return f"Runtime({self.name}, {self.precision})"
+
+
+def predict_batches(runner, batches):
+    """Runtime.predict_batches for a Runtime, and the same for a plain model (numpy)."""
+    if isinstance(runner, Runtime):
+        return runner.predict_batches(batches)
+    return ((item, runner.predict(x, batch_size=len(x)) if len(x) else None)
+            for item, x in batches)
 
 
 class _Loading(Runtime):
@@ -252,6 +204,12 @@ class _Loading(Runtime):
 
     def predict(self, x, batch_size=None, verbose=0):
         return self.wait().predict(x, batch_size)
+
+    def predict_batches(self, batches):
+        batches = iter(batches)
+        first = next(batches, None)      # the decoding starts before the wait for the runtime
+        if first is not None:
+            yield from self.wait().predict_batches(itertools.chain([first], batches))
 
     def __repr__(self):
         return "Runtime(loading)" if not self._done.is_set() else repr(self.wait())

@@ -113,6 +113,35 @@ def test_a_runtime_loaded_in_a_thread_is_checked_all_the_same(name, fresh_trust,
                                PROBE_TOLERANCE["f32"] * max(1.0, float(np.abs(expected).max())))
 
 
+@pytest.mark.skipif("openvino" not in COMPILED, reason="needs the openvino extra")
+def test_openvino_computes_a_batch_while_the_next_is_taken(fresh_trust):
+    """predict_batches queues batch k+1 before handing on batch k's outputs (two requests in
+    turn), in order, each batch's own outputs (copied out of the request's buffer), None
+    for a batch without images; stopped early, it waits for the batch still queued."""
+    model = lite_stand_in()
+    runner = runtimes.load_runtime(model, "openvino")
+    xs = [_inputs(model, n, seed) for n, seed in ((3, 1), (0, 2), (2, 3), (1, 4), (3, 5))]
+    taken = []
+
+    def batches():
+        for i, x in enumerate(xs):
+            taken.append(i)
+            yield i, x
+    got = {}
+    for item, outputs in runner.predict_batches(batches()):
+        assert taken[-1] == min(item + 1, len(xs) - 1)         # the next one was queued
+        got[item] = outputs
+    assert list(got) == list(range(len(xs))) and got[1] is None
+    for i, x in enumerate(xs):
+        if len(x):
+            expected = model.predict(x)
+            np.testing.assert_allclose(got[i], expected, rtol=0, atol=runtimes.PROBE_TOLERANCE[
+                "f32"] * max(1.0, float(np.abs(expected).max())))
+    early = runner.predict_batches(batches())
+    next(early)
+    early.close()
+
+
 @needs_compiled
 def test_classify_and_evaluate_run_on_the_runtime_and_refuse_one_that_disagrees(trained_stand_in, fresh_trust,
                                                                   monkeypatch, capsys):
