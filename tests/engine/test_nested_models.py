@@ -4,8 +4,8 @@ call's `training` pins its mode (Keras's `base_model(inputs, training=False)`)."
 import numpy as np
 import pytest
 
-from retrain.engine import (SGD, BatchNormalization, Dense, Dropout, Input, Model, Sequential,
-                            clone_model, set_random_seed)
+from retrain.engine import (SGD, BatchNormalization, Dense, Dropout, GradientTape, Input, Model,
+                            Sequential, clone_model, constant, ops, set_random_seed)
 from retrain.engine.errors import ConfigError, ShapeError
 
 
@@ -59,6 +59,22 @@ def test_a_nested_model_computes_and_differentiates_what_its_layers_do_inlined()
     for a, b in zip(nested.weights, flat.weights):
         np.testing.assert_array_equal(a.value, b.value)
     np.testing.assert_allclose(nested.predict(x), flat.predict(x), rtol=0, atol=1e-6)
+
+
+def test_a_gradient_tape_differentiates_a_nested_model_called_twice():
+    """Each recorded call keeps the caches of the nested model's own layers too: the first
+    call's gradient survives the second call's forward."""
+    nested, flat = _nested_and_flat()
+    rng = np.random.default_rng(3)
+    x1, x2, w1, w2 = (rng.normal(size=(5, n)).astype(np.float32) for n in (3, 3, 2, 2))
+    grads = []
+    for model in (nested, flat):
+        with GradientTape() as tape:
+            loss = ops.add(ops.reduce_sum(ops.multiply(model(constant(x1)), constant(w1))),
+                           ops.reduce_sum(ops.multiply(model(constant(x2)), constant(w2))))
+        grads.append(tape.gradient(loss, model.trainable_weights))
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a.value, b.value, rtol=1e-6, atol=1e-7)
 
 
 def test_a_pinned_submodel_keeps_its_mode_while_the_outer_model_trains():
