@@ -36,6 +36,7 @@ from .evaluate import wilson_interval
 from .files import atomic_write_text
 from .fit import AUTO, train_head
 from .lr_find import lr_find, lr_find_page
+from .progress import progress_bar
 from .search_cuts import (VIEWS, Ladder, apply_choice, cut_blocks, fresh_top, tuning_estimate,
                           view_request)
 
@@ -53,7 +54,8 @@ DEFAULT_BUDGET_S = 600.0
 
 
 def search_recipes(features, targets, relatives, classes, parts, head, val_percent,
-                   budget_s=DEFAULT_BUDGET_S, folds=5, ladder=None, views=None, pooled=None):
+                   budget_s=DEFAULT_BUDGET_S, folds=5, ladder=None, views=None, pooled=None,
+                   progress=False):
     """Score GRID's recipes (fit.HeadOptions fields over `head`) on the train and val
     images of `parts`. `features` are pooled, or with a search_cuts.Ladder the activations
     at its deepest cut (`pooled`: the pooled ones, if already lifted); `views` (n, K, D),
@@ -71,7 +73,7 @@ def search_recipes(features, targets, relatives, classes, parts, head, val_perce
     split = (list(range(len(train))), list(range(len(train), len(both))), small, folds,
              val_percent)
     tried, skipped, started, calibration = [], [], time.monotonic(), [1.0]
-    for recipe in GRID:
+    for recipe in progress_bar(iterable=GRID, desc="search", unit="recipe", disable=not progress):
         blocks = recipe.get("fine_tune", 0)
         if blocks > (ladder.deepest if ladder else 0):
             skipped.append({"recipe": recipe, "estimate_s": None,
@@ -198,7 +200,8 @@ def choose_recipe(dataset, features, views, tta, parts, extractor, options, run_
     searched = search_recipes(features, targets, [relative for relative, _ in dataset.records],
                               dataset.classes, parts, options.head, options.val_percent,
                               options.search_budget, ladder=ladder,
-                              views=views.views if views else None, pooled=pooled)
+                              views=views.views if views else None, pooled=pooled,
+                              progress=options.progress)
     searched["trained_on"] = len(train) + len(val)
     options = replace(options, head=chosen_options(options.head, searched))
     if ladder:
