@@ -133,8 +133,6 @@ def search_lines(search):
     lines = [f"search: {len(search['tried'])} recipe(s) tried, {len(search.get('skipped', []))}"
              f" skipped, chosen by {search['by']}; {search.get('rule', 'the best score')}"]
     for row in [list(TABLE_HEADER)] + table_rows(search):
-        if row[5] == "skipped":
-            row = row[:6] + [row[6] + ", estimated seconds:", "", row[8]]
         lines.append("  " + "  ".join(cell.ljust(w) if n < 5 or n == 6 else cell.rjust(w)
                                       for n, (cell, w) in enumerate(zip(row, widths))).rstrip())
     return lines

@@ -36,7 +36,7 @@ from .runtimes import resolve_runtime, runtime_record
 from .run_folder import check_cache_outside, run_folder
 from .scoring import evaluate_model    # `retrain evaluate`, re-exported under its old home
 from .search import DEFAULT_BUDGET_S, choose_recipe
-from .search_cuts import view_request
+from .search_cuts import validated_head, view_request
 from .skipped import set_aside_failures
 from .split import SPLITS, check_percentages, seen_record, split, write_split
 from .tta import check_tta, mean_over_views
@@ -85,7 +85,7 @@ class RunOptions:
             raise ConfigError("--lr auto finds the head's rate on pooled features; it cannot "
                               "be combined with --fine-tune yet.",
                               hint="Run `retrain lr-find DATA`, then give its rate to --lr.")
-        return replace(self, head=self.head.validate(),
+        return replace(self, head=validated_head(self),
                        runtime=resolve_runtime(self.runtime, self.precision))
 
 

@@ -38,11 +38,11 @@ from .fit import AUTO, train_head
 from .lr_find import lr_find, lr_find_page
 from .progress import progress_bar
 from .search_cuts import (VIEWS, Ladder, apply_choice, cut_blocks, fresh_top, tuning_estimate,
-                          view_request)
+                          validated_head, view_request)
 
 __all__ = ["GRID", "SMALL", "DEFAULT_BUDGET_S", "choose_recipe", "chosen_options",
            "search_recipes", "search_head", "table_rows", "search_table_html", "cut_blocks",
-           "view_request"]
+           "validated_head", "view_request"]
 
 HEAD_GRID = tuple({"learning_rate": rate, "hidden_units": hidden}
                   for hidden in (0, 256) for rate in (0.002, 0.0005, 0.01))

@@ -22,8 +22,8 @@ from .backbones.registry import block_layers, block_names
 from .engine import Model, clone_model
 from .progress import progress_bar
 
-__all__ = ["DEEPEST", "VIEWS", "Ladder", "cut_blocks", "view_request", "tuning_estimate",
-           "fresh_top", "apply_choice"]
+__all__ = ["DEEPEST", "VIEWS", "Ladder", "cut_blocks", "validated_head", "view_request",
+           "tuning_estimate", "fresh_top", "apply_choice"]
 
 DEEPEST = 3        # the most blocks a recipe fine-tunes: the cut the cache holds
 VIEWS = 4          # augmented views of each train and val image, cached for the search
@@ -35,6 +35,14 @@ def cut_blocks(options, backbone):
     if not options.search:
         return options.head.fine_tune
     return min(DEEPEST, len(block_names(backbone)))
+
+
+def validated_head(options):
+    """RunOptions `options`' head checked (fit.HeadOptions.validate), AUTO resolved, except
+    with --search: there AUTO epochs and patience stay, each recipe resolving them for its
+    kind (50 epochs and early stopping for the head alone, 15 and none when fine-tuning)."""
+    head = options.head.validate()
+    return options.head if options.search else head
 
 
 def view_request(options, parts, top):

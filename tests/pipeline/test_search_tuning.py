@@ -142,6 +142,21 @@ def test_a_backbone_without_blocks_lists_the_fine_tuning_recipes_as_skipped(tmp_
     assert all("fewer than" in row["why"] for row in searched["skipped"][5:])
 
 
+def test_each_recipe_takes_the_default_schedule_of_its_kind(tmp_path, monkeypatch):
+    """Without --epochs, a fine-tuning recipe runs fine-tuning's 15 epochs to the end and a
+    head recipe the head's 50 with early stopping, as `fit --fine-tune` and plain `fit` do."""
+    use_lite_stand_in(monkeypatch)
+    monkeypatch.setattr(search_cuts, "VIEWS", 1)
+    monkeypatch.setattr(search, "GRID", (HOPELESS_HEAD, tuning(1, 1)))
+    result = run(stripes(tmp_path / "data", per_class=8), tmp_path / "run", RunOptions(
+        cache_dir=tmp_path / "cache", progress=False, search=True, val_percent=20,
+        test_percent=20, head=HeadOptions(freeze_epochs=1)))
+    head, tuned = result.metrics["training"]["search"]["tried"]
+    assert tuned["epochs"] == 15 and head["epochs"] != 15
+    assert result.metrics["training"]["search"]["chosen"] == 1
+    assert result.metrics["training"]["epochs"] == 1 + 15
+
+
 def test_the_choice_is_the_first_recipe_within_one_standard_error_of_the_best():
     def rows(scores, se):
         return [{"score": s, "se": se} for s in scores]
