@@ -221,11 +221,13 @@ def load_runtime(model, name="auto", precision="f32", wait=True):
     disagrees). With "auto", a runtime that cannot run the model (a layer without an ONNX
     form, a runtime's own failure) gives way to the next fastest, numpy last.
     `wait=False`: returns at once, the loading and the check done in a thread (_Loading);
-    a runtime not installed, or without `precision` here, is still refused at once."""
-    chosen = resolve_runtime(name, precision)
-    if not wait and chosen != "numpy":
-        return _Loading(model, lambda: _load_resolved(model, name, chosen, precision))
-    return _load_resolved(model, name, chosen, precision)
+    a runtime not installed is still refused at once, but bf16 (which the runtime must be
+    imported to answer for: 0.1-0.3 s) is checked in the thread, refused at first use."""
+    if not wait and resolve_runtime(name, PRECISIONS[0] if precision in PRECISIONS else
+                                    precision) != "numpy":
+        return _Loading(model, lambda: _load_resolved(
+            model, name, resolve_runtime(name, precision), precision))
+    return _load_resolved(model, name, resolve_runtime(name, precision), precision)
 
 
 def _load_resolved(model, name, chosen, precision):

@@ -114,6 +114,19 @@ def test_a_runtime_loaded_in_a_thread_is_checked_all_the_same(name, fresh_trust,
 
 
 @pytest.mark.skipif("openvino" not in COMPILED, reason="needs the openvino extra")
+def test_bf16_asked_of_a_runtime_loading_in_a_thread_is_refused_at_first_use(monkeypatch):
+    """Whether OpenVINO has bf16 here is asked in the loading thread (it imports OpenVINO):
+    where it has none, the first use is the one-line error saying why."""
+    monkeypatch.setattr(runtimes.BACKENDS["openvino"], "precisions", lambda: ("f32",))
+    runner = runtimes.load_runtime(stand_in_backbone(), "openvino", "bf16", wait=False)
+    with pytest.raises(ConfigError, match="--precision bf16 is not available on --runtime "
+                                          "openvino: OpenVINO reports no bf16 support"):
+        runner.predict(_inputs(stand_in_backbone()))
+    with pytest.raises(ConfigError, match="Unknown precision"):
+        runtimes.load_runtime(stand_in_backbone(), "openvino", "f16", wait=False)
+
+
+@pytest.mark.skipif("openvino" not in COMPILED, reason="needs the openvino extra")
 def test_openvino_computes_a_batch_while_the_next_is_taken(fresh_trust):
     """predict_batches queues batch k+1 before handing on batch k's outputs (two requests in
     turn), in order, each batch's own outputs (copied out of the request's buffer), None
