@@ -234,3 +234,14 @@ def test_no_function_takes_many_positional_arguments(path):
                 f"{_rel(path)}:{node.lineno} {node.name} takes {len(required)} positional "
                 f"parameters without a default ({', '.join(required)}); make the later "
                 "ones keyword-only (after `*`) or pass a dataclass")
+
+
+def test_the_stages_are_listed_once():
+    """pipeline.PIPELINE gives each stage its name, the line `retrain fit` prints and its
+    function of the RunContext; no other module lists the stages' lines again (cli_text's
+    STAGE_TEXT did)."""
+    from retrain.pipeline import PIPELINE, STAGES
+    assert [stage.name for stage in PIPELINE] == list(STAGES)
+    for stage in PIPELINE:
+        holders = [_rel(p) for p in MODULES if f'"{stage.text}"' in p.read_text(encoding="utf-8")]
+        assert holders == ["retrain/pipeline.py"], (stage.name, holders)
