@@ -19,7 +19,7 @@ from ..errors import ConfigError, WeightsError
 from .weights import resolve_weights
 
 __all__ = ["efficientnet_lite", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
-           "block_specs", "block_names", "block_layers", "preprocessing", "VARIANTS",
+           "block_specs", "block_of", "preprocessing", "VARIANTS",
            "DEFAULT_BLOCKS_ARGS", "WEIGHTS_FILE", "PREPROCESSING"]
 
 # The official EfficientNet-Lite table (tensorflow/tpu efficientnet_lite_builder.py):
@@ -105,31 +105,9 @@ def block_specs(name="efficientnet_lite0"):
     return specs
 
 
-def block_names(model_or_name):
-    """The blocks of an EfficientNet-Lite, bottom to top: its MBConv blocks ('block1a', ...)
-    and then 'top' (top_conv + top_bn + top_activation). For fine-tuning, the top N blocks
-    are the last N names. Takes a variant name, or a model (a backbone, or an exported model
-    built on one), whose block names are read from its layer names."""
-    if isinstance(model_or_name, str):
-        return [spec["name"] for spec in block_specs(model_or_name)] + [TOP]
-    names = []
-    for layer in model_or_name.layers:
-        block = _block_of(layer.name)
-        if block is not None and block not in names:
-            names.append(block)
-    return names
-
-
-def block_layers(model, block):
-    """The layers of `model` that make up `block` (a name from block_names), in model order."""
-    layers = [layer for layer in model.layers if _block_of(layer.name) == block]
-    if not layers:
-        raise ConfigError(f"The model has no block {block!r}. "
-                          f"Choose one of {block_names(model)}.")
-    return layers
-
-
-def _block_of(layer_name):
+def block_of(layer_name):
+    """The block a layer belongs to, by its name: `blockNx` for an MBConv block's layers,
+    'top' for top_conv, top_bn and top_activation, None for the stem and what is above."""
     if layer_name in ("top_conv", "top_bn", "top_activation"):
         return TOP
     head, _, _ = layer_name.partition("_")

