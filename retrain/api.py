@@ -29,6 +29,7 @@ from .errors import ConfigError
 from .fit import HeadOptions
 from .images import image_to_rgb
 from .model_file import load_model_file
+from .options import OPTIONS, default
 from .pipeline import RunOptions, run
 from .preprocess import preprocess_batch
 
@@ -76,9 +77,11 @@ class ImageClassifier:
         return f"ImageClassifier({len(self.labels)} classes: {', '.join(self.labels[:5])}" + (
             ", ...)" if len(self.labels) > 5 else ")")
 
-    def predict(self, images, batch_size=32, workers=2):
+    def predict(self, images, batch_size=default("batch_size"), workers=default("workers")):
         """A Prediction for one image (a file's path, a PIL image, an (H, W, 3) array), or
         a list of them for a folder, an (N, H, W, 3) array or a list of images."""
+        OPTIONS["batch_size"].check(batch_size)
+        OPTIONS["workers"].check(workers)
         one = _is_one_image(images)
         items = [images] if one else _as_list(images)
         predictions = []

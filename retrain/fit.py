@@ -34,17 +34,11 @@ from .engine import (AdamW, Callback, CosineDecay, Dense, Dropout, EarlyStopping
                      LearningRateSchedule, Model, MultiOptimizer, Sequential,
                      SparseCategoricalCrossentropy, set_random_seed)
 from .errors import ConfigError, DataError
+from .options import AUTO, check, default, record
 from .progress import progress_bar
 
 __all__ = ["AUTO", "HeadOptions", "build_classifier", "build_head", "balanced_class_weights",
            "train_head"]
-
-
-AUTO = "auto"      # an option whose value depends on whether blocks are fine-tuned
-# The widest hidden layer: 16,384 units on 1,280 features are 84 MB of weights, and Adam
-# keeps three more copies; wider only turns a typo into an out-of-memory crash.
-MAX_HIDDEN_UNITS = 16384
-MAX_SEED = 2**32 - 1         # numpy's seeds are unsigned 32-bit words
 
 
 @dataclass
@@ -56,21 +50,21 @@ class HeadOptions:
     of each training image besides the plain one (`flip`: mirrored views allowed).
     `epochs` and `patience` default to AUTO: 50 and 5 for the head alone, 15 and None when
     fine-tuning (chosen by measurement: README, "Fine-tuning and augmentation")."""
-    epochs: object = AUTO
-    batch_size: int = 32
-    learning_rate: float = 0.002
-    patience: object = AUTO
-    hidden_units: int = 0          # 0: a single softmax Dense; >0: Dense(relu)+Dropout first
-    dropout: float = 0.2
-    seed: int = 0
-    fine_tune: int = 0
-    augment: int = 0
-    flip: bool = True
-    backbone_learning_rate: float = 0.0005
-    weight_decay: float = 0.01
-    warmup_epochs: int = 1
-    label_smoothing: float = 0.0
-    freeze_epochs: int = 3
+    epochs: object = default("epochs")
+    batch_size: int = default("batch_size")
+    learning_rate: float = default("learning_rate")
+    patience: object = default("patience")
+    hidden_units: int = default("hidden_units")   # 0: softmax alone; >0: Dense(relu), Dropout
+    dropout: float = default("dropout")
+    seed: int = default("seed")
+    fine_tune: int = default("fine_tune")
+    augment: int = default("augment")
+    flip: bool = default("flip")
+    backbone_learning_rate: float = default("backbone_learning_rate")
+    weight_decay: float = default("weight_decay")
+    warmup_epochs: int = default("warmup_epochs")
+    label_smoothing: float = default("label_smoothing")
+    freeze_epochs: int = default("freeze_epochs")
 
     def resolved(self):
         """A copy with AUTO replaced by the value for this kind of training."""
@@ -86,46 +80,13 @@ class HeadOptions:
         return self.learning_rate / 2 if self.freeze_epochs > 0 else self.learning_rate
 
     def validate(self):
-        """The resolved options (see `resolved`), or ConfigError naming the bad one."""
-        self = self.resolved()
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer. "
-                                  f"Received: {name}={value!r}.")
-        for name in ("fine_tune", "augment", "warmup_epochs", "freeze_epochs"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{name} must be an integer >= 0. "
-                                  f"Received: {name}={value!r}.")
-        for name in ("learning_rate", "backbone_learning_rate"):
-            if getattr(self, name) == AUTO and name == "learning_rate":
-                continue            # --lr auto: the pipeline asks lr_find.py first
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be positive. "
-                                  f"Received: {name}={getattr(self, name)!r}.")
-        if not self.weight_decay >= 0:
-            raise ConfigError(f"weight_decay must be >= 0. "
-                              f"Received: weight_decay={self.weight_decay!r}.")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"label_smoothing must be in [0, 1). "
-                              f"Received: label_smoothing={self.label_smoothing!r}.")
-        if self.patience is not None and not (isinstance(self.patience, int)
-                                              and self.patience >= 0):
-            raise ConfigError(f"patience must be an integer >= 0 (or None: no early "
-                              f"stopping). Received: patience={self.patience!r}.")
-        if not 0 <= self.hidden_units <= MAX_HIDDEN_UNITS:
-            raise ConfigError(f"hidden_units must be from 0 to {MAX_HIDDEN_UNITS}. Received: "
-                              f"hidden_units={self.hidden_units}.")
-        if not (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED):
-            raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED}. "
-                              f"Received: seed={self.seed!r}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1). Received: dropout={self.dropout!r}.")
-        return self
+        """The resolved options (see `resolved`), or OptionError naming the bad one (the
+        constraints are options.OPTIONS')."""
+        return check(self).resolved()
 
 
-def build_head(num_features, num_classes, hidden_units=0, dropout=0.2):
+def build_head(num_features, num_classes, hidden_units=default("hidden_units"),
+               dropout=default("dropout")):
     """features (N, num_features) -> class probabilities (N, num_classes).
 
     The layer names are fixed ("head_dense", "head_dropout", "predictions") so the exported
@@ -323,7 +284,8 @@ def _train_phases(model, top, options, common, steps, bar):
 def training_record(options, model, steps_per_epoch, history):
     """How `model` was trained, for metrics.json, the report and the model file: what the
     optimizer of its last phase says of itself (its class, weight decay, each group's peak
-    rate, its schedule), the options it was given, and `history`'s epoch counts.
+    rate, its schedule), the options it was given (options.record: those the table marks),
+    and `history`'s epoch counts.
     `trainable_params`: the head's and the fine-tuned blocks' (the exported model's layers
     are frozen, so only this record knows)."""
     optimizer = model.optimizer
@@ -332,15 +294,13 @@ def training_record(options, model, steps_per_epoch, history):
     head, blocks = groups[0], groups[1] if len(groups) > 1 else None
     restarted = ", restarted for the fine-tuning phase" if history["freeze_epochs"] else ""
     return {"trainable_params": sum(int(w.value.size) for w in model.trainable_weights),
-            "fine_tune": options.fine_tune, "learning_rate": options.learning_rate,
-            "backbone_learning_rate": _peak_rate(blocks) if blocks else None,
+            **record(options), "backbone_learning_rate": _peak_rate(blocks) if blocks else None,
             "fine_tune_head_learning_rate": _peak_rate(head) if blocks else None,
             "freeze_epochs": history["freeze_epochs"],
             "optimizer": " + ".join(dict.fromkeys(type(o).__name__ for o in groups)),
             "weight_decay": head.weight_decay,
             "schedule": _schedule_text(head.learning_rate, steps_per_epoch) + restarted,
-            "label_smoothing": options.label_smoothing, "epochs": history["epochs_planned"],
-            "patience": options.patience, "epochs_run": history["epochs_run"],
+            "epochs": history["epochs_planned"], "epochs_run": history["epochs_run"],
             "best_epoch": history["best_epoch"]}
 
 

@@ -29,17 +29,18 @@ from .extraction import (BackboneCut, augmented_views, cut_backbone, plain_featu
 from .feature_cache import SET_ASIDE_SUFFIX
 from .features import default_cache_dir
 from .files import atomic_write_json
-from .fit import AUTO, HeadOptions, train_head
+from .fit import HeadOptions, train_head
 from .ingest import ingest
+from .options import AUTO, check, default
 from .report import write_report
 from .runtimes import resolve_runtime, runtime_record
 from .run_folder import check_cache_outside, run_folder
 from .scoring import evaluate_model    # `retrain evaluate`, re-exported under its old home
-from .search import DEFAULT_BUDGET_S, choose_recipe
+from .search import choose_recipe
 from .search_cuts import validated_head, view_request
 from .skipped import set_aside_failures
 from .split import SPLITS, check_percentages, seen_record, split, write_split
-from .tta import check_tta, mean_over_views
+from .tta import mean_over_views
 
 __all__ = ["RunOptions", "RunResult", "RunContext", "PIPELINE", "STAGES", "STAGE_TEXT", "run",
            "cached_split", "evaluate_model"]
@@ -48,35 +49,31 @@ __all__ = ["RunOptions", "RunResult", "RunContext", "PIPELINE", "STAGES", "STAGE
 @dataclass
 class RunOptions:
     """Everything `run` can be told; the defaults are those of `retrain fit`."""
-    backbone: str = "efficientnet_lite0"
-    val_percent: float = 10
-    test_percent: float = 10
-    cache_dir: Path = None           # None: default_cache_dir(), shared by all runs
-    extract_batch_size: int = 32
-    workers: int = 2
-    progress: bool = True
+    backbone: str = default("backbone")
+    val_percent: float = default("val_percent")
+    test_percent: float = default("test_percent")
+    cache_dir: Path = default("cache_dir")    # None: default_cache_dir(), shared by all runs
+    extract_batch_size: int = default("extract_batch_size")
+    workers: int = default("workers")
+    progress: bool = default("progress")
     cluster: object = None           # cluster.Cluster: forward passes on its Dask workers
-    runtime: str = "numpy"           # runtimes.py: what runs the frozen forward passes
-    precision: str = "f32"
-    jpeg_draft: bool = True          # the recipe's "jpeg_draft" (preprocess.py)
+    runtime: str = default("runtime")   # runtimes.py: what runs the frozen forward passes
+    precision: str = default("precision")
+    jpeg_draft: bool = default("jpeg_draft")  # the recipe's "jpeg_draft" (preprocess.py)
     head: HeadOptions = field(default_factory=HeadOptions)
-    cv: int = 0                      # K > 1: also cross-validate the head (crossval.py)
-    tta: int = 0                     # test-time views averaged over (tta.py)
-    search: bool = False             # try search.GRID's head recipes, keep the best
-    search_budget: float = DEFAULT_BUDGET_S
+    cv: int = default("cv")          # K > 1: also cross-validate the head (crossval.py)
+    tta: int = default("tta")        # test-time views averaged over (tta.py)
+    search: bool = default("search")    # try search.GRID's recipes, keep the best
+    search_budget: float = default("search_budget")
 
     def validate(self):
         """Refuse bad settings before any image is read; "auto" becomes the runtime it is."""
+        check(self)
         check_percentages(self.val_percent, self.test_percent)
-        if self.cv and (isinstance(self.cv, bool) or not isinstance(self.cv, int)
-                        or not 2 <= self.cv <= 100):
-            raise ConfigError(f"cv must be an integer from 2 to 100 (or 0: none). "
-                              f"Received: cv={self.cv!r}")
         if self.cv and (self.head.fine_tune or self.head.augment):
             raise ConfigError("--cv cross-validates the head alone on cached features; it "
                               "cannot be combined with --fine-tune or --augment.",
                               hint="Compare head recipes with --cv, then fine-tune without it.")
-        check_tta(self.tta)
         if self.search and (self.head.fine_tune or self.head.augment or self.cv):
             raise ConfigError("--search chooses the blocks to fine-tune and the views itself; "
                               "it cannot be combined with --fine-tune, --augment or --cv.",

@@ -32,13 +32,12 @@ import numpy as np
 from .distribution import pip_install
 from .errors import ConfigError, UnsupportedLayerError
 from .runtime_backends import OnnxRuntimeBackend, OpenVINOBackend
+from .options import PRECISIONS, RUNTIMES
 
 __all__ = ["RUNTIMES", "PRECISIONS", "PROBE_TOLERANCE", "Runtime", "load_runtime",
            "predict_batches", "resolve_runtime", "runtime_record", "describe_runtimes",
            "install_command"]
 
-RUNTIMES = ("numpy", "openvino", "onnxruntime")
-PRECISIONS = ("f32", "bf16")
 # How far a runtime's outputs on the probe may be from numpy's (_disagreement). f32: the
 # largest |difference| as a fraction of max(1, max |numpy|); both compute in float32, and
 # EfficientNet-Lite0's features agree within 1e-5 (issue 18: 7.7e-6 ONNX Runtime, 8.3e-6

@@ -14,6 +14,7 @@ from .errors import DataError
 from .evaluate import evaluate_predictions
 from .files import sha256_file
 from .ingest import exclude, ingest, validate
+from .options import default
 from .runtimes import load_runtime
 from .tta import model_tta
 from .split import seen_role, split
@@ -21,7 +22,8 @@ from .split import seen_role, split
 __all__ = ["evaluate_model"]
 
 
-def evaluate_model(model, data, split_name="test", batch_size=32, workers=2, cluster=None,
+def evaluate_model(model, data, split_name="test", batch_size=default("batch_size"),
+                   workers=default("workers"), cluster=None,
                    runtime="numpy", precision="f32", min_confidence=None, tta=None):
     """Metrics of an exported model on the images of `data` chosen by `split_name`.
 

@@ -39,6 +39,7 @@ from .lr_find import lr_find, lr_find_page
 from .progress import progress_bar
 from .search_cuts import (VIEWS, Ladder, apply_choice, cut_blocks, fresh_top, tuning_estimate,
                           validated_head, view_request)
+from .options import default
 
 __all__ = ["GRID", "SMALL", "DEFAULT_BUDGET_S", "choose_recipe", "chosen_options",
            "search_recipes", "search_head", "table_rows", "search_table_html", "cut_blocks",
@@ -50,7 +51,7 @@ TUNING_GRID = tuple({"learning_rate": 0.002, "hidden_units": 0, "fine_tune": blo
                      "augment": VIEWS} for blocks in (1, 2, 3))
 GRID = HEAD_GRID + TUNING_GRID
 SMALL = 1000          # below this many train+val images, recipes are cross-validated
-DEFAULT_BUDGET_S = 600.0
+DEFAULT_BUDGET_S = default("search_budget")
 
 
 def search_recipes(features, targets, relatives, classes, parts, head, val_percent,

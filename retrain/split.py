@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from .errors import ConfigError
 from .files import atomic_write_json
+from .options import OPTIONS, OptionError
 
 __all__ = ["SPLITS", "SEEN_DIGITS", "Split", "check_percentages", "hash_percentage",
            "seen_record", "seen_role", "split", "write_split"]
@@ -144,15 +145,13 @@ def seen_role(sha256, record):
 
 
 def check_percentages(val_percent, test_percent):
-    """Refuse shares that leave no sensible split (callers check before any slow work)."""
-    for name, value in (("val_percent", val_percent), ("test_percent", test_percent)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 100:
-            raise ConfigError(f"{name} must be a number from 0 up to (not including) 100. "
-                              f"Received: {name}={value!r}")
+    """Refuse shares that leave no sensible split (callers check before any slow work):
+    each as options.OPTIONS declares it, and together under 100."""
+    OPTIONS["val_percent"].check(val_percent)
+    OPTIONS["test_percent"].check(test_percent)
     if val_percent + test_percent >= 100:
-        raise ConfigError(f"val_percent + test_percent must be under 100 to leave images to "
-                          f"train on. Received: val_percent={val_percent}, "
-                          f"test_percent={test_percent}")
+        raise OptionError("must add up to under 100, to leave images to train on",
+                          {"val_percent": val_percent, "test_percent": test_percent})
 
 
 def _natural_split(percentage, ranges):

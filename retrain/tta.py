@@ -11,20 +11,15 @@ import itertools
 import numpy as np
 
 from .augment import MAX_TTA_VIEWS, tta_views
-from .errors import ConfigError
+from .options import OPTIONS
 
 __all__ = ["check_tta", "flip_allowed", "model_tta", "tta_record", "spread", "collapse",
            "mean_over_views"]
 
 
 def check_tta(count):
-    """`count` as an int from 0 to MAX_TTA_VIEWS, or ConfigError."""
-    if isinstance(count, bool) or not isinstance(count, int) or not (
-            0 <= count <= MAX_TTA_VIEWS):
-        raise ConfigError(f"tta must be an integer from 0 to {MAX_TTA_VIEWS}. "
-                          f"Received: tta={count!r}.",
-                          hint="For example --tta 2 (the mirror image and a centre crop).")
-    return count
+    """`count` as an int from 0 to MAX_TTA_VIEWS, or OptionError (options.OPTIONS["tta"])."""
+    return OPTIONS["tta"].check(count)
 
 
 def flip_allowed(metadata):

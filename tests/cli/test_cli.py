@@ -52,7 +52,10 @@ def test_help_explains_every_option_with_its_default(command, capsys):
         if action.dest == "help":
             continue
         assert action.help and squeeze(action.help) in text, action.dest
-        if action.option_strings and action.nargs == 0:        # a flag: no "(default: False)"
+        if action.option_strings and (action.nargs == 0 or action.default is None
+                                      or "(default:" in action.help):
+            # A flag says no "(default: False)", an option without one no "(default: None)",
+            # and a help that tells its default no second one.
             assert squeeze(f"{action.help} (default:") not in text, action.dest
         elif action.option_strings and action.default is not argparse.SUPPRESS:
             assert squeeze(f"{action.help} (default: {action.default})") in text
@@ -280,16 +283,17 @@ def test_a_bug_exits_1_with_one_line_and_a_debug_switch(small_data, tmp_path, mo
 @pytest.mark.parametrize("argv, error, hint", [
     (["fit", "d", "--out", "r", "--epochz", "5"], "retrain fit: unknown option --epochz",
      "did you mean --epochs?"),
-    (["fit", "d", "--out", "r", "--lr", "abc"], "--lr must be a number; got 'abc'",
+    (["fit", "d", "--out", "r", "--lr", "abc"], "--lr must be auto or a positive number; got 'abc'",
      "For example --lr 0.002"),
     (["fit", "d", "--out", "r", "--epochs", "0"],
      "--epochs must be auto or a positive whole number", "For example --epochs auto"),
     (["fit", "d"], "retrain fit needs --out", "retrain fit DATA --out RUN"),
     (["fit", "d", "--out", "r", "--val-percent", "60", "--test-percent", "60"],
-     "--val-percent 60 and --test-percent 60 leave no images to train on",
-     "Keep their sum under 100"),
+     "--val-percent + --test-percent must add up to under 100, to leave images to train on; "
+     "got --val-percent 60.0 --test-percent 60.0", "For example --val-percent 10 --test-percent 10"),
     (["fit", "d", "--out", "r", "--test-percent", "100"],
-     "--test-percent must be from 0 up to (not including) 100; got 100", "--test-percent 10"),
+     "--test-percent must be a number from 0 up to (not including) 100; got 100",
+     "--test-percent 10"),
     (["classify", "--top-k", "0", "model.h5", "x.jpg"], "--top-k must be a positive whole",
      "--top-k 3"),
     (["evaluate", "m.h5", "d", "--split", "tset"], "unknown --split 'tset'",
@@ -307,7 +311,7 @@ def test_usage_errors_are_one_line_with_a_hint(argv, error, hint, capsys):
 
 def test_the_keras_spelling_of_an_option_is_accepted():
     args = build_parser().parse_args(["fit", "d", "--out", "r", "--learning-rate", "0.01"])
-    assert args.lr == 0.01
+    assert args.learning_rate == 0.01
 
 
 def test_retrain_alone_prints_the_help(capsys):

@@ -86,9 +86,9 @@ def test_the_library_refuses_them_too():
     from retrain.errors import ConfigError
     from retrain.fit import HeadOptions
 
-    with pytest.raises(ConfigError, match=r"seed must be an integer from 0 to 4294967295\. "
-                                          r"Received: seed=-1"):
+    with pytest.raises(ConfigError, match=r"seed must be a whole number from 0 to "
+                                          r"4,294,967,295\. Received: seed=-1"):
         HeadOptions(seed=-1).validate()
-    with pytest.raises(ConfigError, match=r"hidden_units must be from 0 to 16384\. "
-                                          r"Received: hidden_units=1000000000"):
+    with pytest.raises(ConfigError, match=r"hidden_units must be a whole number from 0 to "
+                                          r"16,384\. Received: hidden_units=1000000000"):
         HeadOptions(hidden_units=10**9).validate()

@@ -84,8 +84,9 @@ def lite_stand_in(seed=0):
 
 def use_lite_stand_in(monkeypatch, seed=0):
     """Make load_backbone return the Lite-shaped stand-in; returns a counter of the images
-    its bottom part (what the cache stores) runs on."""
-    from retrain import backbones
+    its bottom part (what the cache stores) runs on. `--runtime auto` (RunOptions' default
+    too) then means numpy, whose predict the counter wraps."""
+    from retrain import backbones, runtimes
     from retrain.engine import Model
 
     forwards = {"images": 0}
@@ -97,5 +98,6 @@ def use_lite_stand_in(monkeypatch, seed=0):
         return predict(self, x, *args, **kwargs)
 
     monkeypatch.setattr(Model, "predict", counting_predict)
+    monkeypatch.setattr(runtimes, "_PREFERENCE", ("numpy",))
     monkeypatch.setattr(backbones, "load_backbone", lambda name: lite_stand_in(seed))
     return forwards

@@ -61,7 +61,7 @@ def test_cv_is_refused_with_fine_tuning_and_where_folds_would_be_empty(image_tre
                                                                        monkeypatch):
     with pytest.raises(ConfigError, match="cannot be combined with --fine-tune"):
         RunOptions(cv=5, head=HeadOptions(fine_tune=1)).validate()
-    with pytest.raises(ConfigError, match="cv must be an integer from 2 to 100"):
+    with pytest.raises(ConfigError, match=r"cv must be 0 \(none\) or a whole number from 2 to 100"):
         RunOptions(cv=1).validate()
     use_stand_in(monkeypatch)
     with pytest.raises(DataError, match="--cv 9 leaves folds empty"):

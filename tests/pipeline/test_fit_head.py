@@ -108,14 +108,14 @@ def test_a_class_without_training_images_is_refused():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"epochs": 0}, r"epochs must be a positive integer. Received: epochs=0"),
-    ({"batch_size": 2.5}, r"batch_size must be a positive integer"),
-    ({"learning_rate": -1.0}, r"learning_rate must be positive"),
-    ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
-    ({"patience": -1}, r"patience must be an integer >= 0 \(or None"),
-    ({"hidden_units": -1}, r"hidden_units must be from 0 to 16384"),
-    ({"freeze_epochs": -1}, r"freeze_epochs must be an integer >= 0"),
-    ({"epochs": "many"}, r"epochs must be a positive integer"),
+    ({"epochs": 0}, r"epochs must be auto or a positive whole number. Received: epochs=0"),
+    ({"batch_size": 2.5}, r"batch_size must be a positive whole number"),
+    ({"learning_rate": -1.0}, r"learning_rate must be auto or a positive number"),
+    ({"dropout": 1.0}, r"dropout must be a number from 0 up to \(not including\) 1"),
+    ({"patience": -1}, r"patience must be auto, a whole number \(0 or more\) or None"),
+    ({"hidden_units": -1}, r"hidden_units must be a whole number from 0 to 16,384"),
+    ({"freeze_epochs": -1}, r"freeze_epochs must be a whole number \(0 or more\)"),
+    ({"epochs": "many"}, r"epochs must be auto or a positive whole number"),
 ])
 def test_bad_options_are_refused(change, message):
     with pytest.raises(ConfigError, match=message):

@@ -213,7 +213,7 @@ def test_split_json_round_trip(tmp_path, hostile_dataset):
     (10, 100, r"test_percent must be a number from 0 up to \(not including\) 100. Received: test_percent=100"),
     ("10", 10, r"Received: val_percent='10'"),
     (True, 10, r"Received: val_percent=True"),
-    (60, 40, r"must be under 100 to leave images to train on. Received: val_percent=60, "
+    (60, 40, r"must add up to under 100, to leave images to train on. Received: val_percent=60, "
              r"test_percent=40"),
 ])
 def test_percentages_are_validated(image_tree, val, test, message):
