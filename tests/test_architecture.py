@@ -144,17 +144,11 @@ def _cycles(graph):
     return found
 
 
-# Cycles owned by work in progress elsewhere (issue 24's tape: tensor.py imports ops.py for
-# Python's operators, ops.py imports tape.py, tape.py imports tensor.py). Remove the entry
-# when the cycle goes; a new cycle anywhere fails.
-KNOWN_CYCLES = {frozenset({"retrain.engine.ops", "retrain.engine.tape", "retrain.engine.tensor"})}
-
-
 def test_no_import_cycles():
     """Modules form layers: each concept imports only what it builds on. A cycle means two
     modules are one concept split in two, or one reaching back into its user (saving into
     the model, the layer base into its initializers)."""
-    cycles = [sorted(c) for c in _cycles(_import_graph()) if c not in KNOWN_CYCLES]
+    cycles = [sorted(c) for c in _cycles(_import_graph())]
     assert cycles == [], f"import cycles: {cycles}"
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import activations
 from .errors import ConfigError, ShapeError
-from . import tape   # tape.py imports tensor.py, which imports this module: no names from it
+from . import tape
 from .tensor import Tensor, Variable, constant
 
 __all__ = ["add", "subtract", "multiply", "divide", "negative", "power", "square", "sqrt",
@@ -185,3 +185,18 @@ def softmax(x, axis=-1):
     y = tape.record([x], activations.softmax(x.value, axis),
                     lambda g: [y * (g - reduce_sum(g * y, axis=axis, keepdims=True))])
     return y
+
+
+def _reflected(op):
+    return lambda self, other: op(other, self)
+
+
+# Python's operators on Tensors (and Variables) are the ops above: set here, beside them, so
+# that tensor.py imports nothing it is built on. retrain.engine imports this module, so any
+# Tensor has them.
+for _name, _op in {"add": add, "sub": subtract, "mul": multiply, "truediv": divide,
+                   "matmul": matmul}.items():
+    setattr(Tensor, f"__{_name}__", _op)
+    setattr(Tensor, f"__r{_name}__", _reflected(_op))
+Tensor.__pow__ = power
+Tensor.__neg__ = negative

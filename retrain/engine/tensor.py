@@ -3,7 +3,9 @@
 A Tensor wraps a numpy array that no one changes. A Variable is a Tensor whose value is
 assigned: the engine's weights are Variables (a Dense kernel is one, with the `.grad` its
 layer's backward adds into), and so are the `W` and `b` of a hand-written model. Python's
-operators on either are the differentiable ops of ops.py.
+operators on either are the differentiable ops of ops.py, which sets them on Tensor (as
+tinygrad does), so that this module needs nothing above it: no tensor -> ops -> tape ->
+tensor import cycle.
 """
 import numpy as np
 
@@ -51,42 +53,6 @@ class Tensor:
         return (f"<retrain.{type(self).__name__} shape={self.shape} dtype={self.dtype} "
                 f"numpy={np.array2string(np.asarray(self.value), threshold=20)}>")
 
-    def __add__(self, other):
-        return ops.add(self, other)
-
-    def __radd__(self, other):
-        return ops.add(other, self)
-
-    def __sub__(self, other):
-        return ops.subtract(self, other)
-
-    def __rsub__(self, other):
-        return ops.subtract(other, self)
-
-    def __mul__(self, other):
-        return ops.multiply(self, other)
-
-    def __rmul__(self, other):
-        return ops.multiply(other, self)
-
-    def __truediv__(self, other):
-        return ops.divide(self, other)
-
-    def __rtruediv__(self, other):
-        return ops.divide(other, self)
-
-    def __matmul__(self, other):
-        return ops.matmul(self, other)
-
-    def __rmatmul__(self, other):
-        return ops.matmul(other, self)
-
-    def __pow__(self, exponent):
-        return ops.power(self, exponent)
-
-    def __neg__(self):
-        return ops.negative(self)
-
 
 class Variable(Tensor):
     """A named float32 value that can be assigned: a layer's weight or a variable of one's
@@ -127,5 +93,3 @@ def constant(value, dtype=None):
         dtype = np.float32
     return Tensor(np.array(value, dtype=dtype))
 
-
-from . import ops  # noqa: E402  (ops builds on Tensor; the operators above call it)
