@@ -20,10 +20,12 @@ loaded, with the run's metrics. (It is not called `fit`: `retrain.fit` is the mo
 trains the head, and a function of that name would hide it.)"""
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
 
+from .engine import Model
 from .classify import iter_image_files, model_labels, model_probabilities, predict_probabilities
 from .errors import ConfigError
 from .fit import HeadOptions
@@ -35,21 +37,32 @@ from .preprocess import preprocess_batch
 
 __all__ = ["ImageClassifier", "Prediction", "load", "train"]
 
+# What predict takes: a file's path or a folder's, a PIL image, an (H, W, 3) or (N, H, W, 3)
+# uint8 array, or a list of these.
+Images = Union[str, Path, Image.Image, np.ndarray, Sequence[Union[str, Path, Image.Image,
+                                                                   np.ndarray]]]
 
 @dataclass(frozen=True, repr=False)
 class Prediction:
     """What the model says about one image: the most probable `label` and its
     `probability`, every class's `probabilities` (float64, in the order of `labels`), and
     the `path` for a file. A file that could not be classified has `error` (why) and no
-    label."""
-    label: object
-    probability: object
-    probabilities: object
-    labels: tuple
-    path: object = None
-    error: object = None
+    label.
 
-    def top(self, k=3):
+    >>> p = Prediction("cat", 0.75, np.array([0.75, 0.25]), ("cat", "dog"))
+    >>> p
+    Prediction(label='cat', probability=0.7500)
+    >>> p.top(2)
+    [('cat', 0.75), ('dog', 0.25)]
+    """
+    label: Optional[str]
+    probability: Optional[float]
+    probabilities: Optional[np.ndarray]
+    labels: Tuple[str, ...]
+    path: Optional[str] = None
+    error: Optional[str] = None
+
+    def top(self, k: int = 3) -> List[Tuple[str, float]]:
         """The k most probable (label, probability) pairs, most probable first (ties: the
         label listed first), as `retrain classify --top-k k` lists them."""
         if self.error:
@@ -68,7 +81,7 @@ class ImageClassifier:
     """A model file from `retrain fit` (or a pretrained backbone with its ImageNet labels),
     ready to predict. `model` is the engine's Model; `labels` its classes in output order."""
 
-    def __init__(self, model):
+    def __init__(self, model: Model) -> None:
         self.model = model
         self.labels = tuple(model_labels(model))
         self.recipe = model.metadata["preprocessing"]
@@ -77,7 +90,8 @@ class ImageClassifier:
         return f"ImageClassifier({len(self.labels)} classes: {', '.join(self.labels[:5])}" + (
             ", ...)" if len(self.labels) > 5 else ")")
 
-    def predict(self, images, batch_size=default("batch_size"), workers=default("workers")):
+    def predict(self, images: Images, batch_size: int = default("batch_size"),
+                workers: int = default("workers")) -> Union[Prediction, List[Prediction]]:
         """A Prediction for one image (a file's path, a PIL image, an (H, W, 3) array), or
         a list of them for a folder, an (N, H, W, 3) array or a list of images."""
         OPTIONS["batch_size"].check(batch_size)
@@ -118,13 +132,13 @@ class ImageClassifier:
         return Prediction(self.labels[best], float(row[best]), row, self.labels, path)
 
 
-def load(path):
+def load(path: Union[str, Path]) -> ImageClassifier:
     """The model file at `path` as an ImageClassifier (checked as `retrain classify` checks
     it: a damaged or hostile file raises ModelFileError)."""
     return ImageClassifier(load_model_file(path))
 
 
-def train(data, out, **options):
+def train(data: Union[str, Path], out: Union[str, Path], **options: object) -> ImageClassifier:
     """Train on the class folders in `data`, writing the run to folder `out` (as `retrain
     fit`), and return the model, loaded, with `.metrics` (metrics.json's content),
     `.run_dir` and `.warnings`. Keyword arguments: RunOptions' fields (backbone,

@@ -24,8 +24,13 @@ def _rel(path):
 
 
 def _imports(path):
-    """(absolute module name, imported names) for every import in the file."""
+    """(absolute module name, imported names) for every import in the file, except those
+    under `if TYPE_CHECKING:`, which annotations name and the program never runs."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING",
+                                                                   "typing.TYPE_CHECKING"):
+            node.body = []
     package = _rel(path)[:-3].replace("/", ".").rsplit(".", 1)[0]
     if path.name == "__init__.py":
         package = _rel(path.parent).replace("/", ".")

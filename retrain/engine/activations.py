@@ -78,7 +78,7 @@ def tanh_backward(dy, x, y):
     return dy * (1 - y * y)
 
 
-def softmax(x, axis=-1):
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """exp(x) / sum(exp(x)) after subtracting the max: logits of 125 would overflow float32.
     The one softmax: layers, the inference plan and `retrain classify` all use it."""
     e = np.exp(x - x.max(axis=axis, keepdims=True))

@@ -13,14 +13,18 @@ import stat
 import time
 import uuid
 from pathlib import Path
+from typing import IO, ContextManager, Union
 
 from .errors import ConfigError
+
+PathLike = Union[str, os.PathLike]      # what every path argument of the engine takes
 
 __all__ = ["atomic_write", "check_replaceable", "fsync_directory", "remove_stale_temps"]
 
 
 @contextlib.contextmanager
-def atomic_write(path, mode="w", encoding="utf-8"):
+def atomic_write(path: PathLike, mode: str = "w",
+                 encoding: str = "utf-8") -> ContextManager[IO]:
     """Open a temporary file beside `path` for writing ("w" text or "wb" bytes); on success
     it replaces `path`. Permissions follow the umask, as for a plain `open(path, "w")`."""
     if mode not in ("w", "wb"):
@@ -42,7 +46,7 @@ def atomic_write(path, mode="w", encoding="utf-8"):
     fsync_directory(path.parent)
 
 
-def check_replaceable(path):
+def check_replaceable(path: PathLike) -> None:
     """Refuse a target that is there and is not a regular file: the rename would replace a
     device node (/dev/null itself, as root), a FIFO or a socket with a regular file."""
     try:
@@ -62,7 +66,7 @@ def check_replaceable(path):
                           hint="Give the path of a new file, or of a regular file to replace.")
 
 
-def fsync_directory(directory):
+def fsync_directory(directory: PathLike) -> None:
     """Make a rename in `directory` durable (POSIX; Windows cannot open a folder)."""
     if os.name != "posix":
         return
@@ -73,7 +77,7 @@ def fsync_directory(directory):
         os.close(fd)
 
 
-def remove_stale_temps(directory, older_than=0.0):
+def remove_stale_temps(directory: PathLike, older_than: float = 0.0) -> None:
     """Remove temporary files atomic_write left in `directory` (a killed process's), those
     last modified more than `older_than` seconds ago: pass 0 only where no other process
     can be writing (a locked run folder)."""

@@ -4,14 +4,18 @@ and weights) wired as they are, onto a fresh input or onto a tensor of another g
 A layer sits in one graph only, so the copies are independent: training them leaves the
 original untouched. Fine-tuning trains a copy of a backbone's top blocks, and an export
 wires a copy of the trained head onto the backbone's output."""
+from typing import Optional, Sequence
+
 from .errors import ConfigError
+from .layer import KerasTensor
 from .layers.core import Input, InputLayer
 from .model import Model
 
 __all__ = ["clone_model"]
 
 
-def clone_model(model, input_tensors=None, start=None, name=None):
+def clone_model(model: Model, input_tensors: Optional[Sequence[KerasTensor]] = None,
+                start: Optional[KerasTensor] = None, name: Optional[str] = None) -> Model:
     """A new Model computing what `model` computes from its tensor `start` (default: its
     input) to its outputs, from copies of the layers in between.
 

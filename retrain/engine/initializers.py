@@ -1,4 +1,6 @@
 """Weight initializers with Keras names, drawing from one engine-wide seeded generator."""
+from typing import Optional
+
 import numpy as np
 
 from .errors import ConfigError
@@ -7,7 +9,7 @@ from .naming import to_snake_case
 _rng = np.random.default_rng()
 
 
-def set_random_seed(seed):
+def set_random_seed(seed: Optional[int]) -> None:
     """Seed every random choice the engine makes (initializers, dropout, shuffling)."""
     global _rng
     _rng = np.random.default_rng(seed)

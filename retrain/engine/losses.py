@@ -84,12 +84,15 @@ def _dense_target(y_true, y_pred):
     return target
 
 
-def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0):
+def categorical_crossentropy(y_true: np.ndarray, y_pred: np.ndarray, from_logits: bool = False,
+                             label_smoothing: float = 0.0) -> np.ndarray:
     """Per-sample crossentropy (N,) between one-hot/soft labels (N, C) and predictions (N, C)."""
     return _per_sample(_dense_target, y_true, y_pred, from_logits, label_smoothing)
 
 
-def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0):
+def sparse_categorical_crossentropy(y_true: np.ndarray, y_pred: np.ndarray,
+                                    from_logits: bool = False,
+                                    label_smoothing: float = 0.0) -> np.ndarray:
     """Per-sample crossentropy (N,) between integer labels (N,) and predictions (N, C).
 
     `label_smoothing` is an extension (Keras's sparse loss has none); it smooths the one-hot

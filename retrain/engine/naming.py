@@ -20,6 +20,6 @@ def unique_name(base):
     return base if count == 0 else f"{base}_{count}"
 
 
-def clear_session():
+def clear_session() -> None:
     """Reset the auto-name counters (Keras's `clear_session`)."""
     _name_counts.clear()

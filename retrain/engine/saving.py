@@ -13,20 +13,26 @@ Nothing read from a file is executed: layers are rebuilt through the LAYERS regi
 A file is untrusted input (h5reading.py): nothing outside it is read, and the config may not
 ask for more weights, or larger layer outputs, than the file and _MAX_OUTPUT_VALUES allow.
 """
+from __future__ import annotations
+
 import io
 import json
 import os
 import zipfile
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 
-from .atomic import atomic_write
+from .atomic import PathLike, atomic_write
 from .errors import ConfigError, EngineError, ModelFileError, UnsupportedLayerError, WeightsError
 from .h5reading import check_file, dataset, member, read_array
 from .layer import weight_budget
 from .naming import to_snake_case
 from .serialization import model_from_config, model_to_config
+
+if TYPE_CHECKING:             # for annotations only: model.py imports this module
+    from .model import Model
 
 __all__ = ["load_weights", "save_weights", "save_model", "load_model", "read_metadata",
            "model_to_config", "model_from_config"]
@@ -82,7 +88,7 @@ def save_model(model, path, metadata=None):
     _atomic_write(path, write)
 
 
-def load_model(path):
+def load_model(path: PathLike) -> Model:
     """Rebuild a model from a full-model `.h5` (ours, tf_keras or Keras 3) and load its weights.
 
     `model.metadata` is the dict saved with `save_model`, or {} for a plain Keras file."""
@@ -120,7 +126,7 @@ def _check_output_sizes(model, path):
                                      f"whose layers output at most {_MAX_OUTPUT_VALUES:,}.")
 
 
-def read_metadata(path):
+def read_metadata(path: PathLike) -> dict:
     """The metadata dict saved with `save_model` ({} for a plain Keras file), without
     building the model."""
     text = _read(path, lambda f, _: f.attrs.get("retrain_metadata"))

@@ -6,10 +6,17 @@ reads that, and Keras 3's variant (`batch_shape`, DTypePolicy dicts, `inbound_no
 `args` with `keras_history`). Classes come only from the `LAYERS` registry: nothing named in a
 file is imported, evaluated or looked up as an attribute.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from .errors import ConfigError, EngineError, UnsupportedLayerError
 from .layer import MODELS
 from .layers import LAYERS
 from .layers.core import InputLayer
+
+if TYPE_CHECKING:             # for annotations only: model.py imports this module
+    from .model import Model
 
 __all__ = ["model_to_config", "model_from_config", "layer_from_config"]
 
@@ -69,7 +76,7 @@ def layer_from_config(entry):
                           f"{error}.") from None
 
 
-def model_to_config(model):
+def model_to_config(model: Model) -> dict:
     """The model as tf_keras's `model.get_config()` JSON structure."""
     nested = [layer.name for layer in model.layers if isinstance(layer, MODELS["Functional"])]
     if nested:
@@ -105,7 +112,7 @@ def _sequential_config(model):
     return {"name": model.name, "layers": layers}
 
 
-def model_from_config(config):
+def model_from_config(config: dict) -> Model:
     """A Sequential or functional Model from a Keras model config (tf_keras or Keras 3)."""
     try:
         return _model_from_config(config)

@@ -7,6 +7,8 @@ operators on either are the differentiable ops of ops.py, which sets them on Ten
 tinygrad does), so that this module needs nothing above it: no tensor -> ops -> tape ->
 tensor import cycle.
 """
+from typing import Optional
+
 import numpy as np
 
 from .errors import ShapeError
@@ -83,7 +85,7 @@ class Variable(Tensor):
         return f"<Variable {self.name} shape={self.shape} trainable={self.trainable}>"
 
 
-def constant(value, dtype=None):
+def constant(value: object, dtype: Optional[np.dtype] = None) -> Tensor:
     """A Tensor of `value`. Python numbers and lists become float32 (TensorFlow keeps ints
     as int32; here every value is one that can be differentiated); numpy arrays keep their
     dtype unless `dtype` is given."""

@@ -4,12 +4,13 @@ One training step: zero the grads, forward with training=True, loss value and dL
 together, backward, then the optimizer updates the trainable weights only.
 """
 import math
+from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 from tqdm import tqdm
 
 from . import inference, initializers, losses, optimizers
-from .callbacks import History
+from .callbacks import Callback, History
 from .errors import ConfigError, ShapeError
 
 # Metric name -> label encoding it assumes (None: decided from the labels' shape, as Keras does).
@@ -17,6 +18,7 @@ _ACCURACY_METRICS = {"accuracy": None, "acc": None,
                      "sparse_categorical_accuracy": "sparse",
                      "categorical_accuracy": "categorical"}
 
+Data = Union[np.ndarray, Sequence[np.ndarray]]     # one input array, or one per model input
 
 class Trainer:
     """Training loop methods mixed into Model. `fit`, `evaluate` and `train_on_batch` need
@@ -29,7 +31,9 @@ class Trainer:
         self.stop_training = False
         self.history = None
 
-    def compile(self, optimizer="adam", loss=None, metrics=("accuracy",)):
+    def compile(self, optimizer: Union[str, optimizers.Optimizer] = "adam",
+                loss: Union[str, losses.Loss, None] = None,
+                metrics: Sequence[str] = ("accuracy",)) -> None:
         """Choose the optimizer ('adam', 'sgd', 'adamw' or an instance), the loss
         ('sparse_categorical_crossentropy', 'categorical_crossentropy' or a Loss instance)
         and the metrics ('accuracy' and its Keras aliases)."""
@@ -61,7 +65,9 @@ class Trainer:
         self.optimizer.apply(self.trainable_weights)
         return loss, y_pred
 
-    def train_on_batch(self, x, y, sample_weight=None, class_weight=None, return_dict=False):
+    def train_on_batch(self, x: Data, y: np.ndarray, sample_weight: Optional[np.ndarray] = None,
+                       class_weight: Optional[Mapping[int, float]] = None,
+                       return_dict: bool = False) -> Union[float, list, dict]:
         """One optimizer step on (x, y). Returns the loss (and metrics) computed before the step."""
         self._check_compiled("train_on_batch")
         x, y = _check_data(x, y)
@@ -70,9 +76,13 @@ class Trainer:
         return _format_logs(tracker.result(), return_dict)
 
     # -- fit --------------------------------------------------------------------------------
-    def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose="auto", callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
-            sample_weight=None, initial_epoch=0, seed=None):
+    def fit(self, x: Optional[Data] = None, y: Optional[np.ndarray] = None, batch_size: int = 32,
+            epochs: int = 1, verbose: Union[str, int] = "auto",
+            callbacks: Optional[Sequence[Callback]] = None, validation_split: float = 0.0,
+            validation_data: Optional[tuple] = None, shuffle: bool = True,
+            class_weight: Optional[Mapping[int, float]] = None,
+            sample_weight: Optional[np.ndarray] = None, initial_epoch: int = 0,
+            seed: Optional[int] = None) -> History:
         """Train for `epochs` passes over (x, y) and return the History.
 
         validation_split takes the *last* fraction of the samples, before shuffling (as
@@ -134,8 +144,10 @@ class Trainer:
         return tracker.result()
 
     # -- evaluate and predict -----------------------------------------------------------------
-    def evaluate(self, x=None, y=None, batch_size=32, verbose="auto", sample_weight=None,
-                 return_dict=False):
+    def evaluate(self, x: Optional[Data] = None, y: Optional[np.ndarray] = None,
+                 batch_size: int = 32, verbose: Union[str, int] = "auto",
+                 sample_weight: Optional[np.ndarray] = None,
+                 return_dict: bool = False) -> Union[float, list, dict]:
         """Loss and metrics over (x, y) in inference mode: [loss, accuracy], or the loss
         alone without metrics, or a dict with return_dict=True."""
         self._check_compiled("evaluate")
@@ -158,7 +170,8 @@ class Trainer:
                 bar.update()
         return tracker.result()
 
-    def predict(self, x, batch_size=None, verbose=0):
+    def predict(self, x: Data, batch_size: Optional[int] = None,
+                verbose: Union[str, int] = 0) -> Union[np.ndarray, list]:
         """Outputs for x in inference mode, computed `batch_size` samples at a time (None:
         inference.DEFAULT_BATCH_SIZE) by the model's fast inference plan (inference.py)."""
         x = _as_inputs(x)

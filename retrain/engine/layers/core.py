@@ -1,5 +1,7 @@
 """Core layers: InputLayer (and the Input function), Dense, Flatten, Dropout, Activation,
 ReLU and Softmax; and the argument checks every layer module shares."""
+from typing import Optional, Sequence
+
 import numpy as np
 
 from .. import activations, initializers
@@ -104,7 +106,8 @@ class InputLayer(Layer):
                 "batch_input_shape": list(self._batch_input_shape)}
 
 
-def Input(shape, batch_size=None, name=None):
+def Input(shape: Sequence[Optional[int]], batch_size: Optional[int] = None,
+          name: Optional[str] = None) -> KerasTensor:
     """A symbolic input tensor, as `keras.Input`: `x = Input((224, 224, 3))`."""
     return InputLayer(shape=tuple(shape), batch_size=batch_size, name=name).outbound
 
