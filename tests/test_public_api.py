@@ -14,9 +14,8 @@ import retrain.engine
 import retrain.options
 from retrain.engine import Trainer
 
-# Model, Sequential and Layer are being reshaped (a Model is a Layer, issue 20 item 3):
-# their methods join this list once that lands.
-CLASSES = (retrain.api.ImageClassifier, retrain.api.Prediction, Trainer)
+CLASSES = (retrain.api.ImageClassifier, retrain.api.Prediction, Trainer, retrain.engine.Layer,
+           retrain.engine.Model, retrain.engine.Sequential)
 MODULES = (retrain, retrain.engine, retrain.api, retrain.options)
 
 

@@ -2,6 +2,7 @@
 registries model files are read through (LAYERS, MODELS). No math."""
 import contextlib
 import contextvars
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
@@ -11,6 +12,7 @@ from .naming import to_snake_case, unique_name
 from .tape import record_call, should_record
 from .tensor import Variable
 
+Shape = tuple           # (None, H, W, C): a layer's shapes, None for the batch
 # Every layer class a model file may name: Keras class_name -> class (see `register`).
 LAYERS = {}
 # The model classes a model file may name, by Keras class_name ("Functional", "Sequential"):
@@ -74,8 +76,10 @@ class Layer:
     # weight name -> (PyTorch parameter name, axes permutation to Keras's layout, or None)
     torch_weights = {}
 
-    def __init__(self, name=None, trainable=True, dtype="float32", input_shape=None,
-                 batch_input_shape=None, batch_shape=None, **kwargs):
+    def __init__(self, name: Optional[str] = None, trainable: bool = True,
+                 dtype: str = "float32", input_shape: Optional[Shape] = None,
+                 batch_input_shape: Optional[Shape] = None, batch_shape: Optional[Shape] = None,
+                 **kwargs: object) -> None:
         if kwargs:
             raise ConfigError(f"{type(self).__name__} got unexpected argument(s): "
                               f"{', '.join(sorted(kwargs))}.")
@@ -96,7 +100,8 @@ class Layer:
         self.output_shape = None
 
     # -- weights -------------------------------------------------------------------------
-    def add_weight(self, name, shape, initializer="zeros", trainable=True):
+    def add_weight(self, name: str, shape: Shape, initializer: str = "zeros",
+                   trainable: bool = True) -> Variable:
         """Create a weight. Only `build` calls this; the order of calls is the file order."""
         shape = tuple(int(s) for s in shape)
         left = _budget.get()
@@ -133,10 +138,12 @@ class Layer:
         """All weights in Keras's order: trainable ones first, each group in creation order."""
         return self._trainable_weights + self._non_trainable_weights
 
-    def get_weights(self):
+    def get_weights(self) -> List[np.ndarray]:
+        """The weights' values: trainable ones first, in creation order (Keras's)."""
         return [w.value.copy() for w in self.weights]
 
-    def set_weights(self, values):
+    def set_weights(self, values: Sequence[np.ndarray]) -> None:
+        """Set the weights, in get_weights' order; ShapeError names a wrong shape."""
         weights = self.weights
         if len(values) != len(weights):
             raise ShapeError(f"Layer {self.name!r} has {len(weights)} weights "
@@ -147,18 +154,21 @@ class Layer:
                                  f"Received: shape={np.shape(v)}.")
             w.assign(v)
 
-    def count_params(self):
+    def count_params(self) -> int:
+        """How many numbers the weights hold."""
         return int(sum(w.value.size for w in self.weights))
 
-    def zero_grads(self):
+    def zero_grads(self) -> None:
+        """Reset each weight's `.grad` before a backward pass adds into it."""
         for w in self.weights:
             w.grad[...] = 0.0
 
     # -- building and calling ------------------------------------------------------------
-    def build(self, input_shape):
+    def build(self, input_shape: Shape) -> None:
         """Create weights for `input_shape` (batch axis included, possibly None)."""
 
-    def maybe_build(self, input_shape):
+    def maybe_build(self, input_shape: Shape) -> None:
+        """Build on the first call only (Keras's build-on-first-call)."""
         if not self.built:
             self.build(input_shape)
             self.built = True
@@ -207,37 +217,41 @@ class Layer:
         self.outbound = KerasTensor(self.output_shape, self)
         return self.outbound
 
-    def forward(self, x, training=False):
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """The output for input `x` (a batch); keeps in one cache what backward needs."""
         raise NotImplementedError
 
-    def backward(self, dy):
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dx for the output gradient `dy`; adds (+=) into each trainable weight's grad."""
         raise NotImplementedError
 
     # -- lowerings: the same math for the inference plan and for ONNX --------------------
-    def to_inference(self, srcs, new_vid):
+    def to_inference(self, srcs: List[int], new_vid: Callable[[], int]) -> Optional[list]:
         """The inference plan's steps (engine/inference_steps.py) computing this layer from
         the value ids `srcs`, each new value numbered by `new_vid()`; [] for the identity.
         None: no lowering, the plan runs `forward` (and warns that it is slower)."""
         return None
 
-    def inference_epilogue(self):
+    def inference_epilogue(self) -> Optional[dict]:
         """What a fused step (a convolution, a sum) whose output only this layer reads may
         take over: {"affine": (factor, shift)}, epilogue stages ({} for the identity), or
         {"residual": True} for a sum. None: nothing, the layer stays a step of its own."""
         return None
 
-    def to_onnx(self, graph, xs, shapes):
+    def to_onnx(self, graph: object, xs: List[str], shapes: List[Shape]) -> Optional[str]:
         """ONNX nodes computing this layer, added through `graph` (the exporter's builder:
         node, constant, activation, pads, channels_last, channels_first) from the values
         named `xs` (4-D ones NCHW) of Keras shapes `shapes`; returns the output's name.
         None: the layer has no ONNX form."""
         return None
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        """The output shape for `input_shape` (the batch dimension None)."""
         return input_shape
 
     # -- config --------------------------------------------------------------------------
-    def get_config(self):
+    def get_config(self) -> dict:
+        """The constructor's arguments: `type(layer)(**layer.get_config())` rebuilds it."""
         config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
         if self._batch_input_shape is not None:
             config["batch_input_shape"] = list(self._batch_input_shape)

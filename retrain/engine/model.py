@@ -8,15 +8,21 @@ A Model is itself a Layer, as in Keras 3: called on a tensor of another graph it
 node of it (a backbone plus a head is one model), and `model(x, training=False)` there pins
 it to inference mode whatever mode the outer model runs in.
 """
+from typing import Callable, List, Optional, Sequence, Union
+
 import numpy as np
 
+from .atomic import PathLike
 from .errors import ConfigError, ShapeError
 from .inference_steps import compile_graph
-from .layer import KerasTensor, Layer, register_model
+from .layer import KerasTensor, Layer, Shape, register_model
 from .naming import unique_name
 from .layers.core import Input, InputLayer
 from .tape import record_call, should_record
 from .training import Trainer
+
+Arrays = Union[np.ndarray, List[np.ndarray]]      # one array, or one per input or output
+Tensors = Union[KerasTensor, Sequence[KerasTensor]]
 
 
 def _topological_order(outputs):
@@ -53,7 +59,8 @@ def _topological_order(outputs):
 class Model(Trainer, Layer):
     """A functional model: `Model(inputs, outputs)`, inputs being `Input(...)` tensors."""
 
-    def __init__(self, inputs, outputs, name=None, trainable=True):
+    def __init__(self, inputs: Tensors, outputs: Tensors, name: Optional[str] = None,
+                 trainable: bool = True) -> None:
         Layer.__init__(self, name=name or unique_name("functional"))
         self._init_training()
         self._wire(inputs, outputs)
@@ -88,7 +95,8 @@ class Model(Trainer, Layer):
     def layers(self):
         return list(self._graph)
 
-    def get_layer(self, name):
+    def get_layer(self, name: str) -> Layer:
+        """The layer called `name`."""
         for layer in self._graph:
             if layer.name == name:
                 return layer
@@ -116,10 +124,12 @@ class Model(Trainer, Layer):
     def non_trainable_weights(self):
         return [w for l in self.layers for w in l.non_trainable_weights]
 
-    def get_weights(self):
+    def get_weights(self) -> List[np.ndarray]:
+        """Every weight's value, layer by layer (Keras's order)."""
         return [w.value.copy() for w in self.weights]
 
-    def set_weights(self, values):
+    def set_weights(self, values: Sequence[np.ndarray]) -> None:
+        """Set every weight, in get_weights' order."""
         weights = self.weights
         if len(values) != len(weights):
             raise ShapeError(f"Model {self.name!r} has {len(weights)} weights. "
@@ -127,15 +137,18 @@ class Model(Trainer, Layer):
         for w, v in zip(weights, values):
             w.assign(v)
 
-    def count_params(self):
+    def count_params(self) -> int:
+        """How many numbers the weights hold."""
         return sum(l.count_params() for l in self.layers)
 
-    def zero_grads(self):
+    def zero_grads(self) -> None:
+        """Reset every weight's `.grad` before a backward pass adds into it."""
         for layer in self._graph:
             layer.zero_grads()
 
     # -- forward and backward ------------------------------------------------------------
-    def forward(self, x, training=False):
+    def forward(self, x: Arrays, training: bool = False) -> Arrays:
+        """The outputs for inputs `x` (one array, or one per input), in topological order."""
         xs = list(x) if self._multi_input else [x]
         if len(xs) != len(self.inputs):
             raise ShapeError(f"Model {self.name!r} expects {len(self.inputs)} input(s). "
@@ -162,7 +175,7 @@ class Model(Trainer, Layer):
                 needed[id(t.layer)] for t in layer.inbound)
         return needed
 
-    def backward(self, dy, input_grad=False):
+    def backward(self, dy: Arrays, input_grad: bool = False) -> Optional[Arrays]:
         """Propagate dLoss/dOutput back, adding into each trainable weight's `.grad`.
 
         Returns dLoss/dInput (a list for several inputs) when `input_grad`, else None."""
@@ -204,7 +217,7 @@ class Model(Trainer, Layer):
         return [leaf for l in self.layers for leaf in getattr(l, "_leaf_layers", lambda: [l])()]
 
     # -- as a layer of another model -----------------------------------------------------
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
         """Its output's shape, for inputs of `input_shape` (those of its Input(s))."""
         if self._multi_output:
             raise ConfigError(f"Model {self.name!r} has {len(self.outputs)} outputs; a model "
@@ -218,25 +231,29 @@ class Model(Trainer, Layer):
                              f"Received: {input_shape}.")
         return self.outputs[0].shape
 
-    def to_inference(self, srcs, new_vid):
+    def to_inference(self, srcs: List[int], new_vid: Callable[[], int]) -> Optional[list]:
         """Its graph's steps, run on the values `srcs` (the inference plan inlines it)."""
         steps, _, outputs = compile_graph(self, srcs, new_vid)
         return steps if outputs[0] == (steps[-1].output if steps else srcs[0]) else None
 
     # -- reporting and files (implemented in summary.py and saving.py) -------------------
-    def summary(self, print_fn=print):
+    def summary(self, print_fn: Callable[[str], None] = print) -> None:
+        """Keras's summary table, line by line to `print_fn`."""
         from .summary import summary_table
         print_fn(summary_table(self))
 
-    def save(self, path, metadata=None):
+    def save(self, path: PathLike, metadata: Optional[dict] = None) -> None:
+        """The model, its weights and `metadata` as one .h5 file, written atomically."""
         from .saving import save_model
         save_model(self, path, metadata=metadata)
 
-    def load_weights(self, path):
+    def load_weights(self, path: PathLike) -> None:
+        """Weights from an .h5 file (ours or Keras's), matched by layer name."""
         from .saving import load_weights
         load_weights(self, path)
 
-    def save_weights(self, path):
+    def save_weights(self, path: PathLike) -> None:
+        """The weights alone as an .h5 file Keras reads, written atomically."""
         from .saving import save_weights
         save_weights(self, path)
 
@@ -246,7 +263,8 @@ class Sequential(Model):
     """Layers applied one after the other. The first may be `Input(shape)`, an `InputLayer`,
     or a layer given `input_shape=`; otherwise the graph is wired at the first forward call."""
 
-    def __init__(self, layers=None, name=None, trainable=True):
+    def __init__(self, layers: Optional[Sequence[Layer]] = None, name: Optional[str] = None,
+                 trainable: bool = True) -> None:
         Layer.__init__(self, name=name or unique_name("sequential"))
         self._init_training()
         self._input = None
@@ -260,7 +278,9 @@ class Sequential(Model):
         if not trainable:
             self.trainable = False
 
-    def add(self, layer, wire=True):
+    def add(self, layer: Layer, wire: bool = True) -> None:
+        """Append `layer` (Keras's Sequential.add); `wire`: rewire the graph through it now,
+        where the input is known."""
         if isinstance(layer, KerasTensor):
             layer = layer.layer
         if isinstance(layer, InputLayer):
@@ -282,7 +302,7 @@ class Sequential(Model):
             x = layer.outbound if layer.inbound else layer(x)
         self._wire(self._input, x)
 
-    def build(self, input_shape):
+    def build(self, input_shape: Shape) -> None:
         """Wire the graph for inputs of `input_shape` (batch axis included)."""
         if self._input is None:
             self._input = Input(tuple(input_shape)[1:])
@@ -292,7 +312,8 @@ class Sequential(Model):
     def layers(self):
         return list(self._layers)
 
-    def forward(self, x, training=False):
+    def forward(self, x: Arrays, training: bool = False) -> Arrays:
+        """The output for `x`, built from its shape on the first call."""
         if self._input is None:
             self.build(np.shape(x))
         return super().forward(x, training=training)
