@@ -22,6 +22,7 @@ from ..classify import model_labels, model_probabilities, top_or_error
 from ..confidence import mark_unknown
 from ..errors import ImageError, RequestRefused
 from ..images import decode_image_file
+from ..options import default
 from ..preprocess import crop_and_resize, crop_and_resize_view, draft_side, normalize
 from ..tta import model_tta
 
@@ -30,11 +31,11 @@ __all__ = ["BatchOptions", "Batcher"]
 
 @dataclass(frozen=True)
 class BatchOptions:
-    max_batch: int = 32         # images per forward pass
-    max_wait_ms: float = 5.0    # after the first image of a batch, how long to wait for more
-    max_queue: int = 256        # images admitted at once; more get 503 + Retry-After
-    workers: int = 2            # threads decoding and resizing uploads
-    min_confidence: float = None    # below it the answer is "unknown" (confidence.py)
+    max_batch: int = default("max_batch")           # images per forward pass
+    max_wait_ms: float = default("max_wait_ms")     # after a batch's first image, the wait
+    max_queue: int = default("max_queue")   # images admitted at once; more get 503 + Retry-After
+    workers: int = default("workers")       # threads decoding and resizing uploads
+    min_confidence: float = default("min_confidence")   # below: "unknown" (confidence.py)
     tta: int = None             # test-time views (tta.py); None: the model's record
 
 

@@ -10,6 +10,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from ..errors import RequestRefused
+from ..options import default
 
 __all__ = ["UploadLimits", "Upload", "read_uploads"]
 
@@ -21,9 +22,10 @@ _HOW = ("send images as multipart/form-data `files` (curl -F files=@photo.jpg), 
 
 @dataclass(frozen=True)
 class UploadLimits:
-    max_bytes: int = 20 * 1024 * 1024    # the request body, multipart framing included
-    max_files: int = 32                  # images in one request
-    read_timeout_s: float = 60.0         # for the whole body: a slow client frees its place
+    max_bytes: int = int(default("max_upload_mb") * 2**20)   # the body, multipart framing too
+    max_files: int = default("max_files")                    # images in one request
+    read_timeout_s: float = default("read_timeout_s")        # the whole body: a slow client
+                                                             # frees its place
 
 
 @dataclass

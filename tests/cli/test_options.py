@@ -56,6 +56,20 @@ def test_head_and_run_options_take_their_defaults_from_the_table(cls):
         assert item.default == OPTIONS[item.name].default, (cls.__name__, item.name)
 
 
+def test_the_servers_defaults_are_the_tables():
+    pytest.importorskip("starlette")
+    from retrain.serve.batcher import BatchOptions
+    from retrain.serve.uploads import UploadLimits
+
+    batch, limits = BatchOptions(), UploadLimits()
+    for name in ("max_batch", "max_wait_ms", "max_queue", "workers", "min_confidence"):
+        assert getattr(batch, name) == OPTIONS[name].default, name
+    assert batch.tta == VARIANTS["tta_override"].default
+    assert limits.max_bytes == OPTIONS["max_upload_mb"].default * 2**20
+    assert (limits.max_files, limits.read_timeout_s) == (OPTIONS["max_files"].default,
+                                                         OPTIONS["read_timeout_s"].default)
+
+
 def test_fit_takes_every_option_head_and_run_options_have_flags_for():
     fit = _subparsers()["fit"]
     dests = {a.dest for a in fit._actions}
