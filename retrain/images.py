@@ -50,7 +50,7 @@ def is_image_file(path):
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def decode_image(path, max_pixels=MAX_PIXELS, sha256=None, draft=None, grey=False):
+def decode_image(path, max_pixels=MAX_PIXELS, sha256=None, draft=None, pil=False):
     """Decode the file at `path` to an (H, W, 3) uint8 RGB array.
 
     The EXIF orientation is applied; animated files give their first frame; transparent
@@ -64,8 +64,10 @@ def decode_image(path, max_pixels=MAX_PIXELS, sha256=None, draft=None, grey=Fals
     (Pillow's draft: 1/2, 1/4 or 1/8) to the smallest size whose shorter side is still >= S,
     far less work than decoding every pixel of a photo much larger than the model's input
     (different pixels too: the preprocessing recipe records it, "jpeg_draft").
-    `grey`: an 8-bit grey image (mode L, no transparency) comes back as (H, W), its three
-    RGB channels being that one, so that its resize is a third of the work.
+    `pil`: an 8-bit RGB or grey image without transparency (most photos and scans) comes
+    back as the loaded PIL image itself, mode RGB or L (grey: each of the three channels),
+    so that cropping and resizing it need no copy through numpy (preprocess.py); any other
+    image as the array.
 
     Raises:
         ImageError: the file cannot be read, is empty, is not an image (or claims a
@@ -81,12 +83,12 @@ def decode_image(path, max_pixels=MAX_PIXELS, sha256=None, draft=None, grey=Fals
     if status.st_size == 0:
         raise ImageError("the file is empty (0 bytes)")
     if sha256 is None:
-        return _decode(path, max_pixels, draft, grey)
+        return _decode(path, max_pixels, draft, pil)
     try:
         source = _bytes_hashing_to(path, sha256)
     except OSError as exc:
         raise ImageError(_reason(exc)) from exc
-    return _decode(source, max_pixels, draft, grey)
+    return _decode(source, max_pixels, draft, pil)
 
 
 def decode_image_file(file, max_pixels=MAX_PIXELS, draft=None):
@@ -98,9 +100,9 @@ def decode_image_file(file, max_pixels=MAX_PIXELS, draft=None):
     return _decode(file, max_pixels, draft)
 
 
-def _decode(source, max_pixels, draft=None, grey=False):
-    """A path or a binary file object -> (H, W, 3) uint8 RGB (or (H, W) if `grey` and the
-    image is 8-bit grey), or ImageError."""
+def _decode(source, max_pixels, draft=None, pil=False):
+    """A path or a binary file object -> (H, W, 3) uint8 RGB (or, with `pil`, the PIL image
+    where it is 8-bit RGB or grey), or ImageError."""
     try:
         with _open_refusing_bombs(source) as image:
             _check_size(image, max_pixels)
@@ -117,8 +119,8 @@ def _decode(source, max_pixels, draft=None, grey=False):
         # ZeroDivisionError...). One bad file among thousands must become a reason, not
         # end the run; only the reading of an untrusted file sits inside this try.
         raise ImageError(_reason(exc)) from exc
-    if grey and oriented.mode == "L" and "transparency" not in oriented.info:
-        return np.array(oriented)
+    if pil and oriented.mode in ("RGB", "L") and "transparency" not in oriented.info:
+        return oriented
     return _to_rgb(oriented)
 
 

@@ -100,18 +100,26 @@ def draft_side(recipe):
 
 def crop_and_resize(image, recipe):
     """uint8 (H, W, 3) RGB -> uint8 (h, w, 3): centre crop then a PIL resize to input_size.
-    A grey (H, W) image is resized as one channel, then repeated: PIL resizes each channel
-    alike, so this is the RGB image's result bit for bit, at a third of the work.
+    `image` may also be a PIL image of mode RGB or L (images.decode_image(pil=True)): the
+    same pixels, cropped and resized without copies through numpy. A grey image (L, or
+    (H, W)) is resized as one channel, then repeated: PIL resizes each channel alike, so
+    this is the RGB image's result bit for bit, at a third of the work.
 
     The crop side is int(crop_fraction * min(H, W)) and an odd margin puts the extra pixel
     at the top/left ((H - c) + 1) // 2, as TF's EfficientNet eval crop does."""
-    height, width = image.shape[:2]
+    if isinstance(image, Image.Image):
+        width, height = image.size
+    else:
+        height, width = image.shape[:2]
     side = max(1, int(float(recipe["crop_fraction"]) * min(height, width)))
     top, left = ((height - side) + 1) // 2, ((width - side) + 1) // 2
-    crop = image[top:top + side, left:left + side]
+    if isinstance(image, Image.Image):
+        crop = image.crop((left, top, left + side, top + side))
+    else:
+        crop = Image.fromarray(np.ascontiguousarray(image[top:top + side, left:left + side]))
     out_h, out_w = recipe["input_size"]
-    resized = np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize(
-        (out_w, out_h), FILTERS[recipe["resize_filter"]]), dtype=np.uint8)
+    resized = np.asarray(crop.resize((out_w, out_h), FILTERS[recipe["resize_filter"]]),
+                         dtype=np.uint8)
     return np.repeat(resized[:, :, None], 3, axis=2) if resized.ndim == 2 else resized
 
 
@@ -181,7 +189,7 @@ def _load_for_model(path, recipe, view=None, sha256=None):
     `view`: None for the plain view, else an augmented view's parameters (augment.py);
     `sha256`: the content hash the decoded bytes must have (decode_image)."""
     try:
-        image = decode_image(path, sha256=sha256, draft=draft_side(recipe), grey=view is None)
+        image = decode_image(path, sha256=sha256, draft=draft_side(recipe), pil=view is None)
         if view is None:
             return crop_and_resize(image, recipe), None
         return crop_and_resize_view(image, recipe, view), None

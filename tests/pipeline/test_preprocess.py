@@ -7,8 +7,9 @@ from PIL import Image
 
 from retrain.errors import ConfigError
 from retrain.images import decode_image
-from retrain.preprocess import (START_AHEAD, START_AHEAD_BYTES, crop_and_resize, iter_batches,
-                                normalize, preprocess_batch, recipe_hash, validate_recipe)
+from retrain.preprocess import (START_AHEAD, START_AHEAD_BYTES, crop_and_resize, draft_side,
+                                iter_batches, normalize, preprocess_batch, recipe_hash,
+                                validate_recipe)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 EFFNET = {"input_size": [224, 224], "crop": "center", "crop_fraction": 0.875,
@@ -125,10 +126,30 @@ def test_a_grey_image_gives_the_inputs_of_its_rgb_copy(resize_filter, tmp_path):
             Image.fromarray(pixels).save(grey[-1])
             rgb.append(tmp_path / f"rgb{i}{suffix}.png")    # the grey file's pixels
             Image.fromarray(decode_image(grey[-1], draft=9)).save(rgb[-1])
-    assert decode_image(grey[0], grey=True).ndim == 2       # the one-channel path is taken
+    assert decode_image(grey[0], pil=True).mode == "L"       # the one-channel path is taken
     (_, ours), = iter_batches(grey, recipe, batch_size=6)
     (_, theirs), = iter_batches(rgb, recipe, batch_size=6)
     np.testing.assert_array_equal(ours, theirs)
+
+
+def test_files_decoded_as_pil_images_give_the_inputs_of_their_arrays(tmp_path):
+    """iter_batches crops and resizes 8-bit RGB and grey images as PIL images (no copies
+    through numpy): the inputs must be those of decode_image's arrays through
+    preprocess_batch (the path of images given in memory), bit for bit, for the fixture
+    photos (EXIF orientation included) and files of each kind, drafted JPEGs too."""
+    rng = np.random.default_rng(3)
+    paths = sorted(p for p in (FIXTURES / "photos").iterdir() if p.suffix != ".md")
+    kinds = {"rgb.png": "RGB", "grey.png": "L", "rgba.png": "RGBA", "palette.png": "P",
+             "rgb.jpg": "RGB", "grey.jpg": "L", "cmyk.jpg": "CMYK"}
+    for name, mode in kinds.items():
+        pixels = rng.integers(0, 256, (37, 51, 4), np.uint8)
+        Image.fromarray(pixels, "RGBA").convert(mode).save(tmp_path / name)
+        paths.append(tmp_path / name)
+    for draft in (False, True):
+        recipe = dict(EFFNET, input_size=[23, 19], jpeg_draft=draft)
+        (_, ours), = iter_batches(paths, recipe, batch_size=len(paths))
+        arrays = [decode_image(p, draft=draft_side(recipe)) for p in paths]
+        np.testing.assert_array_equal(ours, preprocess_batch(arrays, recipe))
 
 
 def test_iter_batches_decodes_a_bounded_number_of_images_ahead(tmp_path, monkeypatch):
