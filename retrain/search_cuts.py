@@ -9,9 +9,9 @@ the frozen blocks in between (`Ladder.lift`): no image is decoded, and no image 
 through the bottom of the backbone, again, whatever the recipes tried.
 
 A fine-tuning recipe's cost is estimated before it runs (`tuning_estimate`): the top's
-forward pass timed on a few cached activations, times the passes its schedule makes
-(a backward pass counted as two forward ones), corrected by what the recipes run before
-it took against their own estimates."""
+forward pass and one training epoch timed on a few cached activations, times the passes
+its schedule makes, corrected by what the recipes run before it took against their own
+estimates."""
 import time
 from dataclasses import replace
 
@@ -20,6 +20,7 @@ import numpy as np
 from .backbones.cut import split_backbone
 from .backbones.registry import block_layers, block_names
 from .engine import Model, clone_model
+from .fit import train_head
 from .progress import progress_bar
 
 __all__ = ["DEEPEST", "VIEWS", "Ladder", "cut_blocks", "validated_head", "view_request",
@@ -105,18 +106,26 @@ def fresh_top(backbone, blocks):
 
 def tuning_estimate(top, x, options, trained, scored, runs, calibration=1.0):
     """Seconds a fine-tuning recipe (fit.HeadOptions `options`, resolved) should take:
-    `runs` trainings on `trained` images each (validation and scoring on `scored` more),
-    from the top's forward pass timed on a few of the activations `x`, a backward pass
-    counted as two forward ones, times `calibration` (measured over estimated so far)."""
-    sample = np.asarray(x[:min(32, len(x))], np.float32).reshape(
-        (-1,) + tuple(top.inputs[0].shape[1:]))
-    top.predict(sample[:1])                      # the inference plan, built once
+    `runs` trainings on `trained` images each (validation and scoring on `scored` more).
+    Timed on up to 64 of the activations `x`: the top's forward pass (the head-alone
+    epochs and scoring), and one epoch of training the top with a head (forward, backward
+    and update: for a depthwise block the backward pass costs far more than twice the
+    forward one, so it is measured, not assumed), times `calibration` (measured over
+    estimated for the recipes run before)."""
+    sample = np.asarray(x[:min(64, len(x))], np.float32)
+    shaped = sample.reshape((-1,) + tuple(top.inputs[0].shape[1:]))
+    top.predict(shaped[:1])                      # the inference plan, built once
     began = time.monotonic()
-    top.predict(sample)
-    per_image = (time.monotonic() - began) / len(sample)
-    passes = (options.freeze_epochs * trained + options.epochs * 3 * trained
-              + (options.freeze_epochs + options.epochs) * scored)
-    return runs * passes * per_image * calibration
+    top.predict(shaped)
+    forward = (time.monotonic() - began) / len(sample)
+    began = time.monotonic()
+    train_head((sample, np.arange(len(sample)) % 2), (sample[:0], np.zeros(0, np.int64)), 2,
+               replace(options, epochs=1, freeze_epochs=0, warmup_epochs=0, patience=None,
+                       augment=0), progress=False, top=top)
+    step = (time.monotonic() - began) / len(sample)
+    per_run = (trained * (options.epochs * step + options.freeze_epochs * forward)
+               + scored * (options.epochs + options.freeze_epochs) * forward)
+    return runs * per_run * calibration
 
 
 def apply_choice(recipe, ladder, backbone, features, views, tta, extractor):
