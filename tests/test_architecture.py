@@ -166,7 +166,7 @@ def test_the_cycle_check_sees_a_deferred_import():
 
 
 def test_engine_line_budget():
-    """The engine within 3,450 lines of code, and GradientTape's three modules (a Tensor
+    """The engine within 3,475 lines of code, and GradientTape's three modules (a Tensor
     type, the tape, the differentiable ops: automatic differentiation, which the rest of the
     engine does not need) within their own 350."""
     counts = {p.name if p.parent == ENGINE else _rel(p): _code_lines(p)
@@ -175,9 +175,9 @@ def test_engine_line_budget():
     total = sum(counts.values())
     # 3,100 before each layer class took in its ONNX lowering (about 130 lines that left
     # onnx_export.py) and clone_model came in from cut.py and export.py (about 50), and
-    # room for a few more layer kinds; 3,400 before the public signatures' type hints (33
-    # lines: the signatures they wrap, typing imports).
-    assert total <= 3450, f"the engine has {total} lines of code; its budget is 3,450"
+    # room for a few more layer kinds; 3,400 before the public signatures' type hints (55
+    # lines: the signatures they wrap, typing imports and aliases).
+    assert total <= 3475, f"the engine has {total} lines of code; its budget is 3,475"
     assert autodiff <= 350, (f"tensor.py, tape.py and ops.py have {autodiff} lines of code; "
                              "their budget is 350")
 

@@ -14,8 +14,10 @@ import retrain.engine
 import retrain.options
 from retrain.engine import Trainer
 
-CLASSES = (retrain.api.ImageClassifier, retrain.api.Prediction, Trainer, retrain.engine.Layer,
-           retrain.engine.Model, retrain.engine.Sequential)
+E = retrain.engine
+CLASSES = (retrain.api.ImageClassifier, retrain.api.Prediction, Trainer, E.Layer, E.Model,
+           E.Sequential, E.GradientTape, E.Tensor, E.Variable, E.Callback, E.History,
+           E.EarlyStopping, E.Optimizer, E.SGD, E.Adam, E.AdamW, E.MultiOptimizer, E.CosineDecay)
 MODULES = (retrain, retrain.engine, retrain.api, retrain.options)
 
 

@@ -1,41 +1,46 @@
 """Training callbacks with Keras's hooks: Callback, History and EarlyStopping."""
 import warnings
+from typing import Dict, Optional
 
 import numpy as np
 
 from .errors import ConfigError
+
+Logs = Optional[Dict[str, float]]      # an epoch's or a batch's metrics by name
 
 
 class Callback:
     """Base class. `fit` calls set_model/set_params, then the hooks below; `logs` is a dict
     of floats such as {"loss": .., "accuracy": .., "val_loss": .., "val_accuracy": ..}."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.model = None
         self.params = {}
 
-    def set_model(self, model):
+    def set_model(self, model: object) -> None:
+        """The model being trained (fit calls it first)."""
         self.model = model
 
-    def set_params(self, params):
+    def set_params(self, params: dict) -> None:
+        """fit's settings: epochs, steps per epoch, verbosity."""
         self.params = params
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: Logs = None) -> None:
         """Called once before the first epoch."""
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: Logs = None) -> None:
         """Called once after the last epoch (also after an early stop)."""
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: Logs = None) -> None:
         """Called before epoch `epoch` (0-based)."""
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
         """Called after the epoch's training and validation, with that epoch's logs."""
 
-    def on_train_batch_begin(self, batch, logs=None):
+    def on_train_batch_begin(self, batch: int, logs: Logs = None) -> None:
         """Called before each training batch."""
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: Logs = None) -> None:
         """Called after each training batch with the running epoch averages."""
 
 
@@ -43,16 +48,18 @@ class History(Callback):
     """Records every epoch's logs: `history["loss"]` is the list of epoch losses; `epoch`
     the list of epoch indices. `fit` always adds one and returns it."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.history = {}
         self.epoch = []
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: Logs = None) -> None:
+        """A fresh record."""
         self.history = {}
         self.epoch = []
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
+        """Append the epoch's logs."""
         self.epoch.append(epoch)
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(value)
@@ -67,8 +74,9 @@ class EarlyStopping(Callback):
     `mode='auto'` minimises losses and maximises accuracies.
     """
 
-    def __init__(self, monitor="val_loss", min_delta=0, patience=0, mode="auto", baseline=None,
-                 restore_best_weights=False, start_from_epoch=0):
+    def __init__(self, monitor: str = "val_loss", min_delta: float = 0, patience: int = 0,
+                 mode: str = "auto", baseline: Optional[float] = None,
+                 restore_best_weights: bool = False, start_from_epoch: int = 0) -> None:
         super().__init__()
         if mode not in ("auto", "min", "max"):
             raise ConfigError("EarlyStopping: mode must be 'auto', 'min' or 'max'. "
@@ -99,7 +107,8 @@ class EarlyStopping(Callback):
                           "whether it should be minimised or maximised. Pass mode='min' or "
                           "mode='max'.")
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: Logs = None) -> None:
+        """Reset the wait and the best value."""
         self.wait = 0
         self.stopped_epoch = 0
         self.best = -np.inf * self._direction
@@ -109,7 +118,8 @@ class EarlyStopping(Callback):
     def _is_improvement(self, value, reference):
         return self._direction * (value - reference) > self.min_delta
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
+        """Stop training after `patience` epochs without a better `monitor`."""
         current = (logs or {}).get(self.monitor)
         if current is None:
             warnings.warn(f"EarlyStopping conditioned on metric {self.monitor!r}, which is not "
@@ -135,6 +145,7 @@ class EarlyStopping(Callback):
             self.stopped_epoch = epoch
             self.model.stop_training = True
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: Logs = None) -> None:
+        """Restore the best epoch's weights where asked."""
         if self.restore_best_weights and self.best_weights is not None:
             self.model.set_weights(self.best_weights)

@@ -3,10 +3,15 @@
 All arithmetic runs in float32, the variables' dtype, in the order Keras's update_step uses,
 so three Adam steps reproduce Keras to ~1e-7.
 """
+from typing import Iterable, Optional, Sequence, Tuple, Union
+
 import numpy as np
 
 from .errors import ConfigError, ShapeError
 from .schedules import LearningRateSchedule
+from .tensor import Variable
+
+Rate = Union[float, LearningRateSchedule]     # a constant rate, or one per step
 
 _F32 = np.float32
 
@@ -18,7 +23,8 @@ class Optimizer:
     `apply(variables)` does the same with each variable's accumulated `.grad`.
     """
 
-    def __init__(self, learning_rate, weight_decay=None, name=None):
+    def __init__(self, learning_rate: Rate, weight_decay: Optional[float] = None,
+                 name: Optional[str] = None) -> None:
         if not isinstance(learning_rate, LearningRateSchedule):
             _check_positive("learning_rate", learning_rate, self)
             learning_rate = float(learning_rate)
@@ -31,11 +37,11 @@ class Optimizer:
         self.iterations = 0
         self._slots = {}     # id(variable) -> (variable, dict of state arrays)
 
-    def apply(self, variables):
+    def apply(self, variables: Sequence[Variable]) -> None:
         """One step on `variables` using the gradients accumulated in their `.grad`."""
         self.apply_gradients([(v.grad, v) for v in variables])
 
-    def apply_gradients(self, grads_and_vars):
+    def apply_gradients(self, grads_and_vars: Iterable[Tuple[np.ndarray, Variable]]) -> None:
         """One step: weight decay (if any), then the update rule, then iterations += 1.
 
         The gradients may be arrays or what GradientTape.gradient returns; a variable whose
@@ -75,7 +81,8 @@ class Optimizer:
         """The new value of one variable; may update `state` in place."""
         raise NotImplementedError
 
-    def get_config(self):
+    def get_config(self) -> dict:
+        """The constructor's arguments, as Keras's get_config."""
         rate = self.learning_rate
         if isinstance(rate, LearningRateSchedule):
             rate = {"class_name": type(rate).__name__, "config": rate.get_config()}
@@ -91,8 +98,8 @@ class SGD(Optimizer):
     v = momentum * v - lr * g, then w += v, or w += momentum * v - lr * g with nesterov.
     Step 1 with momentum therefore equals plain SGD."""
 
-    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=None,
-                 name="SGD"):
+    def __init__(self, learning_rate: Rate = 0.01, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: Optional[float] = None, name: str = "SGD") -> None:
         super().__init__(learning_rate, weight_decay, name)
         if not 0.0 <= momentum <= 1.0:
             raise ConfigError("SGD: momentum must be a float in [0, 1]. "
@@ -112,7 +119,8 @@ class SGD(Optimizer):
             return value + (state["momentum"] * momentum - grad * lr)
         return value + state["momentum"]
 
-    def get_config(self):
+    def get_config(self) -> dict:
+        """The constructor's arguments."""
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
 
 
@@ -122,8 +130,9 @@ class Adam(Optimizer):
     alpha = lr * sqrt(1 - b2^t) / (1 - b1^t);  w -= alpha * m / (sqrt(v) + eps).
     (The paper's eps + sqrt(v_hat) differs by ~1e-2 on weights whose gradients are ~1e-7.)"""
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
-                 amsgrad=False, weight_decay=None, name="adam"):
+    def __init__(self, learning_rate: Rate = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-7, amsgrad: bool = False,
+                 weight_decay: Optional[float] = None, name: str = "adam") -> None:
         super().__init__(learning_rate, weight_decay, name)
         for arg, value in (("beta_1", beta_1), ("beta_2", beta_2)):
             if not 0.0 <= value < 1.0:
@@ -151,7 +160,8 @@ class Adam(Optimizer):
             velocity = state["velocity_hat"]
         return value - (state["momentum"] * alpha) / (np.sqrt(velocity) + _F32(self.epsilon))
 
-    def get_config(self):
+    def get_config(self) -> dict:
+        """The constructor's arguments."""
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
                 "epsilon": self.epsilon, "amsgrad": self.amsgrad}
 
@@ -160,8 +170,9 @@ class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter), as keras.optimizers.AdamW:
     each step first shrinks w by w * weight_decay * lr, then takes the Adam step."""
 
-    def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-7, amsgrad=False, name="adamw"):
+    def __init__(self, learning_rate: Rate = 0.001, weight_decay: float = 0.004,
+                 beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7,
+                 amsgrad: bool = False, name: str = "adamw") -> None:
         if weight_decay is None:
             raise ConfigError("AdamW: weight_decay must be a float. Received: weight_decay=None. "
                               "Use Adam for no weight decay.")
@@ -177,7 +188,7 @@ class MultiOptimizer:
     variables are routed to the optimizer that owns them, and each optimizer counts its
     own steps (so each has its own schedule)."""
 
-    def __init__(self, optimizers_and_variables):
+    def __init__(self, optimizers_and_variables: Sequence[tuple]) -> None:
         self.pairs = [(get(optimizer), list(variables))
                       for optimizer, variables in optimizers_and_variables]
         self._owner = {}
@@ -189,7 +200,7 @@ class MultiOptimizer:
                 self._owner[id(variable)] = index
         self.name = "multi_optimizer"
 
-    def apply(self, variables):
+    def apply(self, variables: Sequence[Variable]) -> None:
         """One step of every optimizer on the `variables` it owns (their `.grad`)."""
         groups = [[] for _ in self.pairs]
         for variable in variables:
@@ -200,7 +211,8 @@ class MultiOptimizer:
             if group:
                 optimizer.apply(group)
 
-    def get_config(self):
+    def get_config(self) -> dict:
+        """Its name and each optimizer's config."""
         return {"name": self.name, "optimizers": [o.get_config() for o, _ in self.pairs]}
 
 

@@ -4,6 +4,8 @@ An optimizer given a schedule as its `learning_rate` asks it for the rate of eac
 (`optimizer.iterations`, counted from 0)."""
 import math
 
+from typing import Optional
+
 from .errors import ConfigError
 
 __all__ = ["LearningRateSchedule", "CosineDecay"]
@@ -23,8 +25,9 @@ class CosineDecay(LearningRateSchedule):
     over warmup_steps, then decays from warmup_target by the same cosine over decay_steps
     (counted after the warmup) to alpha * warmup_target."""
 
-    def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, name="CosineDecay",
-                 warmup_target=None, warmup_steps=0):
+    def __init__(self, initial_learning_rate: float, decay_steps: int, alpha: float = 0.0,
+                 name: str = "CosineDecay", warmup_target: Optional[float] = None,
+                 warmup_steps: int = 0) -> None:
         peak = initial_learning_rate if warmup_target is None else warmup_target
         if not (peak > 0 and initial_learning_rate >= 0 and isinstance(decay_steps, int)
                 and decay_steps >= 1 and isinstance(warmup_steps, int) and warmup_steps >= 0):
@@ -38,7 +41,8 @@ class CosineDecay(LearningRateSchedule):
         self.warmup_target = None if warmup_target is None else float(warmup_target)
         self.warmup_steps = warmup_steps
 
-    def __call__(self, step):
+    def __call__(self, step: int) -> float:
+        """The rate at optimizer step `step` (0-based): warmup, then the cosine."""
         if self.warmup_target is None:
             return self._decay(step, self.initial_learning_rate)
         if step < self.warmup_steps:
@@ -51,7 +55,8 @@ class CosineDecay(LearningRateSchedule):
         cosine = 0.5 * (1.0 + math.cos(math.pi * done))
         return start * ((1.0 - self.alpha) * cosine + self.alpha)
 
-    def get_config(self):
+    def get_config(self) -> dict:
+        """The constructor's arguments."""
         return {"initial_learning_rate": self.initial_learning_rate,
                 "decay_steps": self.decay_steps, "alpha": self.alpha, "name": self.name,
                 "warmup_target": self.warmup_target, "warmup_steps": self.warmup_steps}

@@ -13,6 +13,7 @@ engine's own (`record_call`, `record_once`). Those backward passes are numpy, so
 differentiable once: asking an outer tape to differentiate through them is a GradientError.
 """
 import threading
+from typing import Sequence, Union
 
 import numpy as np
 
@@ -33,7 +34,7 @@ class GradientTape:
     """`with GradientTape() as tape: ...` then `tape.gradient(target, sources)`, as in
     TensorFlow. `persistent=True` allows several `gradient` calls on one recording."""
 
-    def __init__(self, persistent=False, watch_accessed_variables=True):
+    def __init__(self, persistent: bool = False, watch_accessed_variables: bool = True) -> None:
         self.persistent = bool(persistent)
         self.watch_accessed_variables = bool(watch_accessed_variables)
         self._tracked = {}     # id -> tensor: watched tensors and outputs of recorded ops
@@ -50,7 +51,7 @@ class GradientTape:
         _active().remove(self)
         self._recording = False
 
-    def watch(self, tensor):
+    def watch(self, tensor: Union[Tensor, Sequence[Tensor]]) -> None:
         """Track `tensor` (a Tensor or Variable, or a list of them) from now on."""
         for t in _flatten(tensor):
             if not isinstance(t, Tensor):
@@ -66,7 +67,7 @@ class GradientTape:
             return True
         return False
 
-    def gradient(self, target, sources):
+    def gradient(self, target: Union[Tensor, Sequence[Tensor]], sources: object) -> object:
         """d sum(target) / d source for each source, in the structure of `sources` (a tensor,
         or nested lists, tuples and dicts of them); None for a source the target does not
         depend on, as TensorFlow."""

@@ -21,7 +21,7 @@ class Tensor:
     # they stay Tensors and stay on the tape instead of silently becoming arrays.
     __array_ufunc__ = None
 
-    def __init__(self, value):
+    def __init__(self, value: np.ndarray) -> None:
         self.value = value
 
     @property
@@ -36,7 +36,8 @@ class Tensor:
     def ndim(self):
         return self.value.ndim
 
-    def numpy(self):
+    def numpy(self) -> np.ndarray:
+        """The value as a numpy array (a copy)."""
         return np.array(self.value)
 
     def __array__(self, dtype=None, copy=None):
@@ -61,13 +62,15 @@ class Variable(Tensor):
     own, `Variable(initial_value, trainable=True, name=...)` as tf.Variable. A tape watches
     trainable Variables by itself. `.grad` is where a layer's backward adds its gradient."""
 
-    def __init__(self, initial_value, trainable=True, name="Variable"):
+    def __init__(self, initial_value: object, trainable: bool = True,
+                 name: str = "Variable") -> None:
         super().__init__(np.array(initial_value, np.float32))
         self.name = name
         self.grad = np.zeros_like(self.value)
         self.trainable = bool(trainable)
 
-    def assign(self, value):
+    def assign(self, value: object) -> "Variable":
+        """Set the value in place (the same shape), as TensorFlow's assign."""
         value = np.array(value, np.float32)
         if value.shape != self.value.shape:
             raise ShapeError(f"Weight {self.name!r} expects shape {self.value.shape}. "
@@ -75,10 +78,12 @@ class Variable(Tensor):
         self.value = value
         return self
 
-    def assign_add(self, delta):
+    def assign_add(self, delta: object) -> "Variable":
+        """value += delta."""
         return self.assign(self.value + np.asarray(delta, np.float32))
 
-    def assign_sub(self, delta):
+    def assign_sub(self, delta: object) -> "Variable":
+        """value -= delta."""
         return self.assign(self.value - np.asarray(delta, np.float32))
 
     def __repr__(self):
