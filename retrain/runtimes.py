@@ -12,8 +12,10 @@ outputs on a probe batch are compared with numpy's, and past PROBE_TOLERANCE (re
 outputs' scale) it is refused with an error naming it. Never silently wrong.
 
 Loading (the export, the compilation, the check) takes a few tenths of a second on one core;
-`load_runtime(..., wait=False)` does it in a thread while the caller starts decoding images,
-and the runtime's first use waits for it, raising whatever loading raised (a refusal too).
+`load_runtime(..., wait=False)` exports and compiles in a thread while the caller starts
+decoding images, and the runtime's first use waits for it, then makes the check in the
+caller's thread (numpy never computes in two threads at once: see _load), raising whatever
+loading or the check raised (a refusal too).
 
 Precision: `f32` everywhere; `bf16` only on OpenVINO, and only where it reports bf16 among the
 CPU's OPTIMIZATION_CAPABILITIES (AVX512_BF16 or AMX). bf16 outputs differ from f32 by far more
@@ -140,6 +142,15 @@ class Runtime:
 
     def __init__(self, model, name, precision, run):
         self.model, self.name, self.precision, self._run = model, name, precision, run
+        self.check = self.probe = None       # a check against numpy not yet made (_load)
+
+    def check_now(self, reference=None):
+        """Make the pending check against numpy (`reference`: numpy's outputs on the probe,
+        computed here when None), in the calling thread; refuses (ConfigError) on a
+        disagreement, every later call too."""
+        if self.check is not None:
+            self.check(self.model.predict(self.probe) if reference is None else reference)
+            self.check = self.probe = None
 
     def predict(self, x, batch_size=None, verbose=0):
         x = np.ascontiguousarray(x, np.float32)
@@ -179,6 +190,7 @@ class _Loading(Runtime):
 
     def __init__(self, model, load):
         self.model, self._done, self._outcome = model, threading.Event(), None
+        self._checking = threading.Lock()
         # not a daemon: the interpreter's exit waits for a compilation under way
         threading.Thread(target=self._load, args=(load,), name="retrain-runtime").start()
 
@@ -191,9 +203,16 @@ class _Loading(Runtime):
             self._done.set()
 
     def wait(self):
-        """The loaded Runtime, once it is (raises what loading raised)."""
+        """The loaded Runtime, once it is and once checked against numpy in this thread
+        (raises what loading or the check raised, each time)."""
         self._done.wait()
-        runner, error = self._outcome
+        with self._checking:
+            runner, error = self._outcome
+            if error is None:
+                try:
+                    runner.check_now()
+                except BaseException as refused:        # noqa: BLE001  kept for every call
+                    self._outcome = runner, error = (None, refused)
         if error is not None:
             raise error
         return runner
@@ -219,23 +238,24 @@ def load_runtime(model, name="auto", precision="f32", wait=True):
     against numpy at its first use in this process (ConfigError naming the runtime when it
     disagrees). With "auto", a runtime that cannot run the model (a layer without an ONNX
     form, a runtime's own failure) gives way to the next fastest, numpy last.
-    `wait=False`: returns at once, the loading and the check done in a thread (_Loading);
+    `wait=False`: returns at once, the loading done in a thread and the check at first use
+    in the caller's thread (_Loading);
     a runtime not installed is still refused at once, but bf16 (which the runtime must be
     imported to answer for: 0.1-0.3 s) is checked in the thread, refused at first use."""
     if not wait and resolve_runtime(name, PRECISIONS[0] if precision in PRECISIONS else
                                     precision) != "numpy":
         return _Loading(model, lambda: _load_resolved(
-            model, name, resolve_runtime(name, precision), precision))
+            model, name, resolve_runtime(name, precision), precision, numpy_here=False))
     return _load_resolved(model, name, resolve_runtime(name, precision), precision)
 
 
-def _load_resolved(model, name, chosen, precision):
+def _load_resolved(model, name, chosen, precision, numpy_here=True):
     if name != "auto":
-        return _load(model, chosen, precision)
+        return _load(model, chosen, precision, numpy_here)
     for candidate in _ranking(None)[_ranking(None).index(chosen):]:
         if _installed(candidate) and _supports(candidate, precision):
             try:
-                return _load(model, candidate, precision)
+                return _load(model, candidate, precision, numpy_here)
             except _CannotRun:
                 continue
     raise _CannotRun(f"No installed runtime can run this model in {precision}.",
@@ -246,7 +266,12 @@ class _CannotRun(ConfigError):
     """A runtime failed to compile or run a model (not: ran it and disagreed with numpy)."""
 
 
-def _load(model, name, precision):
+def _load(model, name, precision, numpy_here=True):
+    """`numpy_here=False` (the loading thread of load_runtime(wait=False)): numpy computes
+    nothing here; the Runtime comes back with its check pending, for the caller's thread.
+    numpy's OpenBLAS must never run in two threads at once: the inference plan sets its
+    thread count process-wide, and a training step's matmul in the caller's thread then
+    waits forever for a helper thread (seen: fit hung in OpenBLAS's inner_thread)."""
     if name == "numpy":
         return Runtime(model, "numpy", precision,
                        lambda x, batch_size=None: model.predict(x, batch_size=batch_size))
@@ -257,21 +282,26 @@ def _load(model, name, precision):
         raise _CannotRun(f"--runtime {name} cannot run this model: {error}",
                          hint="Use --runtime numpy.") from None
     key = (name, precision, hashlib.sha256(onnx_bytes).hexdigest())
-    x = _probe(model)
+    x, trusted = _probe(model), key in _TRUSTED
     # numpy's outputs on the probe are computed meanwhile (the compilation releases the GIL)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        reference = None if key in _TRUSTED else pool.submit(model.predict, x)
+        reference = None if trusted or not numpy_here else pool.submit(model.predict, x)
         try:
             run = BACKENDS[name].compile(onnx_bytes, precision)
-            outputs = None if reference is None else run(x)
+            outputs = None if trusted else run(x)
         except Exception as error:      # noqa: BLE001  the runtime's own, of assorted types
             first = (str(error).strip().splitlines() or [type(error).__name__])[-1]
             raise _CannotRun(f"--runtime {name} cannot run this model ({type(error).__name__}"
                              f": {first[:300]}).", hint="Use --runtime numpy, or auto.") from None
-    if reference is not None:
-        _check_against_numpy(reference.result(), outputs, name, precision)
-        _TRUSTED.add(key)
-    return Runtime(model, name, precision, run)
+    runtime = Runtime(model, name, precision, run)
+    if not trusted:
+        def check(reference):
+            _check_against_numpy(reference, outputs, name, precision)
+            _TRUSTED.add(key)
+        runtime.check, runtime.probe = check, x
+        if reference is not None:
+            runtime.check_now(reference.result())
+    return runtime
 
 
 def _probe(model):

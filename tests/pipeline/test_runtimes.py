@@ -5,6 +5,7 @@ the others hide the extras (as an uninstalled package looks to Python) so that t
 the same with and without them."""
 import json
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -111,6 +112,23 @@ def test_a_runtime_loaded_in_a_thread_is_checked_all_the_same(name, fresh_trust,
     expected = model.predict(x)
     np.testing.assert_allclose(runner.predict(x), expected, rtol=0, atol=runtimes.
                                PROBE_TOLERANCE["f32"] * max(1.0, float(np.abs(expected).max())))
+
+
+@needs_compiled
+@pytest.mark.parametrize("name", COMPILED)
+def test_the_loading_thread_leaves_numpy_to_the_callers_thread(name, fresh_trust, monkeypatch):
+    """numpy's check of a runtime loading in a thread runs in the caller's thread, at first
+    use: OpenBLAS called from two threads at once (the check's inference plan setting its
+    thread count while a training step multiplies) hung `fit` in OpenBLAS's inner_thread."""
+    model, threads = stand_in_backbone(), []
+    predict = model.predict
+    monkeypatch.setattr(model, "predict", lambda *a, **k: (
+        threads.append(threading.current_thread()), predict(*a, **k))[1])
+    runner = runtimes.load_runtime(model, name, wait=False)
+    runner._done.wait()                                   # loaded: numpy has done nothing
+    assert threads == []
+    assert runner.name == name                            # first use: the check, here
+    assert threads == [threading.current_thread()]
 
 
 @pytest.mark.skipif("openvino" not in COMPILED, reason="needs the openvino extra")
