@@ -76,9 +76,11 @@ def plain_features(paths, options, cut):
     """features.FeatureSet of the images at `paths` (the bottom's outputs, plain view);
     sets `cut.runner`, which runs the bottom for every later view too."""
     cut.runner = load_runtime(cut.bottom, options.runtime, options.precision, wait=False)
-    return extract_features(paths, cut.runner, cut.recipe, _cache(options, cut),
-                            batch_size=options.extract_batch_size, workers=options.workers,
-                            progress=options.progress, cluster=options.cluster)
+    features = extract_features(paths, cut.runner, cut.recipe, _cache(options, cut),
+                                batch_size=options.extract_batch_size, workers=options.workers,
+                                progress=options.progress, cluster=options.cluster)
+    cut.runner = cut.runner.wait()      # loaded before training starts, even on cached features
+    return features
 
 
 def augmented_views(paths, keys, count, options, cut):

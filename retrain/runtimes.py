@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .distribution import pip_install
+from .engine.inference import one_blas_thread
 from .errors import ConfigError, UnsupportedLayerError
 from .runtime_backends import OnnxRuntimeBackend, OpenVINOBackend
 from .options import PRECISIONS, RUNTIMES
@@ -144,6 +145,10 @@ class Runtime:
         self.model, self.name, self.precision, self._run = model, name, precision, run
         self.check = self.probe = None       # a check against numpy not yet made (_load)
 
+    def wait(self):
+        """The runtime, loaded and checked (this one; _Loading waits for its)."""
+        return self
+
     def check_now(self, reference=None):
         """Make the pending check against numpy (`reference`: numpy's outputs on the probe,
         computed here when None), in the calling thread; refuses (ConfigError) on a
@@ -191,6 +196,12 @@ class _Loading(Runtime):
     def __init__(self, model, load):
         self.model, self._done, self._outcome = model, threading.Event(), None
         self._checking = threading.Lock()
+        # Until the first wait, numpy's OpenBLAS computes on the caller's thread alone: a
+        # threaded matmul while OpenVINO imports or compiles in the loading thread waited
+        # forever for OpenBLAS's helper thread (fit with a warm cache trains at once; seen
+        # hung in OpenBLAS's inner_thread, and reproduced with a bare matmul loop).
+        self._pinned = one_blas_thread()
+        self._pinned.__enter__()
         # not a daemon: the interpreter's exit waits for a compilation under way
         threading.Thread(target=self._load, args=(load,), name="retrain-runtime").start()
 
@@ -207,6 +218,9 @@ class _Loading(Runtime):
         (raises what loading or the check raised, each time)."""
         self._done.wait()
         with self._checking:
+            if self._pinned is not None:
+                self._pinned.__exit__(None, None, None)
+                self._pinned = None
             runner, error = self._outcome
             if error is None:
                 try:

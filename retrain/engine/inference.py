@@ -228,6 +228,12 @@ class _OneBlasThread:
                     set_(threads)
 
 
+def one_blas_thread():
+    """A context (enter and exit it in one thread) within which numpy's OpenBLAS runs each
+    matmul on the calling thread alone; see _OneBlasThread."""
+    return _OneBlasThread()
+
+
 # One run at a time in the process: a run already keeps every core busy, and two runs whose
 # row-split parts wait at barriers could otherwise hold all of the shared pool's workers.
 _RUN_LOCK = threading.Lock()

@@ -131,6 +131,40 @@ def test_the_loading_thread_leaves_numpy_to_the_callers_thread(name, fresh_trust
     assert threads == [threading.current_thread()]
 
 
+class _Held(_Perturbed):
+    """A compiled runtime whose compilation waits for `go`: a load caught in flight."""
+
+    def __init__(self, real):
+        super().__init__(real)
+        self.go = threading.Event()
+
+    def compile(self, onnx_bytes, precision):
+        self.go.wait(30)
+        return super().compile(onnx_bytes, precision)
+
+
+@needs_compiled
+@pytest.mark.parametrize("name", COMPILED)
+def test_numpy_multiplies_on_one_thread_while_a_runtime_loads(name, fresh_trust, monkeypatch):
+    """While a runtime imports and compiles in its thread, numpy's OpenBLAS computes on the
+    caller's thread alone (a threaded matmul then hung fit in OpenBLAS's inner_thread), and
+    gets its threads back at the first wait, in the caller's thread."""
+    from retrain.engine.inference import _OneBlasThread
+    counts = [get for get, _ in _OneBlasThread._get_set_pairs()]
+    if not counts:
+        pytest.skip("numpy's BLAS here is not an OpenBLAS this process can ask")
+    before = [get() for get in counts]
+    if max(before) == 1:
+        pytest.skip("numpy's OpenBLAS runs on one thread here already")
+    held = _Held(runtimes.BACKENDS[name])
+    monkeypatch.setitem(runtimes.BACKENDS, name, held)
+    runner = runtimes.load_runtime(stand_in_backbone(), name, wait=False)
+    assert [get() for get in counts] == [1] * len(counts)
+    held.go.set()
+    assert runner.wait().name == name
+    assert [get() for get in counts] == before
+
+
 @pytest.mark.skipif("openvino" not in COMPILED, reason="needs the openvino extra")
 def test_bf16_asked_of_a_runtime_loading_in_a_thread_is_refused_at_first_use(monkeypatch):
     """Whether OpenVINO has bf16 here is asked in the loading thread (it imports OpenVINO):
