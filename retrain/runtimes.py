@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .distribution import pip_install
-from .engine.inference import one_blas_thread
+from .engine import one_blas_thread
 from .errors import ConfigError, UnsupportedLayerError
 from .runtime_backends import OnnxRuntimeBackend, OpenVINOBackend
 from .options import PRECISIONS, RUNTIMES

@@ -15,7 +15,7 @@ from .layers import __all__ as _layer_names
 from . import losses, ops, optimizers
 from .callbacks import Callback, EarlyStopping, History
 from .activations import softmax
-from .inference import DEFAULT_BATCH_SIZE
+from .inference import DEFAULT_BATCH_SIZE, one_blas_thread
 from .losses import (CategoricalCrossentropy, SparseCategoricalCrossentropy,
                      categorical_crossentropy, sparse_categorical_crossentropy)
 from .model import Model, Sequential
@@ -33,6 +33,6 @@ __all__ = ["ConfigError", "EngineError", "ModelFileError", "ShapeError", "Unsupp
            "categorical_crossentropy", "sparse_categorical_crossentropy", "SGD", "Adam", "AdamW",
            "Optimizer", "MultiOptimizer", "CosineDecay", "LearningRateSchedule", "load_model",
            "read_metadata", "model_from_config", "model_to_config",
-           "DEFAULT_BATCH_SIZE", "atomic_write", "check_replaceable", "fsync_directory",
+           "DEFAULT_BATCH_SIZE", "one_blas_thread", "atomic_write", "check_replaceable", "fsync_directory",
            "remove_stale_temps", "softmax", "GradientError", "GradientTape", "Tensor",
            "constant", "ops"] + list(_layer_names)

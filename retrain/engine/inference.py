@@ -228,7 +228,7 @@ class _OneBlasThread:
                     set_(threads)
 
 
-def one_blas_thread():
+def one_blas_thread() -> "_OneBlasThread":
     """A context (enter and exit it in one thread) within which numpy's OpenBLAS runs each
     matmul on the calling thread alone; see _OneBlasThread."""
     return _OneBlasThread()
