@@ -36,7 +36,8 @@ def add_lr_find_parser(commands, func):
         description="fastai's learning-rate finder on the cached features of DATA's training "
                     "split: a new head trains while the rate grows from 1e-7 to 10; the page "
                     "shows the loss against the rate, and the suggested rate (fastai's "
-                    "valley: two thirds down the longest fall of the loss) is printed. `fit --lr auto` does the same.")
+                    "valley: two thirds down the longest fall of the loss) is printed. "
+                    "`fit --lr auto` does the same.")
     p.add_argument("data", metavar="DATA", help="folder of class folders of images")
     p.add_argument("--out", metavar="PAGE", type=path_argument, default=Path("lr_find.html"),
                    help="the page to write (default: lr_find.html)")

@@ -146,7 +146,7 @@ class Runtime:
         self.check = self.probe = None       # a check against numpy not yet made (_load)
 
     def wait(self):
-        """The runtime, loaded and checked (this one; _Loading waits for its)."""
+        """The runtime, loaded and checked: this one (a _Loading waits for its own)."""
         return self
 
     def check_now(self, reference=None):
@@ -283,9 +283,9 @@ class _CannotRun(ConfigError):
 def _load(model, name, precision, numpy_here=True):
     """`numpy_here=False` (the loading thread of load_runtime(wait=False)): numpy computes
     nothing here; the Runtime comes back with its check pending, for the caller's thread.
-    numpy's OpenBLAS must never run in two threads at once: the inference plan sets its
-    thread count process-wide, and a training step's matmul in the caller's thread then
-    waits forever for a helper thread (seen: fit hung in OpenBLAS's inner_thread)."""
+    The inference plan sets OpenBLAS's thread count process-wide (_OneBlasThread), which
+    must not change under a matmul in another thread; the caller's own matmuls while this
+    loads run on one thread (_Loading)."""
     if name == "numpy":
         return Runtime(model, "numpy", precision,
                        lambda x, batch_size=None: model.predict(x, batch_size=batch_size))

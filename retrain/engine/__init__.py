@@ -33,6 +33,7 @@ __all__ = ["ConfigError", "EngineError", "ModelFileError", "ShapeError", "Unsupp
            "categorical_crossentropy", "sparse_categorical_crossentropy", "SGD", "Adam", "AdamW",
            "Optimizer", "MultiOptimizer", "CosineDecay", "LearningRateSchedule", "load_model",
            "read_metadata", "model_from_config", "model_to_config",
-           "DEFAULT_BATCH_SIZE", "one_blas_thread", "atomic_write", "check_replaceable", "fsync_directory",
+           "DEFAULT_BATCH_SIZE", "one_blas_thread", "atomic_write", "check_replaceable",
+           "fsync_directory",
            "remove_stale_temps", "softmax", "GradientError", "GradientTape", "Tensor",
            "constant", "ops"] + list(_layer_names)
