@@ -11,7 +11,7 @@ from .augment import augmentation_recipe, tta_recipe
 from .backbones.cut import split_backbone
 from .features import (FeatureCache, cache_namespace, default_cache_dir, extract_features,
                        extract_views)
-from .runtimes import load_runtime
+from .runtimes import import_ahead, load_runtime
 from .search_cuts import cut_blocks
 
 __all__ = ["BackboneCut", "AugmentedViews", "TestTimeViews", "cut_backbone", "plain_features",
@@ -21,14 +21,28 @@ __all__ = ["BackboneCut", "AugmentedViews", "TestTimeViews", "cut_backbone", "pl
 @dataclass
 class BackboneCut:
     """The backbone split at the cut point: `bottom` runs once per image and view (its
-    outputs are cached) on `runner` (runtimes.Runtime, made by plain_features); `top` (None
-    without fine-tuning) trains with the head, on numpy; `cut` names its lowest block."""
+    outputs are cached) on `runner` (runtimes.Runtime, loading from cut_backbone on); `top`
+    (None without fine-tuning) trains with the head, on numpy; `cut` names its lowest block.
+
+    Used as a context (`with cut_backbone(options) as cut:`): a run that fails before its
+    first use of the runtime still waits for the loading to end on leaving, so that numpy
+    gets its OpenBLAS threads back (runtimes._Loading), and the run's own error is raised,
+    not the runtime's."""
     backbone: object
     bottom: object
     top: object
     cut: str
     recipe: dict
     runner: object = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        try:
+            self.runner = self.runner.wait()
+        except Exception:       # noqa: BLE001  said at its first use, or moot after an error
+            pass
 
 
 @dataclass
@@ -55,15 +69,18 @@ class TestTimeViews:
 
 def cut_backbone(options):
     """The backbone (options.backbone) loaded and split at --fine-tune's cut, or --search's
-    deepest (search_cuts.cut_blocks): a BackboneCut. More blocks than it has are refused
-    (ConfigError) before any image is read."""
+    deepest (search_cuts.cut_blocks): a BackboneCut, whose runtime (--runtime) starts
+    loading at once, in a thread, while the images are found and hashed. More blocks than it
+    has are refused (ConfigError) before any image is read."""
+    import_ahead(options.runtime, options.precision)     # meanwhile the backbone loads
     backbone = backbones.load_backbone(options.backbone)
     # This run's recipe: the backbone's own, plus how JPEGs are decoded. Set on the freshly
     # loaded backbone, so that the cache key, the export and the model file all see it.
     backbone.metadata["preprocessing"] = dict(backbone.metadata["preprocessing"],
                                               jpeg_draft=options.jpeg_draft)
     bottom, top, cut = split_backbone(backbone, cut_blocks(options, backbone))
-    return BackboneCut(backbone, bottom, top, cut, backbone.metadata["preprocessing"])
+    return BackboneCut(backbone, bottom, top, cut, backbone.metadata["preprocessing"],
+                       load_runtime(bottom, options.runtime, options.precision, wait=False))
 
 
 def _cache(options, cut, views_recipe=None):
@@ -73,9 +90,8 @@ def _cache(options, cut, views_recipe=None):
 
 
 def plain_features(paths, options, cut):
-    """features.FeatureSet of the images at `paths` (the bottom's outputs, plain view);
-    sets `cut.runner`, which runs the bottom for every later view too."""
-    cut.runner = load_runtime(cut.bottom, options.runtime, options.precision, wait=False)
+    """features.FeatureSet of the images at `paths` (the bottom's outputs, plain view), on
+    `cut.runner`, which runs the bottom for every later view too."""
     features = extract_features(paths, cut.runner, cut.recipe, _cache(options, cut),
                                 batch_size=options.extract_batch_size, workers=options.workers,
                                 progress=options.progress, cluster=options.cluster)

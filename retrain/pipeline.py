@@ -264,8 +264,8 @@ def run(data, out, options=None, on_stage=None):
     atomically, and all of them at once (run_folder.py): RUN holds one run's outputs."""
     options = (options or RunOptions()).validate()
     check_cache_outside(options.cache_dir or default_cache_dir(), out)
-    cut = cut_backbone(options)      # a bad --fine-tune is refused before any image is read
-    with run_folder(out) as staging:
+    # a bad --fine-tune is refused before any image is read; the runtime starts loading
+    with cut_backbone(options) as cut, run_folder(out) as staging:
         context = RunContext(data, staging, options, cut)
         for stage in PIPELINE:
             (on_stage or (lambda name: None))(stage.name)
@@ -293,8 +293,8 @@ def cached_split(data, options=None):
     scratch folder): (dataset, features, parts), the features cached. For `retrain
     lr-find`, which needs the training images' features and nothing else."""
     options = (options or RunOptions()).validate()
-    with tempfile.TemporaryDirectory() as scratch:
-        context = RunContext(data, Path(scratch), options, cut_backbone(options))
+    with tempfile.TemporaryDirectory() as scratch, cut_backbone(options) as cut:
+        context = RunContext(data, Path(scratch), options, cut)
         for stage in PIPELINE[:STAGES.index("split") + 1]:
             stage.run(context)
     return context.dataset, context.features, context.parts

@@ -37,7 +37,7 @@ from .errors import ConfigError, UnsupportedLayerError
 from .runtime_backends import OnnxRuntimeBackend, OpenVINOBackend
 from .options import PRECISIONS, RUNTIMES
 
-__all__ = ["RUNTIMES", "PRECISIONS", "PROBE_TOLERANCE", "Runtime", "load_runtime",
+__all__ = ["RUNTIMES", "PRECISIONS", "PROBE_TOLERANCE", "Runtime", "load_runtime", "import_ahead",
            "predict_batches", "resolve_runtime", "runtime_record", "describe_runtimes",
            "install_command"]
 
@@ -245,6 +245,35 @@ class _Loading(Runtime):
 
     def __repr__(self):
         return "Runtime(loading)" if not self._done.is_set() else repr(self.wait())
+
+
+def import_ahead(name="auto", precision="f32"):
+    """Start importing the compiled runtime that load_runtime(model, name, precision) will
+    load, in a thread, and return at once (the thread, or None where there is nothing to
+    import): its import (0.1 s of a core for OpenVINO) then overlaps the loading of the model
+    it will run, the backbone or a model file, instead of delaying the first batch. Nothing
+    for numpy, nor for a runtime that load_runtime will refuse, saying why. As while a
+    runtime loads (_Loading), numpy's OpenBLAS multiplies on one thread until the import
+    is done: the pin is taken here and given back by the import's thread."""
+    try:
+        chosen = resolve_runtime(name, PRECISIONS[0])
+    except ConfigError:
+        return None
+    if chosen == "numpy":
+        return None
+    pinned = one_blas_thread()
+    pinned.__enter__()
+
+    def run():
+        try:
+            importlib.import_module(BACKENDS[chosen].module)
+        except Exception:           # noqa: BLE001  load_runtime imports it again, and says why
+            pass
+        finally:
+            pinned.__exit__(None, None, None)
+    thread = threading.Thread(target=run, name="retrain-runtime-import", daemon=True)
+    thread.start()
+    return thread
 
 
 def load_runtime(model, name="auto", precision="f32", wait=True):
