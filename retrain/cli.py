@@ -36,8 +36,8 @@ from .pipeline import STAGE_TEXT, STAGES, RunOptions, evaluate_model, run
 
 __all__ = ["build_parser", "main"]
 # The options of options.OPTIONS each command takes, in the order --help lists them.
-FIT_OPTIONS = ("backbone", "fine_tune", "augment", "cv", "flip", "jpeg_draft", "epochs",
-               "patience", "freeze_epochs", "batch_size", "learning_rate",
+FIT_OPTIONS = ("backbone", "fine_tune", "augment", "cv", "flip", "crop_fraction",
+               "jpeg_draft", "epochs", "patience", "freeze_epochs", "batch_size", "learning_rate",
                "backbone_learning_rate", "weight_decay", "warmup_epochs", "label_smoothing",
                "assert_accuracy_at_least", "tta", "search", "search_budget", "hidden_units",
                "dropout", "val_percent", "test_percent", "seed", "cache_dir", "workers",

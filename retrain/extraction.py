@@ -74,10 +74,13 @@ def cut_backbone(options):
     has are refused (ConfigError) before any image is read."""
     import_ahead(options.runtime, options.precision)     # meanwhile the backbone loads
     backbone = backbones.load_backbone(options.backbone)
-    # This run's recipe: the backbone's own, plus how JPEGs are decoded. Set on the freshly
-    # loaded backbone, so that the cache key, the export and the model file all see it.
-    backbone.metadata["preprocessing"] = dict(backbone.metadata["preprocessing"],
-                                              jpeg_draft=options.jpeg_draft)
+    # This run's recipe: the backbone's own, plus how JPEGs are decoded and --crop-fraction.
+    # Set on the freshly loaded backbone, so that the cache key, the export and the model
+    # file all see it.
+    recipe = dict(backbone.metadata["preprocessing"], jpeg_draft=options.jpeg_draft)
+    if options.crop_fraction is not None:
+        recipe["crop_fraction"] = float(options.crop_fraction)
+    backbone.metadata["preprocessing"] = recipe
     bottom, top, cut = split_backbone(backbone, cut_blocks(options, backbone))
     return BackboneCut(backbone, bottom, top, cut, backbone.metadata["preprocessing"],
                        load_runtime(bottom, options.runtime, options.precision, wait=False))

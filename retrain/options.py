@@ -171,6 +171,12 @@ OPTIONS = {o.name: o for o in (
            "f32, or bf16 where the runtime and the CPU support it (OpenVINO on CPUs with "
            "AVX512_BF16 or AMX): faster, features differ slightly and are cached apart",
            record=False),
+    Option("crop_fraction", None, AnyOf((Number(0, 1, open_low=True),
+                                         Literal(None, "the backbone's own"))),
+           "centre crop F of each image's short side before the resize (default: the "
+           "backbone's own, 224/256 for EfficientNet-Lite0); 1.0 keeps the whole image, "
+           "which suits objects that fill the frame (Fashion-MNIST: docs/recipes.md); the "
+           "model file records it", metavar="F", example=1.0),
     Option("jpeg_draft", True, Flag(), "decode JPEGs at full size before the resize, not by "
            "DCT scaling to about the input size (slower on photos; the model file records it)",
            flags=("--no-jpeg-draft",)),

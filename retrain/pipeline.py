@@ -60,6 +60,7 @@ class RunOptions:
     runtime: str = default("runtime")   # runtimes.py: what runs the frozen forward passes
     precision: str = default("precision")
     jpeg_draft: bool = default("jpeg_draft")  # the recipe's "jpeg_draft" (preprocess.py)
+    crop_fraction: float = default("crop_fraction")   # None: the backbone recipe's own
     head: HeadOptions = field(default_factory=HeadOptions)
     cv: int = default("cv")          # K > 1: also cross-validate the head (crossval.py)
     tta: int = default("tta")        # test-time views averaged over (tta.py)
