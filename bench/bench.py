@@ -375,31 +375,51 @@ def bench_fit(quick, work, names):
 
 def bench_extract(quick, work):
     """Cold-fit extraction rate / backbone-alone rate, on numpy and on OpenVINO (f32) where it
-    is installed: backbone, cold `retrain fit --runtime R`, backbone, each on runtime R."""
-    from retrain.runtimes import describe_runtimes
-    batch = measure("batch_size")["batch_size"]
+    is installed: backbone, cold `retrain fit --runtime R`, backbone, each on runtime R at
+    the batch the fit extracts at (runtimes.batch_size_of), 64 images a call."""
+    from retrain.runtimes import batch_size_of, describe_runtimes
     data = make_dataset(100, work / "extract-data") if quick else SAMPLE
     count = sum(1 for _ in Path(data).glob("*/*.png"))
     installed = [r["name"] for r in describe_runtimes() if r["installed"]]
-    result = _extract_on("numpy", data, count, batch, work)
-    result["by_runtime"] = {name: _extract_on(name, data, count, batch, work)
+    result = _extract_on("numpy", data, count, batch_size_of("numpy"), work)
+    result["by_runtime"] = {name: _extract_on(name, data, count, batch_size_of(name), work)
                             for name in ("openvino",) if name in installed}
     return result
 
 
-def _extract_on(runtime, data, count, batch, work):
-    alone = [measure("backbone", batch_size=batch, images=2 * batch, repeats=3,
-                     runtime=runtime)]
-    fit = run_fit(data, work / f"extract-run-{runtime}", work / f"extract-cache-{runtime}",
-                  args=("--runtime", runtime))
-    alone.append(measure("backbone", batch_size=batch, images=2 * batch, repeats=3,
-                         runtime=runtime))
+def _extract_on(runtime, data, count, batch, work, images=64):
+    """The cold fit has no feature cached; on a compiled runtime, the compiled model is
+    cached (by the runtime-alone run before it, as by any earlier run on the machine), and
+    a second cold fit, `first_fit`, finds no compiled model either, as the first run on a
+    machine: each with a cache folder of its own ($XDG_CACHE_HOME, files.py)."""
+    def fit_in(cache_home, name):
+        os.environ["XDG_CACHE_HOME"] = str(work / cache_home)
+        result = run_fit(data, work / f"extract-run-{name}", work / f"extract-cache-{name}",
+                         args=("--runtime", runtime))
+        result["extract_images_per_s"] = count / result["stages_s"][EXTRACT_STAGE]
+        return result
+    saved = os.environ.get("XDG_CACHE_HOME")
+    try:
+        os.environ["XDG_CACHE_HOME"] = str(work / f"xdg-{runtime}")
+        alone = [measure("backbone", batch_size=batch, images=images, repeats=3,
+                         runtime=runtime)]
+        fit = fit_in(f"xdg-{runtime}", runtime)
+        first = None if runtime == "numpy" else fit_in(f"xdg-first-{runtime}", f"{runtime}-1st")
+        os.environ["XDG_CACHE_HOME"] = str(work / f"xdg-{runtime}")
+        alone.append(measure("backbone", batch_size=batch, images=images, repeats=3,
+                             runtime=runtime))
+    finally:
+        if saved is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = saved
     runs = alone[0]["runs_s"] + alone[1]["runs_s"]
-    backbone_rate = 2 * batch / statistics.median(runs)
-    fit_rate = count / fit["stages_s"][EXTRACT_STAGE]
+    backbone_rate = images / statistics.median(runs)
+    fit_rate = fit["extract_images_per_s"]
     return {"runtime": runtime, "images": count, "batch_size": batch, "fit": fit,
-            "backbone": alone, "fit_extract_images_per_s": fit_rate,
+            "first_fit": first, "backbone": alone, "fit_extract_images_per_s": fit_rate,
             "backbone_images_per_s": backbone_rate, "ratio": fit_rate / backbone_rate,
+            "first_fit_ratio": first and first["extract_images_per_s"] / backbone_rate,
             "loadavg_1min": os.getloadavg()[0]}
 
 
@@ -526,6 +546,12 @@ def table(data):
                          max(b["peak_rss_mb"] for b in r["backbone"])))
             rows.append((f"    cold fit --runtime {name} extraction / {name} alone: "
                          f"{r['ratio']:.2f}", None, None))
+            if r.get("first_fit"):
+                rows.append((f"  the same, {name}'s compiled model not cached either",
+                             f"{r['first_fit']['extract_images_per_s']:.1f} img/s",
+                             r["first_fit"]["peak_rss_mb"]))
+                rows.append((f"    first cold fit --runtime {name} extraction / {name} "
+                             f"alone: {r['first_fit_ratio']:.2f}", None, None))
     if "runtimes" in data:
         for name, rates in data["runtimes"]["images_per_s"].items():
             for precision, rate in rates.items():

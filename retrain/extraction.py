@@ -86,6 +86,10 @@ def cut_backbone(options):
                        load_runtime(bottom, options.runtime, options.precision, wait=False))
 
 
+def _batch(options, cut):
+    return options.extract_batch_size or cut.runner.batch_size
+
+
 def _cache(options, cut, views_recipe=None):
     return FeatureCache(options.cache_dir or default_cache_dir(),
                         cache_namespace(cut.bottom, cut.recipe, views_recipe,
@@ -96,7 +100,7 @@ def plain_features(paths, options, cut):
     """features.FeatureSet of the images at `paths` (the bottom's outputs, plain view), on
     `cut.runner`, which runs the bottom for every later view too."""
     features = extract_features(paths, cut.runner, cut.recipe, _cache(options, cut),
-                                batch_size=options.extract_batch_size, workers=options.workers,
+                                batch_size=_batch(options, cut), workers=options.workers,
                                 progress=options.progress, cluster=options.cluster)
     cut.runner = cut.runner.wait()      # loaded before training starts, even on cached features
     return features
@@ -112,7 +116,7 @@ def augmented_views(paths, keys, count, options, cut):
     cache = _cache(options, cut, augmentation)
     views, hits, misses = extract_views(
         paths, keys, cut.runner, cut.recipe, cache, count, augmentation,
-        batch_size=options.extract_batch_size, workers=options.workers,
+        batch_size=_batch(options, cut), workers=options.workers,
         progress=options.progress, cluster=options.cluster)
     return AugmentedViews(views, hits, misses, augmentation, list(cache.set_aside))
 
@@ -127,6 +131,6 @@ def test_time_views(images, options, cut):
     for name, (paths, keys) in images.items():
         setattr(found, name, paths and extract_views(
             paths, keys, cut.runner, cut.recipe, cache, options.tta, recipe,
-            batch_size=options.extract_batch_size, workers=options.workers,
+            batch_size=_batch(options, cut), workers=options.workers,
             progress=options.progress, cluster=options.cluster)[0])
     return found

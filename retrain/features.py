@@ -18,18 +18,16 @@ shard damaged) are computed again, and a cache that cannot be written never stop
 import functools
 import hashlib
 import json
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from .augment import augmentation_hash, view_parameters
 from .errors import ClusterError, DataError, Interrupted
 from .feature_cache import EntriesLost, FeatureCache
-from .files import sha256_file
+from .files import default_cache_dir, sha256_file
 from .preprocess import iter_batches, recipe_hash
 from .runtimes import predict_batches
 from .progress import progress_bar
@@ -38,12 +36,6 @@ _FORMAT_VERSION = 2          # 2: shards record their namespace and checksums
 
 __all__ = ["FeatureCache", "FeatureSet", "cache_namespace", "default_cache_dir",
            "extract_features", "extract_views", "forward_entries", "model_fingerprint"]
-
-
-def default_cache_dir():
-    """$XDG_CACHE_HOME/retrain, else ~/.cache/retrain: shared by every run and dataset."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "retrain"
 
 
 def model_fingerprint(model):

@@ -13,7 +13,7 @@ from .engine import atomic_write
 from .errors import DataError
 from .output import json_ready
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
+__all__ = ["default_cache_dir", "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
            "relative_posix", "resolve_relative", "sha256_file"]
 
 _CHUNK = 1 << 20
@@ -34,6 +34,13 @@ def atomic_write_json(path, obj, indent=2):
     non-finite numbers as null (NaN is not JSON) and strings as output.utf8 gives them."""
     text = json.dumps(json_ready(obj), indent=indent, ensure_ascii=False, allow_nan=False)
     atomic_write_text(path, text + "\n")
+
+
+def default_cache_dir():
+    """$XDG_CACHE_HOME/retrain, else ~/.cache/retrain: shared by every run and dataset (the
+    feature cache, unless --cache names another, and the runtimes' compiled models)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "retrain"
 
 
 def sha256_file(path):

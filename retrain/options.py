@@ -159,7 +159,9 @@ OPTIONS = {o.name: o for o in (
     Option("cache_dir", None, Text(), "feature cache shared by all runs and datasets "
            "(default: $XDG_CACHE_HOME/retrain if set, else ~/.cache/retrain); safe to delete",
            flags=("--cache",), metavar="DIR", record=False),
-    Option("extract_batch_size", 32, Integer(1), flags=(), record=False),
+    Option("extract_batch_size", None,
+           AnyOf((Integer(1), Literal(None, "the runtime's own (runtimes.Runtime.batch_size)"))),
+           flags=(), record=False),
     Option("workers", 2, Integer(1), "threads decoding and resizing images", record=False),
     Option("progress", True, Flag(), "no progress bars or stage lines", flags=("-q", "--quiet"),
            record=False),

@@ -32,14 +32,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .distribution import pip_install
-from .engine import one_blas_thread
+from .engine import DEFAULT_BATCH_SIZE, one_blas_thread
 from .errors import ConfigError, UnsupportedLayerError
 from .runtime_backends import OnnxRuntimeBackend, OpenVINOBackend
 from .options import PRECISIONS, RUNTIMES
 
 __all__ = ["RUNTIMES", "PRECISIONS", "PROBE_TOLERANCE", "Runtime", "load_runtime", "import_ahead",
-           "predict_batches", "resolve_runtime", "runtime_record", "describe_runtimes",
-           "install_command"]
+           "predict_batches", "resolve_runtime", "batch_size_of", "runtime_record",
+           "describe_runtimes", "install_command"]
 
 # How far a runtime's outputs on the probe may be from numpy's (_disagreement). f32: the
 # largest |difference| as a fraction of max(1, max |numpy|); both compute in float32, and
@@ -136,13 +136,20 @@ def _bench_rates(bench_file, precision="f32"):
         return {}
 
 
+def batch_size_of(name):
+    """The batch at which runtime `name` computes best, where the caller may choose."""
+    return DEFAULT_BATCH_SIZE if name == "numpy" else BACKENDS[name].batch_size
+
+
 class Runtime:
     """A frozen model's forward pass on one runtime: `predict(x)` -> float32 outputs, as
     Model.predict gives them. `model` stays the numpy model (the cache, the Dask workers and
-    the export read it); `name` and `precision` say what computes."""
+    the export read it); `name` and `precision` say what computes; `batch_size` is the
+    batch it computes best where the caller may choose (the backend's)."""
 
     def __init__(self, model, name, precision, run):
         self.model, self.name, self.precision, self._run = model, name, precision, run
+        self.batch_size = batch_size_of(name)
         self.check = self.probe = None       # a check against numpy not yet made (_load)
 
     def wait(self):
@@ -193,8 +200,9 @@ class _Loading(Runtime):
     """A Runtime being loaded in a thread (load_runtime(wait=False)): `name`, `precision`
     and `predict` wait for it, and raise what loading raised."""
 
-    def __init__(self, model, load):
+    def __init__(self, model, load, chosen):
         self.model, self._done, self._outcome = model, threading.Event(), None
+        self.batch_size = batch_size_of(chosen)     # known before the loading ends
         self._checking = threading.Lock()
         # Until the first wait, numpy's OpenBLAS computes on the caller's thread alone: a
         # threaded matmul while OpenVINO imports or compiles in the loading thread waited
@@ -285,10 +293,11 @@ def load_runtime(model, name="auto", precision="f32", wait=True):
     in the caller's thread (_Loading);
     a runtime not installed is still refused at once, but bf16 (which the runtime must be
     imported to answer for: 0.1-0.3 s) is checked in the thread, refused at first use."""
-    if not wait and resolve_runtime(name, PRECISIONS[0] if precision in PRECISIONS else
-                                    precision) != "numpy":
+    chosen = resolve_runtime(name, PRECISIONS[0] if precision in PRECISIONS else precision)
+    if not wait and chosen != "numpy":
         return _Loading(model, lambda: _load_resolved(
-            model, name, resolve_runtime(name, precision), precision, numpy_here=False))
+            model, name, resolve_runtime(name, precision), precision, numpy_here=False),
+            chosen)
     return _load_resolved(model, name, resolve_runtime(name, precision), precision)
 
 

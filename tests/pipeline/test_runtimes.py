@@ -69,6 +69,7 @@ class _Perturbed:
     def __init__(self, real):
         self.real, self.name, self.module = real, real.name, real.module
         self.precisions, self.no_bf16 = real.precisions, real.no_bf16
+        self.batch_size = real.batch_size
 
     def compile(self, onnx_bytes, precision):
         run = self.real.compile(onnx_bytes, precision)
@@ -272,6 +273,56 @@ def test_importing_a_runtime_ahead_pins_numpy_until_it_is_imported(monkeypatch):
     assert runtimes.import_ahead(name) is None
 
 
+@pytest.mark.parametrize("name", ["numpy"] + COMPILED)
+def test_a_fit_extracts_at_the_batch_its_runtime_computes_best(name, fresh_trust, tmp_path,
+                                                               monkeypatch):
+    """numpy at the engine's batch (32), OpenVINO at 8: its rate is the same at 8 and 32,
+    but its first batch of each new size costs half a batch more, and 8 holds less memory
+    (a cold fit on the sample peaked at 540 MB instead of 800)."""
+    from retrain import features
+    from retrain.engine import DEFAULT_BATCH_SIZE
+    from stand_in import use_stand_in
+    use_stand_in(monkeypatch)
+    sizes, iter_batches = [], features.iter_batches
+
+    def recording(paths, recipe, batch_size, *args, **kwargs):
+        sizes.append(batch_size)
+        return iter_batches(paths, recipe, batch_size, *args, **kwargs)
+    monkeypatch.setattr(features, "iter_batches", recording)
+    data = _two_class_folder(tmp_path / "data")
+    assert main(["fit", str(data), "--out", str(tmp_path / "run"), "--cache",
+                 str(tmp_path / "cache"), "--epochs", "1", "--runtime", name, "-q"]) == 0
+    expected = {"numpy": DEFAULT_BATCH_SIZE, "openvino": 8, "onnxruntime": 32}[name]
+    assert sizes == [expected]
+
+
+@pytest.mark.skipif("openvino" not in COMPILED, reason="needs the openvino extra")
+def test_openvino_keeps_what_it_compiled_for_the_next_process(fresh_trust, tmp_path,
+                                                              monkeypatch):
+    """The compiled model goes to retrain's cache folder (compiled/), where the next load
+    of the same model finds it; a damaged file there is compiled again; a cache folder that
+    cannot be written costs the caching, not the runtime."""
+    from retrain.runtime_backends import compiled_cache_dir
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    model = stand_in_backbone()
+    x = _inputs(model)
+    expected = model.predict(x)
+    atol = runtimes.PROBE_TOLERANCE["f32"] * max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(runtimes.load_runtime(model, "openvino").predict(x), expected,
+                               rtol=0, atol=atol)
+    kept = sorted(compiled_cache_dir().iterdir())
+    assert len(kept) == 1 and kept[0].stat().st_size > 10_000
+    kept[0].chmod(0o600)
+    kept[0].write_bytes(b"not a compiled model")                   # damaged: compiled again
+    np.testing.assert_allclose(runtimes.load_runtime(model, "openvino").predict(x), expected,
+                               rtol=0, atol=atol)
+    assert kept[0].stat().st_size > 10_000
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file"))  # no folder can be made
+    np.testing.assert_allclose(runtimes.load_runtime(model, "openvino").predict(x), expected,
+                               rtol=0, atol=atol)
+
+
 @pytest.mark.skipif("openvino" not in COMPILED, reason="needs the openvino extra")
 def test_bf16_asked_of_a_runtime_loading_in_a_thread_is_refused_at_first_use(monkeypatch):
     """Whether OpenVINO has bf16 here is asked in the loading thread (it imports OpenVINO):
@@ -397,6 +448,7 @@ def test_an_unusable_model_on_auto_runs_on_the_next_runtime(fresh_trust, monkeyp
     gives way under auto; asked for by name, it is a one-line error naming it."""
     class Broken:
         name = module = "onnxruntime"
+        batch_size = 32
         precisions = staticmethod(lambda: ("f32",))
 
         @staticmethod
