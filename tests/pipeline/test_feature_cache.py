@@ -245,7 +245,7 @@ def test_failure_between_write_and_rename_leaves_no_trusted_entry(tmp_path, monk
     class Killed(BaseException):        # not Ctrl-C, which extraction catches to save work
         pass
 
-    monkeypatch.setattr("retrain.features.os.replace", replace_then_fail)
+    monkeypatch.setattr(os, "replace", replace_then_fail)        # every module's os
     with pytest.raises(Killed):
         extract(paths, open_cache(tmp_path / "cache"), batch_size=2, chunk_size=2)
     monkeypatch.undo()
