@@ -25,6 +25,7 @@ from .errors import ConfigError, Interrupted, RetrainError
 from .export import describe
 from .fit import HeadOptions
 from .model_file import load_model_file
+from .runtimes import import_ahead
 from .output import csv_line, json_line, printable
 from .options import OptionError, add_options, values_from
 from .cli_options import (add_dask_option, add_export_parser, add_runtimes_parser,
@@ -87,8 +88,16 @@ def cmd_fit(args):
 
 
 # -- evaluate ------------------------------------------------------------------------------
+def _model_file(args):
+    """The model file, read while the runtime's package imports in a thread (import_ahead:
+    0.1 s for OpenVINO), where this process runs the model."""
+    if args.cluster is None:
+        import_ahead(args.runtime, args.precision)
+    return load_model_file(args.model)
+
+
 def cmd_evaluate(args):
-    model = load_model_file(args.model)
+    model = _model_file(args)
     metrics = evaluate_model(model, args.data, args.split, batch_size=args.batch_size,
                              workers=args.workers, cluster=args.cluster, runtime=args.runtime,
                              precision=args.precision, min_confidence=args.min_confidence,
@@ -107,7 +116,7 @@ def cmd_evaluate(args):
 
 # -- classify ------------------------------------------------------------------------------
 def cmd_classify(args):
-    model = load_model_file(args.model)
+    model = _model_file(args)
     records = classify(model, args.paths, top_k=args.top_k, batch_size=args.batch_size,
                        workers=args.workers, cluster=args.cluster, runtime=args.runtime,
                        precision=args.precision, min_confidence=args.min_confidence,

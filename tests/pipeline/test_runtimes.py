@@ -588,3 +588,20 @@ def test_a_bf16_runtime_that_disagrees_is_refused_too(fresh_trust, monkeypatch):
     perturbed.offset = float(np.sqrt(np.mean(np.square(model.predict(_inputs(model))))))
     with pytest.raises(ConfigError, match=f"The {name} runtime disagrees .*bf16: RMS"):
         runtimes.load_runtime(model, name, "bf16")
+
+
+def test_classify_and_evaluate_import_their_runtime_while_the_model_file_loads(
+        trained_stand_in, monkeypatch, capsys):
+    """The runtime's package (0.1 s for OpenVINO) imports while the model file is read."""
+    from retrain import cli
+    model, data = trained_stand_in
+    events = []
+    monkeypatch.setattr(cli, "import_ahead", lambda *a: events.append(("import", a)))
+    read = cli.load_model_file
+    monkeypatch.setattr(cli, "load_model_file", lambda path: (events.append("read"),
+                                                              read(path))[1])
+    for command in (["classify", str(model), str(data)], ["evaluate", str(model), str(data)]):
+        events.clear()
+        assert main(command + ["--runtime", "numpy", "--precision", "f32"]) == 0
+        assert events == [("import", ("numpy", "f32")), "read"]
+    capsys.readouterr()
