@@ -41,8 +41,10 @@ def add_lr_find_parser(commands, func):
     p.add_argument("data", metavar="DATA", help="folder of class folders of images")
     p.add_argument("--out", metavar="PAGE", type=path_argument, default=Path("lr_find.html"),
                    help="the page to write (default: lr_find.html)")
-    add_options(p, ("backbone", "hidden_units", "batch_size", "val_percent", "test_percent",
-                    "cache_dir", "quiet_bars"))
+    # the options that fix the features, as fit has them, so that they are fit's features
+    add_options(p, ("backbone", "crop_fraction", "jpeg_draft", "hidden_units", "batch_size",
+                    "val_percent", "test_percent", "cache_dir", "runtime", "precision",
+                    "quiet_bars"))
     p.set_defaults(func=func)
 
 

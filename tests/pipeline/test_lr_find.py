@@ -55,3 +55,19 @@ def test_lr_find_writes_its_page_and_fit_lr_auto_uses_the_suggestion(image_tree,
     assert main(["fit", str(data), "--out", str(tmp_path / "ft"), "--cache",
                  str(tmp_path / "cache"), "--lr", "auto", "--fine-tune", "1", "-q"]) == 2
     assert "--lr auto" in capsys.readouterr().err
+
+
+def test_lr_find_computes_the_features_fit_will_use(image_tree, tmp_path, monkeypatch, capsys):
+    """lr-find takes the options that fix the features (here --crop-fraction), so that a fit
+    with the same options finds every feature cached and suggests the same rate."""
+    use_stand_in(monkeypatch)
+    data = image_tree({"a": 15, "b": 15, "c": 15})
+    options = ["--cache", str(tmp_path / "cache"), "--crop-fraction", "0.5", "-q"]
+    assert main(["lr-find", str(data), "--out", str(tmp_path / "curve.html")] + options) == 0
+    suggested = float(re.search(r"suggested learning rate (\S+)",
+                                capsys.readouterr().out).group(1))
+    assert main(["fit", str(data), "--out", str(tmp_path / "run"), "--lr", "auto"]
+                + options) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (metrics["cache"]["hits"], metrics["cache"]["misses"]) == (45, 0)
+    assert metrics["training"]["learning_rate"] == pytest.approx(suggested, rel=5e-3)
