@@ -324,6 +324,31 @@ def test_openvino_keeps_what_it_compiled_for_the_next_process(fresh_trust, tmp_p
 
 
 @pytest.mark.skipif("openvino" not in COMPILED, reason="needs the openvino extra")
+def test_the_compiled_models_kept_are_the_newest_up_to_a_size(fresh_trust, tmp_path,
+                                                                monkeypatch):
+    """Each trained model a user classifies is compiled once more: the cache folder keeps
+    the newest of them up to COMPILED_CACHE_BYTES, and the one just compiled."""
+    import os
+    from retrain import runtime_backends
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    folder = runtime_backends.compiled_cache_dir()
+    folder.mkdir(parents=True)
+    for age in range(5):                                  # 5 older files of 1 MB each
+        old = folder / f"old-{age}.blob"
+        old.write_bytes(b"x" * (1 << 20))
+        os.utime(old, (1e9 - age, 1e9 - age))
+    runtimes.load_runtime(stand_in_backbone(), "openvino")
+    new = [p for p in folder.iterdir() if not p.name.startswith("old-")]
+    assert len(new) == 1 and new[0].stat().st_size < (1 << 18)    # the stand-in is small
+    monkeypatch.setattr(runtime_backends, "COMPILED_CACHE_BYTES", (5 << 20) // 2)   # 2.5 MB
+    runtimes.load_runtime(stand_in_backbone(seed=1), "openvino")     # another model
+    kept = sorted(p.name for p in folder.iterdir())
+    assert "old-0.blob" in kept and "old-1.blob" in kept           # the newest old ones
+    assert not any(f"old-{age}.blob" in kept for age in (2, 3, 4))
+    assert len([name for name in kept if not name.startswith("old-")]) >= 1
+
+
+@pytest.mark.skipif("openvino" not in COMPILED, reason="needs the openvino extra")
 def test_bf16_asked_of_a_runtime_loading_in_a_thread_is_refused_at_first_use(monkeypatch):
     """Whether OpenVINO has bf16 here is asked in the loading thread (it imports OpenVINO):
     where it has none, the first use is the one-line error saying why."""
