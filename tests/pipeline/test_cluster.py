@@ -234,7 +234,10 @@ def test_a_worker_killed_mid_run(cluster, image_tree, tmp_path, monkeypatch):
 
 def test_ctrl_c_cancels_pending_tasks_and_keeps_finished_chunks(cluster, image_tree,
                                                                 tmp_path, monkeypatch):
-    paths = sorted(photos(image_tree).rglob("*.png"))
+    # 480 images: 8 tasks of 60, so that the tasks after the third do not all finish in
+    # the moment between the third finishing and Ctrl-C (with 120, tasks of 16 tiny images
+    # did, once in 4 runs on a quiet machine, and nothing was left to cancel)
+    paths = sorted(photos(image_tree, count=480).rglob("*.png"))
     client, seen = cluster.client, {}
     as_completed = cluster_module.as_completed
 
@@ -254,14 +257,14 @@ def test_ctrl_c_cancels_pending_tasks_and_keeps_finished_chunks(cluster, image_t
     keys = cached_keys(tmp_path / "cache")
     # the finished chunks, also those not yet taken, are cached; the others were cancelled
     assert len(keys) == len(set(keys)) == stop.value.kept >= seen["finished"]
-    assert stop.value.kept < stop.value.total == 120
+    assert stop.value.kept < stop.value.total == 480
     left = client.run_on_scheduler(lambda dask_scheduler: [
         key for key, task in dask_scheduler.tasks.items()
         if str(key).startswith("retrain-features") and task.state != "memory"])
     assert left == []                       # none waiting, queued or running: cancelled
     monkeypatch.undo()
     again = extract(paths, tmp_path / "cache", cluster)
-    assert (again.hits, again.misses) == (len(keys), 120 - len(keys))
+    assert (again.hits, again.misses) == (len(keys), 480 - len(keys))
 
 
 def test_a_worker_refuses_a_file_that_is_not_the_one_hashed(image_tree, tmp_path):
