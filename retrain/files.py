@@ -13,8 +13,8 @@ from .engine import atomic_write
 from .errors import DataError
 from .output import json_ready
 
-__all__ = ["default_cache_dir", "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
-           "relative_posix", "resolve_relative", "sha256_file"]
+__all__ = ["default_cache_dir", "atomic_write", "atomic_write_bytes", "atomic_write_json",
+           "atomic_write_text", "relative_posix", "resolve_relative", "sha256_file"]
 
 _CHUNK = 1 << 20
 

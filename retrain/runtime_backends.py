@@ -9,6 +9,7 @@ from collections import deque
 
 import numpy as np
 
+from .engine import DEFAULT_BATCH_SIZE
 from .files import default_cache_dir
 
 __all__ = ["OpenVINOBackend", "OnnxRuntimeBackend", "compiled_cache_dir"]
@@ -102,7 +103,7 @@ class OpenVINOBackend:
 
 class OnnxRuntimeBackend:
     name, module = "onnxruntime", "onnxruntime"
-    batch_size = 32
+    batch_size = DEFAULT_BATCH_SIZE
 
     @staticmethod
     def precisions():
@@ -138,6 +139,8 @@ class _Requests:
     normalised) and the last one's outputs used while the runtime computes."""
 
     def __init__(self, compiled):
+        import openvino
+        self._tensor = openvino.Tensor
         self._now = compiled.create_infer_request()
         self._turns = deque(compiled.create_infer_request() for _ in range(2))
 
@@ -163,14 +166,13 @@ class _Requests:
                     request.wait()
 
     def _start(self, x):
-        import openvino
         request = self._turns[0]
         self._turns.rotate(-1)
         # The input set as a tensor over x's memory, then started: 60-80 us a batch, where
         # start_async([x], share_inputs=True) sorts out its arguments in Python first
         # (180-200 us: 125 batches of 8 in a fit on the sample).
-        request.set_input_tensor(openvino.Tensor(np.ascontiguousarray(x, np.float32),
-                                                 shared_memory=True))
+        request.set_input_tensor(self._tensor(np.ascontiguousarray(x, np.float32),
+                                              shared_memory=True))
         request.start_async()
         return request
 

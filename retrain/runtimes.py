@@ -293,11 +293,13 @@ def load_runtime(model, name="auto", precision="f32", wait=True):
     in the caller's thread (_Loading);
     a runtime not installed is still refused at once, but bf16 (which the runtime must be
     imported to answer for: 0.1-0.3 s) is checked in the thread, refused at first use."""
-    chosen = resolve_runtime(name, PRECISIONS[0] if precision in PRECISIONS else precision)
-    if not wait and chosen != "numpy":
-        return _Loading(model, lambda: _load_resolved(
-            model, name, resolve_runtime(name, precision), precision, numpy_here=False),
-            chosen)
+    if not wait:
+        chosen = resolve_runtime(name, PRECISIONS[0] if precision in PRECISIONS else
+                                 precision)
+        if chosen != "numpy":
+            return _Loading(model, lambda: _load_resolved(
+                model, name, resolve_runtime(name, precision), precision, numpy_here=False),
+                chosen)
     return _load_resolved(model, name, resolve_runtime(name, precision), precision)
 
 
