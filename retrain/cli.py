@@ -23,11 +23,10 @@ from .cli_text import (FAILED_WHERE, ClassifyTable, backbone_lines, fit_lines,
 from .cli_usage import HelpFormatter, Parser, path_argument, sigterm_as_ctrl_c
 from .errors import ConfigError, Interrupted, RetrainError
 from .export import describe
-from .fit import HeadOptions
 from .model_file import load_model_file
 from .runtimes import import_ahead
 from .output import csv_line, json_line, printable
-from .options import OptionError, add_options, values_from
+from .options import OptionError, add_options
 from .cli_options import (add_dask_option, add_export_parser, add_runtimes_parser,
                           check_accuracy, open_cluster)
 from .onnx_export import export_file
@@ -60,8 +59,7 @@ def cmd_fit(args):
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ConfigError(f"--out must be a folder; {args.out} is a file.",
                           hint="Give a new or existing folder, e.g. --out runs/flowers.")
-    options = RunOptions(head=HeadOptions(**values_from(args, HeadOptions)),
-                         **values_from(args, RunOptions))
+    options = RunOptions.from_args(args)
     earlier = (Path(args.out) / "model.h5").exists()
     if earlier:
         _err(f"note: {args.out} holds an earlier run; its files are replaced when this run "

@@ -5,9 +5,8 @@ from pathlib import Path
 
 from .cli_usage import HelpFormatter, path_argument
 from .files import atomic_write_text
-from .fit import HeadOptions
 from .lr_find import lr_find, lr_find_page
-from .options import add_options, values_from
+from .options import add_options
 from .pipeline import RunOptions, cached_split
 from .search import TABLE_HEADER, table_rows
 
@@ -50,12 +49,11 @@ def add_lr_find_parser(commands, func):
 
 def run_lr_find(args, say):
     """`retrain lr-find`: the sweep, the page, the suggestion printed; exit status 0."""
-    head = HeadOptions(**values_from(args, HeadOptions))
-    dataset, features, parts = cached_split(args.data, RunOptions(
-        head=head, **values_from(args, RunOptions)))
+    options = RunOptions.from_args(args)
+    dataset, features, parts = cached_split(args.data, options)
     train = parts.indices("train")
     found = lr_find(features[train], [dataset.records[i][1] for i in train],
-                    len(dataset.classes), head)
+                    len(dataset.classes), options.head)
     atomic_write_text(args.out, lr_find_page(found, f"retrain lr-find: {Path(args.data).name}"))
     say(f"suggested learning rate {found['suggestion']:.3g} (the loss is lowest at "
         f"{found['minimum']:.3g}); the curve: {args.out}")

@@ -31,7 +31,7 @@ from .features import default_cache_dir
 from .files import atomic_write_json
 from .fit import HeadOptions, train_head
 from .ingest import ingest
-from .options import AUTO, check, default
+from .options import AUTO, check, default, values_from
 from .report import write_report
 from .runtimes import resolve_runtime, runtime_record
 from .run_folder import check_cache_outside, run_folder
@@ -66,6 +66,12 @@ class RunOptions:
     tta: int = default("tta")        # test-time views averaged over (tta.py)
     search: bool = default("search")    # try search.GRID's recipes, keep the best
     search_budget: float = default("search_budget")
+
+    @classmethod
+    def from_args(cls, args):
+        """The options a command line parsed into `args` (argparse's namespace) holds,
+        the head's among them; the others keep their defaults."""
+        return cls(head=HeadOptions(**values_from(args, HeadOptions)), **values_from(args, cls))
 
     def validate(self):
         """Refuse bad settings before any image is read; "auto" becomes the runtime it is."""
