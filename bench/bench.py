@@ -388,10 +388,11 @@ def bench_extract(quick, work):
 
 
 def _extract_on(runtime, data, count, batch, work, images=64):
-    """The cold fit has no feature cached; on a compiled runtime, the compiled model is
-    cached (by the runtime-alone run before it, as by any earlier run on the machine), and
-    a second cold fit, `first_fit`, finds no compiled model either, as the first run on a
-    machine: each with a cache folder of its own ($XDG_CACHE_HOME, files.py)."""
+    """The cold fit has no feature cached; on a compiled runtime, `first_fit` runs first,
+    with nothing compiled either, as the first run on a machine, and compiles and keeps the
+    runtime (runtime_store), which the cold fit after it then restores, as any later run on
+    the machine does: in a cache folder ($XDG_CACHE_HOME, files.py) of their own, and each
+    with a feature cache of its own."""
     def fit_in(cache_home, name):
         os.environ["XDG_CACHE_HOME"] = str(work / cache_home)
         result = run_fit(data, work / f"extract-run-{name}", work / f"extract-cache-{name}",
@@ -400,11 +401,11 @@ def _extract_on(runtime, data, count, batch, work, images=64):
         return result
     saved = os.environ.get("XDG_CACHE_HOME")
     try:
+        first = None if runtime == "numpy" else fit_in(f"xdg-{runtime}", f"{runtime}-1st")
         os.environ["XDG_CACHE_HOME"] = str(work / f"xdg-{runtime}")
         alone = [measure("backbone", batch_size=batch, images=images, repeats=3,
                          runtime=runtime)]
         fit = fit_in(f"xdg-{runtime}", runtime)
-        first = None if runtime == "numpy" else fit_in(f"xdg-first-{runtime}", f"{runtime}-1st")
         os.environ["XDG_CACHE_HOME"] = str(work / f"xdg-{runtime}")
         alone.append(measure("backbone", batch_size=batch, images=images, repeats=3,
                              runtime=runtime))

@@ -11,7 +11,7 @@ from .augment import augmentation_recipe, tta_recipe
 from .backbones.cut import split_backbone
 from .features import (FeatureCache, cache_namespace, default_cache_dir, extract_features,
                        extract_views)
-from .runtimes import import_ahead, load_runtime
+from .runtimes import load_runtime, start_runtime
 from .search_cuts import cut_blocks
 
 __all__ = ["BackboneCut", "AugmentedViews", "TestTimeViews", "cut_backbone", "plain_features",
@@ -72,18 +72,35 @@ def cut_backbone(options):
     deepest (search_cuts.cut_blocks): a BackboneCut, whose runtime (--runtime) starts
     loading at once, in a thread, while the images are found and hashed. More blocks than it
     has are refused (ConfigError) before any image is read."""
-    import_ahead(options.runtime, options.precision)     # meanwhile the backbone loads
-    backbone = backbones.load_backbone(options.backbone)
-    # This run's recipe: the backbone's own, plus how JPEGs are decoded and --crop-fraction.
-    # Set on the freshly loaded backbone, so that the cache key, the export and the model
-    # file all see it.
-    recipe = dict(backbone.metadata["preprocessing"], jpeg_draft=options.jpeg_draft)
-    if options.crop_fraction is not None:
-        recipe["crop_fraction"] = float(options.crop_fraction)
-    backbone.metadata["preprocessing"] = recipe
-    bottom, top, cut = split_backbone(backbone, cut_blocks(options, backbone))
-    return BackboneCut(backbone, bottom, top, cut, backbone.metadata["preprocessing"],
-                       load_runtime(bottom, options.runtime, options.precision, wait=False))
+    loading = _start_runtime(options)               # meanwhile the backbone loads
+    try:
+        backbone = backbones.load_backbone(options.backbone)
+        # This run's recipe: the backbone's own, plus how JPEGs are decoded and
+        # --crop-fraction. Set on the freshly loaded backbone, so that the cache key, the
+        # export and the model file all see it.
+        recipe = dict(backbone.metadata["preprocessing"], jpeg_draft=options.jpeg_draft)
+        if options.crop_fraction is not None:
+            recipe["crop_fraction"] = float(options.crop_fraction)
+        backbone.metadata["preprocessing"] = recipe
+        bottom, top, cut = split_backbone(backbone, cut_blocks(options, backbone))
+    except BaseException:
+        if loading is not None:
+            loading.provide(None)                   # its thread ends
+        raise
+    runner = load_runtime(bottom, "numpy", options.precision) if loading is None else \
+        loading.provide(bottom)
+    return BackboneCut(backbone, bottom, top, cut, backbone.metadata["preprocessing"], runner)
+
+
+def _start_runtime(options):
+    """runtimes.start_runtime for the bottom that cut_backbone will build, named by the
+    backbone, its weights file and the cut (--fine-tune's blocks, or --search's)."""
+    record = backbones.get_backbone(options.backbone)
+    cut = "search" if options.search else options.head.fine_tune
+    shape = tuple(record.preprocessing["input_size"]) + (3,)
+    return start_runtime((f"backbone {record.name}", f"cut {cut}", f"input {shape}"),
+                         [backbones.weights_path(record.name)], shape, options.runtime,
+                         options.precision)
 
 
 def _batch(options, cut):

@@ -57,6 +57,21 @@ def use_stand_in(monkeypatch, seed=0):
 LITE_RECIPE = dict(RECIPE, input_size=[32, 32])
 
 
+_LITE_WEIGHTS = {}
+
+
+def _init_batch_norms(model, seed):
+    """Data-dependent init: each BatchNorm's moving statistics become those of its input on
+    a random batch (momentum 0 for one training-mode pass), so activations keep their scale
+    through the 17 blocks instead of vanishing as with mean 0 / variance 1."""
+    norms = [layer for layer in model.layers if type(layer).__name__ == "BatchNormalization"]
+    for layer in norms:
+        layer.momentum = 0.0
+    model.forward(np.random.default_rng(seed).normal(size=(16, 32, 32, 3)), training=True)
+    for layer in norms:
+        layer.momentum = 0.99
+
+
 def lite_stand_in(seed=0):
     """The real EfficientNet-Lite0 graph at 32x32 with seeded random weights: named blocks
     to fine-tune (block7a, top, ...) at a fraction of the cost of the ImageNet one."""
@@ -66,15 +81,13 @@ def lite_stand_in(seed=0):
     set_random_seed(seed)
     model = efficientnet_lite0(include_top=False, pooling="avg", weights=None,
                                input_shape=(32, 32, 3))
-    # Data-dependent init: each BatchNorm's moving statistics become those of its input on
-    # a random batch (momentum 0 for one training-mode pass), so activations keep their
-    # scale through the 17 blocks instead of vanishing as with mean 0 / variance 1.
-    norms = [layer for layer in model.layers if type(layer).__name__ == "BatchNormalization"]
-    for layer in norms:
-        layer.momentum = 0.0
-    model.forward(np.random.default_rng(seed).normal(size=(16, 32, 32, 3)), training=True)
-    for layer in norms:
-        layer.momentum = 0.99
+    if seed in _LITE_WEIGHTS:
+        model.set_weights(_LITE_WEIGHTS[seed])
+    else:
+        _init_batch_norms(model, seed)
+        # computed once a process: its matmuls round by OpenBLAS's thread count, which a
+        # runtime loading in a thread sets to one (runtimes._Loading)
+        _LITE_WEIGHTS[seed] = model.get_weights()
     model.trainable = False
     model.metadata = {"backbone": "lite_stand_in", "preprocessing": dict(LITE_RECIPE),
                       "provenance": {"source": "tests/pipeline/stand_in.py",

@@ -205,9 +205,10 @@ def _two_class_folder(root, count=4):
 @pytest.mark.parametrize("name", COMPILED)
 def test_a_fit_starts_loading_its_runtime_before_it_looks_for_images(name, fresh_trust,
                                                                      tmp_path, monkeypatch):
-    """The runtime's export and compilation start as soon as the backbone is loaded, so
-    that they overlap the finding and hashing of the images (cold fit on the sample: the
-    extraction stage 3.1 s -> 2.9 s, OpenVINO, quiet 2-core EPYC)."""
+    """The runtime's export and compilation start as soon as the backbone is loaded (where
+    nothing compiled is kept: start_runtime), so that they overlap the finding and hashing
+    of the images (cold fit on the sample: the extraction stage 3.1 s -> 2.9 s, OpenVINO,
+    quiet 2-core EPYC)."""
     from retrain import pipeline
     from stand_in import use_stand_in
     use_stand_in(monkeypatch)
@@ -302,7 +303,7 @@ def test_openvino_keeps_what_it_compiled_for_the_next_process(fresh_trust, tmp_p
     """The compiled model goes to retrain's cache folder (compiled/), where the next load
     of the same model finds it; a damaged file there is compiled again; a cache folder that
     cannot be written costs the caching, not the runtime."""
-    from retrain.runtime_backends import compiled_cache_dir
+    from retrain.runtime_store import compiled_cache_dir
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     model = stand_in_backbone()
     x = _inputs(model)
@@ -329,9 +330,9 @@ def test_the_compiled_models_kept_are_the_newest_up_to_a_size(fresh_trust, tmp_p
     """Each trained model a user classifies is compiled once more: the cache folder keeps
     the newest of them up to COMPILED_CACHE_BYTES, and the one just compiled."""
     import os
-    from retrain import runtime_backends
+    from retrain import runtime_store
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    folder = runtime_backends.compiled_cache_dir()
+    folder = runtime_store.compiled_cache_dir()
     folder.mkdir(parents=True)
     for age in range(5):                                  # 5 older files of 1 MB each
         old = folder / f"old-{age}.blob"
@@ -340,7 +341,7 @@ def test_the_compiled_models_kept_are_the_newest_up_to_a_size(fresh_trust, tmp_p
     runtimes.load_runtime(stand_in_backbone(), "openvino")
     new = [p for p in folder.iterdir() if not p.name.startswith("old-")]
     assert len(new) == 1 and new[0].stat().st_size < (1 << 18)    # the stand-in is small
-    monkeypatch.setattr(runtime_backends, "COMPILED_CACHE_BYTES", (5 << 20) // 2)   # 2.5 MB
+    monkeypatch.setattr(runtime_store, "COMPILED_CACHE_BYTES", (5 << 20) // 2)   # 2.5 MB
     runtimes.load_runtime(stand_in_backbone(seed=1), "openvino")     # another model
     kept = sorted(p.name for p in folder.iterdir())
     assert "old-0.blob" in kept and "old-1.blob" in kept           # the newest old ones
@@ -630,3 +631,112 @@ def test_classify_and_evaluate_import_their_runtime_while_the_model_file_loads(
         assert main(command + ["--runtime", "numpy", "--precision", "f32"]) == 0
         assert events == [("import", ("numpy", "f32")), "read"]
     capsys.readouterr()
+
+
+def _start(weights, name="openvino"):
+    """runtimes.start_runtime for stand_in_backbone, its 'weights' the file `weights`."""
+    return runtimes.start_runtime(("backbone stand_in", "cut 0"), [weights], (8, 8, 3), name)
+
+
+def _agrees(runner, model):
+    x = _inputs(model)
+    expected = model.predict(x)
+    atol = runtimes.PROBE_TOLERANCE["f32"] * max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(runner.predict(x), expected, rtol=0, atol=atol)
+
+
+@pytest.mark.skipif("openvino" not in COMPILED, reason="needs the openvino extra")
+def test_a_runtime_started_before_its_model_is_built_restores_what_the_last_run_kept(
+        fresh_trust, tmp_path, monkeypatch):
+    """A fit's runtime starts loading before the backbone is built (start_runtime): the
+    first run compiles the model once given and keeps it (runtime_store), under its ONNX
+    bytes and under its sources (pointing at it); the next run restores it without
+    exporting the model, and is checked against numpy all the same. New weights (another
+    file content) are another key: compiled again."""
+    from retrain import onnx_export
+    from retrain.runtime_store import compiled_cache_dir
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    weights = tmp_path / "weights.h5"
+    weights.write_bytes(b"seed 0")
+    model = stand_in_backbone()
+    _agrees(_start(weights).provide(model).wait(), model)
+    assert len(list(compiled_cache_dir().iterdir())) == 2     # the model, the pointer
+
+    monkeypatch.setattr(onnx_export, "onnx_bytes", lambda *a: pytest.fail("exported"))
+    checked = []
+    monkeypatch.setattr(runtimes, "_check_against_numpy",
+                        lambda *a, check=runtimes._check_against_numpy: checked.append(1)
+                        or check(*a))
+    runner = _start(weights).provide(model)
+    _agrees(runner.wait(), model)
+    assert checked == [1]
+
+    weights.write_bytes(b"other weights")           # another key: exported, compiled
+    with pytest.raises(pytest.fail.Exception, match="exported"):
+        _start(weights).provide(model).wait()
+
+
+@pytest.mark.skipif("openvino" not in COMPILED, reason="needs the openvino extra")
+def test_a_kept_runtime_that_disagrees_with_numpy_is_compiled_afresh(fresh_trust, tmp_path,
+                                                                    monkeypatch):
+    """The sources' key cannot see everything a model is (a stand-in, code the key's
+    digest misses): where what it restores disagrees with numpy, it is deleted and the
+    model compiled afresh, checked, and kept for the next run; no error for the user."""
+    from retrain.runtime_store import compiled_cache_dir
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    weights = tmp_path / "weights.h5"
+    weights.write_bytes(b"the same file")
+    _start(weights).provide(stand_in_backbone(seed=1)).wait()       # kept: seed 1's model
+    model = stand_in_backbone(seed=0)                               # the same sources
+    _agrees(_start(weights).provide(model).wait(), model)           # seed 1's deleted
+    assert len(list(compiled_cache_dir().iterdir())) == 1            # seed 0's: by its ONNX
+    _agrees(_start(weights).provide(model).wait(), model)            # pointed at anew
+    from retrain import onnx_export
+    monkeypatch.setattr(onnx_export, "onnx_bytes", lambda *a: pytest.fail("exported"))
+    _agrees(_start(weights).provide(model).wait(), model)            # restored
+
+
+@pytest.mark.skipif("openvino" not in COMPILED, reason="needs the openvino extra")
+def test_a_damaged_kept_runtime_is_compiled_again(fresh_trust, tmp_path, monkeypatch):
+    """A kept file whose bytes changed (a flipped byte, a truncation) reads as missing:
+    its sha256 is in the file (runtime_store); the runtime is compiled again."""
+    from retrain import runtime_store
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    runtime_store.write_compiled("ab" * 32, b"compiled bytes")
+    path = runtime_store.compiled_cache_dir() / f"{'ab' * 32}.compiled"
+    assert runtime_store.read_compiled("ab" * 32) == b"compiled bytes"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    assert runtime_store.read_compiled("ab" * 32) is None
+    path.write_bytes(bytes(data[:20]))
+    assert runtime_store.read_compiled("ab" * 32) is None
+
+    weights = tmp_path / "weights.h5"
+    weights.write_bytes(b"w")
+    model = stand_in_backbone()
+    _start(weights).provide(model).wait()
+    for kept in runtime_store.compiled_cache_dir().glob("*.compiled"):
+        kept.write_bytes(kept.read_bytes()[:-1] + b"!")
+    _agrees(_start(weights).provide(model).wait(), model)
+
+
+@pytest.mark.skipif("openvino" not in COMPILED, reason="needs the openvino extra")
+def test_a_model_never_built_ends_the_loading_thread(tmp_path, monkeypatch):
+    """A fit whose backbone cannot be built (its weights missing) says so, and the thread
+    started before the build ends: nothing waits forever for a model (the interpreter
+    joins the thread at exit), and numpy's OpenBLAS gets its threads back."""
+    from retrain import backbones
+    from retrain.errors import PretrainedMissingError
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(backbones, "pretrained_dir", lambda: tmp_path / "none")
+    counts, blas_threads = _blas_thread_counts()
+    before = set(threading.enumerate())
+    data = _two_class_folder(tmp_path / "data")
+    with pytest.raises(PretrainedMissingError):
+        from retrain.pipeline import RunOptions, run
+        run(data, tmp_path / "run", RunOptions(runtime="openvino", progress=False))
+    for thread in set(threading.enumerate()) - before:
+        thread.join(timeout=10)
+        assert not thread.is_alive(), thread.name
+    assert [get() for get in counts] == blas_threads        # numpy's threads given back
