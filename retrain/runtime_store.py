@@ -14,13 +14,14 @@ sha256 of its contents: a damaged or foreign file reads as missing.
 """
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 from .files import atomic_write_bytes, default_cache_dir, sha256_file
 from .version import __version__
 
 __all__ = ["COMPILED_CACHE_BYTES", "compiled_cache_dir", "source_key", "read_compiled",
-           "write_compiled", "drop_compiled", "trim"]
+           "write_compiled", "write_compiled_soon", "settle", "drop_compiled", "trim"]
 
 # How much of the cache folder compiled models may take: 37 EfficientNet-Lite0s.
 COMPILED_CACHE_BYTES = 512 << 20
@@ -83,15 +84,40 @@ def read_compiled(key):
         else None
 
 
-def write_compiled(key, body):
-    """Store `body` under `key`, atomically; False where the folder cannot be written (the
-    runtime still runs: it is compiled again next time)."""
+def write_compiled(key, body, folder=None):
+    """Store `body` under `key` (in `folder`, compiled_cache_dir by default), atomically;
+    False where the folder cannot be written (the runtime still runs: it is compiled again
+    next time)."""
+    folder = folder or compiled_cache_dir()
     try:
-        compiled_cache_dir().mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(_path(key), hashlib.sha256(body).digest() + body)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(folder / f"{key}{_SUFFIX}", hashlib.sha256(body).digest() + body)
     except OSError:
         return False
     return True
+
+
+_writing = []
+
+
+def write_compiled_soon(key, body):
+    """write_compiled in a thread of its own, then trim: 20-35 ms for EfficientNet-Lite0 that
+    the runtime's first batches need not wait for. Not a daemon: the interpreter's exit
+    waits for it (settle, for a caller that must see the file)."""
+    folder = compiled_cache_dir()           # the cache folder of now, as for every file
+
+    def write():
+        write_compiled(key, body, folder)
+        trim(folder)
+    thread = threading.Thread(target=write, name="retrain-keep")
+    _writing.append(thread)
+    thread.start()
+
+
+def settle():
+    """Wait for the writes write_compiled_soon started."""
+    while _writing:
+        _writing.pop().join()
 
 
 def drop_compiled(key):
@@ -101,12 +127,12 @@ def drop_compiled(key):
         pass
 
 
-def trim():
-    """Delete the oldest files of compiled_cache_dir (by the time they were written) until
-    the rest take COMPILED_CACHE_BYTES at the most. A model compiled again is written anew,
-    so those in use stay; a file another process is reading stays readable to it once
-    deleted."""
-    folder, most = compiled_cache_dir(), COMPILED_CACHE_BYTES
+def trim(folder=None):
+    """Delete the oldest files of `folder` (compiled_cache_dir by default; by the time they
+    were written) until the rest take COMPILED_CACHE_BYTES at the most. A model compiled
+    again is written anew, so those in use stay; a file another process is reading stays
+    readable to it once deleted."""
+    folder, most = folder or compiled_cache_dir(), COMPILED_CACHE_BYTES
     try:
         files = sorted((entry.stat().st_mtime, entry.stat().st_size, entry.path)
                        for entry in os.scandir(folder) if entry.is_file(follow_symlinks=False))

@@ -39,7 +39,8 @@ from .distribution import pip_install
 from .engine import DEFAULT_BATCH_SIZE, one_blas_thread
 from .errors import ConfigError, UnsupportedLayerError
 from .runtime_backends import OnnxRuntimeBackend, OpenVINOBackend
-from .runtime_store import drop_compiled, read_compiled, source_key, trim, write_compiled
+from .runtime_store import (drop_compiled, read_compiled, source_key, write_compiled,
+                            write_compiled_soon)
 from .options import PRECISIONS, RUNTIMES
 
 __all__ = ["RUNTIMES", "PRECISIONS", "PROBE_TOLERANCE", "Runtime", "load_runtime",
@@ -435,11 +436,10 @@ def _compile(name, precision, onnx_bytes, digest):
             drop_compiled(key)
     run = backend.compile(onnx_bytes, precision)
     try:
-        kept = write_compiled(key, backend.stored(run))
+        write_compiled_soon(key, backend.stored(run))
     except Exception:           # noqa: BLE001  not kept: compiled again next time
-        kept = False
-    trim()
-    return run, key if kept else None
+        return run, None
+    return run, key
 
 
 def _checked(runner, model=None):

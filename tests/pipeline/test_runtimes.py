@@ -303,7 +303,7 @@ def test_openvino_keeps_what_it_compiled_for_the_next_process(fresh_trust, tmp_p
     """The compiled model goes to retrain's cache folder (compiled/), where the next load
     of the same model finds it; a damaged file there is compiled again; a cache folder that
     cannot be written costs the caching, not the runtime."""
-    from retrain.runtime_store import compiled_cache_dir
+    from retrain.runtime_store import compiled_cache_dir, settle
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     model = stand_in_backbone()
     x = _inputs(model)
@@ -311,12 +311,14 @@ def test_openvino_keeps_what_it_compiled_for_the_next_process(fresh_trust, tmp_p
     atol = runtimes.PROBE_TOLERANCE["f32"] * max(1.0, float(np.abs(expected).max()))
     np.testing.assert_allclose(runtimes.load_runtime(model, "openvino").predict(x), expected,
                                rtol=0, atol=atol)
+    settle()
     kept = sorted(compiled_cache_dir().iterdir())
     assert len(kept) == 1 and kept[0].stat().st_size > 10_000
     kept[0].chmod(0o600)
     kept[0].write_bytes(b"not a compiled model")                   # damaged: compiled again
     np.testing.assert_allclose(runtimes.load_runtime(model, "openvino").predict(x), expected,
                                rtol=0, atol=atol)
+    settle()
     assert kept[0].stat().st_size > 10_000
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file"))  # no folder can be made
@@ -339,10 +341,12 @@ def test_the_compiled_models_kept_are_the_newest_up_to_a_size(fresh_trust, tmp_p
         old.write_bytes(b"x" * (1 << 20))
         os.utime(old, (1e9 - age, 1e9 - age))
     runtimes.load_runtime(stand_in_backbone(), "openvino")
+    runtime_store.settle()
     new = [p for p in folder.iterdir() if not p.name.startswith("old-")]
     assert len(new) == 1 and new[0].stat().st_size < (1 << 18)    # the stand-in is small
     monkeypatch.setattr(runtime_store, "COMPILED_CACHE_BYTES", (5 << 20) // 2)   # 2.5 MB
     runtimes.load_runtime(stand_in_backbone(seed=1), "openvino")     # another model
+    runtime_store.settle()
     kept = sorted(p.name for p in folder.iterdir())
     assert "old-0.blob" in kept and "old-1.blob" in kept           # the newest old ones
     assert not any(f"old-{age}.blob" in kept for age in (2, 3, 4))
@@ -634,7 +638,10 @@ def test_classify_and_evaluate_import_their_runtime_while_the_model_file_loads(
 
 
 def _start(weights, name="openvino"):
-    """runtimes.start_runtime for stand_in_backbone, its 'weights' the file `weights`."""
+    """runtimes.start_runtime for stand_in_backbone, its 'weights' the file `weights`, once
+    what earlier loads keep is written (runtime_store.write_compiled_soon)."""
+    from retrain.runtime_store import settle
+    settle()
     return runtimes.start_runtime(("backbone stand_in", "cut 0"), [weights], (8, 8, 3), name)
 
 
@@ -654,12 +661,13 @@ def test_a_runtime_started_before_its_model_is_built_restores_what_the_last_run_
     exporting the model, and is checked against numpy all the same. New weights (another
     file content) are another key: compiled again."""
     from retrain import onnx_export
-    from retrain.runtime_store import compiled_cache_dir
+    from retrain.runtime_store import compiled_cache_dir, settle
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     weights = tmp_path / "weights.h5"
     weights.write_bytes(b"seed 0")
     model = stand_in_backbone()
     _agrees(_start(weights).provide(model).wait(), model)
+    settle()
     assert len(list(compiled_cache_dir().iterdir())) == 2     # the model, the pointer
 
     monkeypatch.setattr(onnx_export, "onnx_bytes", lambda *a: pytest.fail("exported"))
@@ -682,13 +690,14 @@ def test_a_kept_runtime_that_disagrees_with_numpy_is_compiled_afresh(fresh_trust
     """The sources' key cannot see everything a model is (a stand-in, code the key's
     digest misses): where what it restores disagrees with numpy, it is deleted and the
     model compiled afresh, checked, and kept for the next run; no error for the user."""
-    from retrain.runtime_store import compiled_cache_dir
+    from retrain.runtime_store import compiled_cache_dir, settle
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     weights = tmp_path / "weights.h5"
     weights.write_bytes(b"the same file")
     _start(weights).provide(stand_in_backbone(seed=1)).wait()       # kept: seed 1's model
     model = stand_in_backbone(seed=0)                               # the same sources
     _agrees(_start(weights).provide(model).wait(), model)           # seed 1's deleted
+    settle()
     assert len(list(compiled_cache_dir().iterdir())) == 1            # seed 0's: by its ONNX
     _agrees(_start(weights).provide(model).wait(), model)            # pointed at anew
     from retrain import onnx_export
@@ -716,6 +725,7 @@ def test_a_damaged_kept_runtime_is_compiled_again(fresh_trust, tmp_path, monkeyp
     weights.write_bytes(b"w")
     model = stand_in_backbone()
     _start(weights).provide(model).wait()
+    runtime_store.settle()
     for kept in runtime_store.compiled_cache_dir().glob("*.compiled"):
         kept.write_bytes(kept.read_bytes()[:-1] + b"!")
     _agrees(_start(weights).provide(model).wait(), model)
