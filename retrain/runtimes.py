@@ -211,6 +211,7 @@ class _Loading(Runtime):
     def __init__(self, model, load, chosen):
         self.model, self._done, self._outcome = model, threading.Event(), None
         self._given = threading.Event()             # the model is there (provide)
+        self._reference = None          # numpy's outputs on the model's probe (provide)
         if model is not None:
             self._given.set()
         self.batch_size = batch_size_of(chosen)     # known before the loading ends
@@ -245,7 +246,8 @@ class _Loading(Runtime):
                 try:
                     if runner.model is None and self.given() is None:
                         raise _CannotRun("The model to run was not built.")
-                    runner = _checked(runner, None if runner.model else self.model)
+                    runner = _checked(runner, None if runner.model else self.model,
+                                      self._reference)
                     self._outcome = (runner, None)
                 except BaseException as refused:        # noqa: BLE001  kept for every call
                     self._outcome = runner, error = (None, refused)
@@ -256,7 +258,8 @@ class _Loading(Runtime):
     def provide(self, model):
         """Hand the loading (start_runtime) the model, once built (None: it never will be,
         and the loading ends). Where the runtime is loaded already, it is checked now, in
-        this thread, rather than at its first use (a refusal is still raised there)."""
+        this thread, rather than at its first use (a refusal is still raised there); else
+        numpy's outputs on the probe are computed now, while it compiles, for that check."""
         self.model = model
         self._given.set()
         if model is None or self._done.is_set():    # None: numpy gets its threads back
@@ -264,6 +267,8 @@ class _Loading(Runtime):
                 self.wait()
             except Exception:               # noqa: BLE001  raised at the first use
                 pass
+        else:       # compiling still: numpy's outputs on the probe meanwhile (one thread)
+            self._reference = model.predict(_probe(model))     # the runtime's probe
         return self
 
     def given(self):
@@ -442,20 +447,21 @@ def _compile(name, precision, onnx_bytes, digest):
     return run, key
 
 
-def _checked(runner, model=None):
-    """`runner` once its pending check against numpy is made, in this thread. `model`: the
+def _checked(runner, model=None, reference=None):
+    """`runner` once its pending check against numpy is made, in this thread (with numpy's
+    outputs on its probe `reference`, where provide computed them). `model`: the
     model a runtime restored by start_runtime before it was built runs (its sources' key
     `runner.sources`); where the restored one does not fit it or disagrees with numpy, the
     kept files are deleted and the model compiled afresh (checked too), and the next run
     keeps it anew."""
     if model is None:
-        runner.check_now()
+        runner.check_now(reference)
         return runner
     runner.model = model
     try:
         if _probe(model).shape != runner.probe.shape:
             raise ConfigError("another input shape")
-        runner.check_now()
+        runner.check_now(reference)
         return runner
     except ConfigError:
         drop_compiled(_pointed(runner.sources))

@@ -750,3 +750,35 @@ def test_a_model_never_built_ends_the_loading_thread(tmp_path, monkeypatch):
         thread.join(timeout=10)
         assert not thread.is_alive(), thread.name
     assert [get() for get in counts] == blas_threads        # numpy's threads given back
+
+
+@needs_compiled
+@pytest.mark.parametrize("name", COMPILED)
+def test_a_runtime_still_compiling_when_its_model_is_given_is_checked_all_the_same(
+        name, fresh_trust, tmp_path, monkeypatch):
+    """Given its model while it compiles, start_runtime's loading has numpy's outputs on the
+    probe computed meanwhile, in the caller's thread; the first use compares them with the
+    runtime's: one that disagrees is refused, one within float32 rounding runs."""
+    from retrain.runtime_store import settle
+    weights = tmp_path / "weights.h5"
+    weights.write_bytes(b"w")
+    model, real = stand_in_backbone(), runtimes.BACKENDS[name]
+    predict = model.predict
+    for offset, refused in ((5e-4, True), (2e-5, False)):
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / f"xdg-{offset}"))
+        held = _Held(real)
+        held.offset = offset
+        monkeypatch.setitem(runtimes.BACKENDS, name, held)
+        calls = []
+        monkeypatch.setattr(model, "predict", lambda x, *a, **k: calls.append(len(x)) or
+                            predict(x, *a, **k), raising=False)
+        runner = _start(weights, name).provide(model)
+        assert calls == [2] and not held.go.is_set()       # the probe's, while compiling
+        held.go.set()
+        if refused:
+            with pytest.raises(ConfigError, match=f"The {name} runtime disagrees"):
+                runner.wait()
+        else:
+            _agrees(runner.wait(), model)
+        assert calls[:1] == [2] and 2 not in calls[1:]        # not computed again
+        settle()
