@@ -70,8 +70,10 @@ class TestTimeViews:
 def cut_backbone(options):
     """The backbone (options.backbone) loaded and split at --fine-tune's cut, or --search's
     deepest (search_cuts.cut_blocks): a BackboneCut, whose runtime (--runtime) starts
-    loading at once, in a thread, while the images are found and hashed. More blocks than it
-    has are refused (ConfigError) before any image is read."""
+    loading in a thread before the backbone is built (runtimes.start_runtime: what an
+    earlier run compiled is restored meanwhile), and is checked against numpy once it is,
+    or at its first use. More blocks than it has are refused (ConfigError) before any image
+    is read."""
     loading = _start_runtime(options)               # meanwhile the backbone loads
     try:
         backbone = backbones.load_backbone(options.backbone)
