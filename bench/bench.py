@@ -393,20 +393,18 @@ def _extract_on(runtime, data, count, batch, work, images=64):
     runtime (runtime_store), which the cold fit after it then restores, as any later run on
     the machine does: in a cache folder ($XDG_CACHE_HOME, files.py) of their own, and each
     with a feature cache of its own."""
-    def fit_in(cache_home, name):
-        os.environ["XDG_CACHE_HOME"] = str(work / cache_home)
+    def fit_as(name):
         result = run_fit(data, work / f"extract-run-{name}", work / f"extract-cache-{name}",
                          args=("--runtime", runtime))
         result["extract_images_per_s"] = count / result["stages_s"][EXTRACT_STAGE]
         return result
     saved = os.environ.get("XDG_CACHE_HOME")
     try:
-        first = None if runtime == "numpy" else fit_in(f"xdg-{runtime}", f"{runtime}-1st")
         os.environ["XDG_CACHE_HOME"] = str(work / f"xdg-{runtime}")
+        first = None if runtime == "numpy" else fit_as(f"{runtime}-1st")
         alone = [measure("backbone", batch_size=batch, images=images, repeats=3,
                          runtime=runtime)]
-        fit = fit_in(f"xdg-{runtime}", runtime)
-        os.environ["XDG_CACHE_HOME"] = str(work / f"xdg-{runtime}")
+        fit = fit_as(runtime)
         alone.append(measure("backbone", batch_size=batch, images=images, repeats=3,
                              runtime=runtime))
     finally:

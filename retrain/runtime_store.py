@@ -68,8 +68,8 @@ def _code_digest():
     return _code[0]
 
 
-def _path(key):
-    return compiled_cache_dir() / f"{key}{_SUFFIX}"
+def _path(key, folder=None):
+    return (folder or compiled_cache_dir()) / f"{key}{_SUFFIX}"
 
 
 def read_compiled(key):
@@ -88,10 +88,10 @@ def write_compiled(key, body, folder=None):
     """Store `body` under `key` (in `folder`, compiled_cache_dir by default), atomically;
     False where the folder cannot be written (the runtime still runs: it is compiled again
     next time)."""
-    folder = folder or compiled_cache_dir()
+    path = _path(key, folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(folder / f"{key}{_SUFFIX}", hashlib.sha256(body).digest() + body)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, hashlib.sha256(body).digest() + body)
     except OSError:
         return False
     return True

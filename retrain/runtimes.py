@@ -244,10 +244,12 @@ class _Loading(Runtime):
             runner, error = self._outcome
             if error is None:
                 try:
-                    if runner.model is None and self.given() is None:
-                        raise _CannotRun("The model to run was not built.")
-                    runner = _checked(runner, None if runner.model else self.model,
-                                      self._reference)
+                    model = None
+                    if runner.model is None:    # restored before the model was built
+                        model = self.given()
+                        if model is None:
+                            raise _CannotRun("The model to run was not built.")
+                    runner = _checked(runner, model, self._reference)
                     self._outcome = (runner, None)
                 except BaseException as refused:        # noqa: BLE001  kept for every call
                     self._outcome = runner, error = (None, refused)
@@ -371,15 +373,15 @@ def start_runtime(parts, files, shape, name="auto", precision="f32"):
 
 def _load_early(loading, name, chosen, precision, parts, files, shape):
     backend, source, restored = BACKENDS[chosen], None, None
-    if hasattr(backend, "restore") and resolve_runtime(name, precision) == chosen:
+    resolved = resolve_runtime(name, precision)     # bf16 refused here, at the first use
+    if hasattr(backend, "restore") and resolved == chosen:
         source = _kept_key(parts, files, chosen, precision)
         restored = source and _restore(backend, _pointed(source), precision, shape)
     if not restored:
         model = loading.given()
         if model is None:
             raise _CannotRun("The model to run was not built.")     # nobody waits for it
-        runtime = _load_resolved(model, name, resolve_runtime(name, precision), precision,
-                                 numpy_here=False)
+        runtime = _load_resolved(model, name, resolved, precision, numpy_here=False)
         if source and runtime.kept:
             write_compiled(source, runtime.kept.encode())   # points at the compiled model
         return runtime
@@ -411,14 +413,26 @@ def _pointed(source):
 
 def _restore(backend, key, precision, shape):
     """(run, probe, run's outputs on it) from the compiled model kept under `key`, or None
-    (none kept, or one the runtime cannot read: deleted, compiled again)."""
+    (as _restored; or one that cannot run inputs of `shape`: deleted, compiled again)."""
+    run = _restored(backend, key, precision)
+    if run is None:
+        return None
+    probe = _probe(None, shape)
+    try:
+        return run, probe, run(probe)
+    except Exception:           # noqa: BLE001  the runtime's own, of assorted types
+        drop_compiled(key)
+        return None
+
+
+def _restored(backend, key, precision):
+    """The run function of the compiled model kept under `key`, or None: none kept (or no
+    key), or one the runtime cannot read (deleted: compiled again)."""
     body = key and read_compiled(key)
     if not body:
         return None
     try:
-        run = backend.restore(body, precision)
-        probe = _probe(None, shape)
-        return run, probe, run(probe)
+        return backend.restore(body, precision)
     except Exception:           # noqa: BLE001  the runtime's own, of assorted types
         drop_compiled(key)
         return None
@@ -433,12 +447,9 @@ def _compile(name, precision, onnx_bytes, digest):
     if not hasattr(backend, "restore"):
         return backend.compile(onnx_bytes, precision), None
     key = _kept_key([f"onnx {digest}"], [], name, precision)
-    body = read_compiled(key)
-    if body is not None:
-        try:
-            return backend.restore(body, precision), key
-        except Exception:       # noqa: BLE001  the runtime's own: compiled again
-            drop_compiled(key)
+    run = _restored(backend, key, precision)
+    if run is not None:
+        return run, key
     run = backend.compile(onnx_bytes, precision)
     try:
         write_compiled_soon(key, backend.stored(run))

@@ -306,24 +306,18 @@ def test_openvino_keeps_what_it_compiled_for_the_next_process(fresh_trust, tmp_p
     from retrain.runtime_store import compiled_cache_dir, settle
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     model = stand_in_backbone()
-    x = _inputs(model)
-    expected = model.predict(x)
-    atol = runtimes.PROBE_TOLERANCE["f32"] * max(1.0, float(np.abs(expected).max()))
-    np.testing.assert_allclose(runtimes.load_runtime(model, "openvino").predict(x), expected,
-                               rtol=0, atol=atol)
+    _agrees(runtimes.load_runtime(model, "openvino"), model)
     settle()
     kept = sorted(compiled_cache_dir().iterdir())
     assert len(kept) == 1 and kept[0].stat().st_size > 10_000
     kept[0].chmod(0o600)
     kept[0].write_bytes(b"not a compiled model")                   # damaged: compiled again
-    np.testing.assert_allclose(runtimes.load_runtime(model, "openvino").predict(x), expected,
-                               rtol=0, atol=atol)
+    _agrees(runtimes.load_runtime(model, "openvino"), model)
     settle()
     assert kept[0].stat().st_size > 10_000
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file"))  # no folder can be made
-    np.testing.assert_allclose(runtimes.load_runtime(model, "openvino").predict(x), expected,
-                               rtol=0, atol=atol)
+    _agrees(runtimes.load_runtime(model, "openvino"), model)
 
 
 @pytest.mark.skipif("openvino" not in COMPILED, reason="needs the openvino extra")
